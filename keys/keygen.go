@@ -1,0 +1,149 @@
+package keys
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/base64"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+)
+
+// KeyPrefix starts every access key.
+const KeyPrefix = "kg_"
+
+// Sizes of the random parts of an access key. The secret carries 256 bits.
+const (
+	keyIDBytes     = 10 // 16 base32 characters
+	keySecretBytes = 32 // 52 base32 characters, 256 bits
+)
+
+// lowerBase32 has no '_' so an access key splits unambiguously.
+var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// RandomToken returns n random bytes from crypto/rand as lower-case base32.
+func RandomToken(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		// crypto/rand never fails on supported platforms (Go 1.24+ panics itself).
+		panic("keys: crypto/rand failed: " + err.Error())
+	}
+	return lowerBase32.EncodeToString(b)
+}
+
+// NewID returns a random public identifier (16 lower-case base32 characters).
+func NewID() string { return RandomToken(keyIDBytes) }
+
+// NewUserID returns a random decimal user id of 15 digits with no leading
+// zero: below 2^53, so SDKs that type user ids as numbers keep it exact.
+func NewUserID() string {
+	lo := big.NewInt(100_000_000_000_000)
+	span := big.NewInt(900_000_000_000_000)
+	n, err := rand.Int(rand.Reader, span)
+	if err != nil {
+		panic("keys: crypto/rand failed: " + err.Error())
+	}
+	return n.Add(n, lo).String()
+}
+
+// Hasher hashes access keys for storage: SHA-256, or HMAC-SHA256 keyed with
+// the pepper when one is configured (a leaked store then cannot be
+// brute-forced offline without the pepper as well).
+type Hasher struct {
+	pepper []byte
+}
+
+// NewHasher returns a Hasher; an empty pepper means plain SHA-256.
+func NewHasher(pepper []byte) *Hasher {
+	return &Hasher{pepper: append([]byte(nil), pepper...)}
+}
+
+// Sum returns the stored hash of a full access key string.
+func (h *Hasher) Sum(key string) []byte {
+	if len(h.pepper) == 0 {
+		s := sha256.Sum256([]byte(key))
+		return s[:]
+	}
+	m := hmac.New(sha256.New, h.pepper)
+	m.Write([]byte(key))
+	return m.Sum(nil)
+}
+
+// Verify reports, in constant time, whether key hashes to stored.
+func (h *Hasher) Verify(key string, stored []byte) bool {
+	if len(h.pepper) == 0 {
+		s := sha256.Sum256([]byte(key))
+		return subtle.ConstantTimeCompare(s[:], stored) == 1
+	}
+	return subtle.ConstantTimeCompare(h.Sum(key), stored) == 1
+}
+
+// ParseAccessKey splits kg_<id>_<secret> and returns the id. It does not
+// allocate; ok is false for anything not shaped like a keygate key.
+func ParseAccessKey(s string) (id string, ok bool) {
+	if !strings.HasPrefix(s, KeyPrefix) {
+		return "", false
+	}
+	rest := s[len(KeyPrefix):]
+	i := strings.IndexByte(rest, '_')
+	if i <= 0 || i != lowerBase32.EncodedLen(keyIDBytes) {
+		return "", false
+	}
+	secret := rest[i+1:]
+	if len(secret) != lowerBase32.EncodedLen(keySecretBytes) {
+		return "", false
+	}
+	for j := 0; j < len(rest); j++ {
+		c := rest[j]
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7' || c == '_' && j == i) {
+			return "", false
+		}
+	}
+	return rest[:i], true
+}
+
+// NewAccessKey generates an access key for a user in a tenant. It returns the
+// full key, to be shown once, and the record to store (hash only).
+func NewAccessKey(h *Hasher, userID, tenantID, name string, expiresAt time.Time) (plaintext string, k Key) {
+	id := NewID()
+	plaintext = KeyPrefix + id + "_" + RandomToken(keySecretBytes)
+	return plaintext, Key{
+		ID:        id,
+		Name:      name,
+		UserID:    userID,
+		TenantID:  tenantID,
+		Hash:      h.Sum(plaintext),
+		Last4:     plaintext[len(plaintext)-4:],
+		ExpiresAt: expiresAt.UTC(),
+		Status:    KeyActive,
+	}
+}
+
+// NewSigningSecret returns a fresh signing secret string: 32 random bytes,
+// base64 (standard alphabet, padded), as wallee issues them.
+func NewSigningSecret() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic("keys: crypto/rand failed: " + err.Error())
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// ValidateID checks an admin-chosen identifier: 1–64 characters of
+// letters, digits, '-', '_', '.', ':' and '@'.
+func ValidateID(id string) error {
+	if id == "" || len(id) > 64 {
+		return fmt.Errorf("must be 1 to 64 characters")
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_.:@", c) >= 0) {
+			return fmt.Errorf("may contain only letters, digits and - _ . : @")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+package keys
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps keygate's model. Every implementation passes the conformance
+// suite in keys/storetest, which is the contract: besides CRUD, a Store
+// enforces uniqueness (user name per primary tenant, key name per user, one
+// permission per user and tenant), optimistic locking (a non-zero expected
+// version must equal the current one, else ErrVersionMismatch; every change
+// increments Version), the state machines, the two-live-secrets limit, and
+// appends a HistoryEntry to the user's history for every change to the user,
+// its keys, secrets and permissions. Every write is atomic.
+//
+// Mutating methods take the actor (user id or "system") for the history.
+// Update methods take a mutate function that is applied to a copy of the
+// current record inside the store's transaction; it may run more than once
+// (optimistic retries) and must not have side effects.
+type Store interface {
+	// CreateTenant adds a tenant; ErrConflict when the id exists.
+	CreateTenant(ctx context.Context, t Tenant, actor string) (Tenant, error)
+	// GetTenant returns one tenant or ErrNotFound.
+	GetTenant(ctx context.Context, id string) (Tenant, error)
+	// UpdateTenant changes name or status.
+	UpdateTenant(ctx context.Context, id string, version int64, mutate func(*Tenant) error, actor string) (Tenant, error)
+	// ListTenants pages through tenants (sort fields: id, name, createdAt).
+	ListTenants(ctx context.Context, q TenantQuery) (Page[Tenant], error)
+
+	// CreateUser adds a user. An empty ID is generated (decimal digits);
+	// an empty Status becomes ACTIVE (INACTIVE is the only other state
+	// allowed at creation).
+	CreateUser(ctx context.Context, u User, actor string) (User, error)
+	// GetUser returns one user or ErrNotFound (purged users are not found;
+	// DELETED users are, until purged).
+	GetUser(ctx context.Context, id string) (User, error)
+	// UpdateUser changes a user; a status change must follow the state
+	// machine (ErrConflict otherwise). It cannot set DELETED: use DeleteUser.
+	UpdateUser(ctx context.Context, id string, version int64, mutate func(*User) error, actor string) (User, error)
+	// DeleteUser marks the user DELETED and, in the same transaction,
+	// revokes all its keys and deactivates all its secrets.
+	DeleteUser(ctx context.Context, id string, version int64, actor string) (User, error)
+	// PurgeUser removes a DELETED user and everything stored about it.
+	PurgeUser(ctx context.Context, id string) error
+	// ListUsers pages through users (sort fields: id, name, createdAt).
+	ListUsers(ctx context.Context, q UserQuery) (Page[User], error)
+	// DueForPurge lists DELETED users whose PlannedPurgeDate is before now.
+	DueForPurge(ctx context.Context, now time.Time, limit int) ([]string, error)
+
+	// PutPermission creates or updates the one permission of p.UserID in
+	// p.TenantID. An existing INVITED permission cannot be made ACTIVE here
+	// (ErrConflict: the invited user accepts it). created tells which happened.
+	PutPermission(ctx context.Context, p Permission, actor string) (perm Permission, created bool, err error)
+	// AcceptPermission turns an INVITED permission ACTIVE (ErrConflict otherwise).
+	AcceptPermission(ctx context.Context, id string, actor string) (Permission, error)
+	// GetPermission returns the permission of a user in a tenant or ErrNotFound.
+	GetPermission(ctx context.Context, userID, tenantID string) (Permission, error)
+	// GetPermissionByID returns a permission by its id or ErrNotFound.
+	GetPermissionByID(ctx context.Context, id string) (Permission, error)
+	// ListPermissions pages through the permissions of a tenant (sort fields: id, createdAt).
+	ListPermissions(ctx context.Context, q PermissionQuery) (Page[Permission], error)
+	// UserPermissions returns every permission of a user.
+	UserPermissions(ctx context.Context, userID string) ([]Permission, error)
+
+	// CreateKey stores a new access key (see NewAccessKey). Name must be
+	// unique among the user's keys; ExpiresAt is required; the user must exist
+	// and not be DELETING or DELETED.
+	CreateKey(ctx context.Context, k Key, actor string) (Key, error)
+	// GetKey returns a key by id or ErrNotFound.
+	GetKey(ctx context.Context, id string) (Key, error)
+	// UpdateKey changes name, expiry or status (ACTIVE ⇄ INACTIVE); a REVOKED
+	// key cannot change (ErrConflict). The key material never changes.
+	UpdateKey(ctx context.Context, userID, keyID string, version int64, mutate func(*Key) error, actor string) (Key, error)
+	// RevokeKey marks a key REVOKED for good.
+	RevokeKey(ctx context.Context, userID, keyID string, version int64, actor string) (Key, error)
+	// ReplaceKey stores next (same user, tenant and name as the old key) and
+	// disables the old key: at once when grace is 0, else it keeps working
+	// until now+grace (DisableAt). Both changes are one transaction.
+	ReplaceKey(ctx context.Context, userID, oldKeyID string, next Key, grace time.Duration, actor string) (newKey, oldKey Key, err error)
+	// ListKeys returns the keys of a user, oldest first.
+	ListKeys(ctx context.Context, userID string) ([]Key, error)
+
+	// CreateSecret stores a new signing secret; ErrConflict when the user
+	// already has MaxLiveSecrets ACTIVE secrets.
+	CreateSecret(ctx context.Context, s Secret, actor string) (Secret, error)
+	// GetSecret returns one secret of a user or ErrNotFound.
+	GetSecret(ctx context.Context, userID, secretID string) (Secret, error)
+	// UpdateSecret changes name or status; reactivating is refused
+	// (ErrConflict) when it would make a third live secret.
+	UpdateSecret(ctx context.Context, userID, secretID string, version int64, mutate func(*Secret) error, actor string) (Secret, error)
+	// DeleteSecret removes a secret.
+	DeleteSecret(ctx context.Context, userID, secretID string, version int64, actor string) error
+	// ListSecrets returns the secrets of a user, oldest first.
+	ListSecrets(ctx context.Context, userID string) ([]Secret, error)
+	// ResealSecrets rewrites every stored sealed value (secrets and signing
+	// keys) with reseal, all in one transaction (master key rotation).
+	ResealSecrets(ctx context.Context, reseal func(kind, id string, sealed []byte) ([]byte, error)) (int, error)
+
+	// TouchLastUsed records when keys, secrets and users were last used. It
+	// does not bump versions nor write history; ids that no longer exist are skipped.
+	TouchLastUsed(ctx context.Context, used []Usage) error
+
+	// History returns a user's changelog, newest first.
+	History(ctx context.Context, userID string, page, size int) (Page[HistoryEntry], error)
+	// AppendActivity records one admin API call.
+	AppendActivity(ctx context.Context, a Activity) error
+	// ListActivity pages through the activity log, newest first.
+	ListActivity(ctx context.Context, q ActivityQuery) (Page[Activity], error)
+
+	// PutSigningKey stores or replaces a token-signing key.
+	PutSigningKey(ctx context.Context, k SigningKey) error
+	// SigningKeys returns all token-signing keys, oldest first.
+	SigningKeys(ctx context.Context) ([]SigningKey, error)
+	// DeleteSigningKey removes a token-signing key.
+	DeleteSigningKey(ctx context.Context, id string) error
+
+	// GetMeta and PutMeta keep small named values (e.g. the master key check).
+	GetMeta(ctx context.Context, name string) ([]byte, error)
+	PutMeta(ctx context.Context, name string, value []byte) error
+
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Usage is one use of a credential, batched by TouchLastUsed.
+type Usage struct {
+	UserID   string
+	KeyID    string // empty when a secret was used
+	SecretID string // empty when a key was used
+	At       time.Time
+}
+
+// Invalidation names what a change touched, for caches. Stores that implement
+// Notifier publish one after every committed change.
+type Invalidation struct {
+	UserID string `json:"u,omitempty"`
+	KeyID  string `json:"k,omitempty"`
+}
+
+// Notifier is implemented by stores that tell subscribers about changes, on
+// this node and (for shared stores) on every other node.
+type Notifier interface {
+	// Subscribe calls fn for every change until ctx ends. lost is called when
+	// notifications may have been missed (e.g. a dropped connection), so the
+	// subscriber can drop its whole cache.
+	Subscribe(ctx context.Context, fn func(Invalidation), lost func()) error
+}
+
+// Sort is one sort field.
+type Sort struct {
+	Field string
+	Desc  bool
+}
+
+// ListOptions are the paging and sorting options of every list.
+type ListOptions struct {
+	// Page is 1-based. Default: 1.
+	Page int
+	// Size is the page size. Default: 30; at most 100.
+	Size int
+	// Sort fields in order. Default: by id ascending.
+	Sort []Sort
+}
+
+// TenantQuery selects tenants.
+type TenantQuery struct {
+	ListOptions
+	// IDs, when not nil, restricts the result to these tenants.
+	IDs    []string
+	Status TenantStatus
+	Q      string
+}
+
+// UserQuery selects users.
+type UserQuery struct {
+	ListOptions
+	// Tenant restricts to users whose primary tenant it is or who hold a permission there.
+	Tenant string
+	Status UserStatus
+	Type   UserType
+	Role   Role
+	// Q matches id, name, description or email (case-insensitive substring).
+	Q string
+}
+
+// PermissionQuery selects the permissions of one tenant.
+type PermissionQuery struct {
+	ListOptions
+	Tenant string
+	Status PermissionStatus
+	// Q matches the user's id, name, description, email or the role.
+	Q     string
+	Email string
+	// IncludeTechnicalUsers includes TECHNICAL, SERVICE and APPLICATION users;
+	// as every keygate user is one, false still includes them unless
+	// ExcludeTechnicalUsers is set (the seed's parameter defaults to including).
+	ExcludeTechnicalUsers bool
+	UserID                string
+}
+
+// ActivityQuery selects activity log entries.
+type ActivityQuery struct {
+	ListOptions
+	Actor  string
+	Tenant string
+	From   time.Time
+	To     time.Time
+}
+
+// Page is one page of a list and the total number of matches.
+type Page[T any] struct {
+	Items []T `json:"items"`
+	Total int `json:"total"`
+}
