@@ -1,0 +1,414 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// CacheOptions configure a Resolver.
+type CacheOptions struct {
+	// TTL bounds how long a positive entry is trusted; invalidations normally
+	// drop entries long before. Default: 30s.
+	TTL time.Duration
+	// NegativeTTL bounds how long "not found" is remembered, so a key created
+	// on another node is usable after at most this long even if its
+	// invalidation was lost. Default: 2s.
+	NegativeTTL time.Duration
+	// DegradedTTL replaces TTL while change notifications may be missed (the
+	// subscription dropped and is being re-established). Default: 1s.
+	DegradedTTL time.Duration
+	// Size bounds the number of entries of each kind. Default: 100000.
+	Size int
+}
+
+func (o *CacheOptions) setDefaults() {
+	if o.TTL <= 0 {
+		o.TTL = 30 * time.Second
+	}
+	if o.NegativeTTL <= 0 {
+		o.NegativeTTL = 2 * time.Second
+	}
+	if o.DegradedTTL <= 0 {
+		o.DegradedTTL = time.Second
+	}
+	if o.DegradedTTL > o.TTL {
+		o.DegradedTTL = o.TTL
+	}
+	if o.Size <= 0 {
+		o.Size = 100_000
+	}
+}
+
+// Principal is what the gateway needs to know about a user: the user and
+// its permissions by tenant. Values handed out by a Resolver are shared and
+// must be treated as read-only.
+type Principal struct {
+	User        User
+	Permissions map[string]*Permission
+	secrets     []OpenSecret
+	secretsErr  error
+	secretsOnce sync.Once
+}
+
+// Permission returns the user's permission in tenant, or nil.
+func (p *Principal) Permission(tenant string) *Permission { return p.Permissions[tenant] }
+
+// OpenSecret is a live signing secret in clear, as issued (base64 string).
+type OpenSecret struct {
+	ID    string
+	Value string
+}
+
+// Resolver reads keys, users and permissions through an in-process cache
+// that change notifications keep current (see Notifier). A warm lookup does
+// no store round trip and no allocation.
+type Resolver struct {
+	store  Store
+	opts   CacheOptions
+	opener func(Secret) (string, error)
+
+	keys  *ttlCache[*Key]
+	users *ttlCache[*Principal]
+
+	// seq counts invalidations; a fill that raced with one is not cached.
+	seq atomic.Uint64
+	// degraded is set while notifications may be missed.
+	degraded atomic.Bool
+
+	hits, misses atomic.Uint64
+}
+
+// NewResolver returns a Resolver over store. opener decrypts a stored
+// secret (nil: signing secrets are unavailable).
+func NewResolver(store Store, opts CacheOptions, opener func(Secret) (string, error)) *Resolver {
+	opts.setDefaults()
+	return &Resolver{
+		store:  store,
+		opts:   opts,
+		opener: opener,
+		keys:   newTTLCache[*Key](opts.Size),
+		users:  newTTLCache[*Principal](opts.Size),
+	}
+}
+
+// Stats returns the number of cache hits and misses so far.
+func (r *Resolver) Stats() (hits, misses uint64) { return r.hits.Load(), r.misses.Load() }
+
+func (r *Resolver) ttl(found bool) time.Duration {
+	if !found {
+		return r.opts.NegativeTTL
+	}
+	if r.degraded.Load() {
+		return r.opts.DegradedTTL
+	}
+	return r.opts.TTL
+}
+
+// Key returns the key with id; ErrNotFound (also cached, briefly) when none.
+func (r *Resolver) Key(ctx context.Context, id string, now time.Time) (*Key, error) {
+	if k, ok := r.keys.get(id, now); ok {
+		r.hits.Add(1)
+		if k == nil {
+			return nil, ErrNotFound
+		}
+		return k, nil
+	}
+	r.misses.Add(1)
+	seq := r.seq.Load()
+	k, err := r.store.GetKey(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		fill(r, r.keys, id, nil, seq, now, false)
+		return nil, ErrNotFound
+	case err != nil:
+		return nil, err
+	}
+	kp := &k
+	fill(r, r.keys, id, kp, seq, now, true)
+	return kp, nil
+}
+
+// Principal returns the user with id and its permissions.
+func (r *Resolver) Principal(ctx context.Context, id string, now time.Time) (*Principal, error) {
+	if p, ok := r.users.get(id, now); ok {
+		r.hits.Add(1)
+		if p == nil {
+			return nil, ErrNotFound
+		}
+		return p, nil
+	}
+	r.misses.Add(1)
+	seq := r.seq.Load()
+	u, err := r.store.GetUser(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		fill(r, r.users, id, nil, seq, now, false)
+		return nil, ErrNotFound
+	case err != nil:
+		return nil, err
+	}
+	perms, err := r.store.UserPermissions(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	p := &Principal{User: u, Permissions: make(map[string]*Permission, len(perms))}
+	for i := range perms {
+		p.Permissions[perms[i].TenantID] = &perms[i]
+	}
+	fill(r, r.users, id, p, seq, now, true)
+	return p, nil
+}
+
+// Secrets returns the user's ACTIVE signing secrets in clear. They are
+// loaded once per cached Principal.
+func (r *Resolver) Secrets(ctx context.Context, p *Principal) ([]OpenSecret, error) {
+	p.secretsOnce.Do(func() {
+		if r.opener == nil {
+			p.secretsErr = errors.New("signing secrets need a master key")
+			return
+		}
+		list, err := r.store.ListSecrets(ctx, p.User.ID)
+		if err != nil {
+			p.secretsErr = err
+			return
+		}
+		for _, s := range list {
+			if s.Status != SecretActive {
+				continue
+			}
+			v, err := r.opener(s)
+			if err != nil {
+				p.secretsErr = err
+				return
+			}
+			p.secrets = append(p.secrets, OpenSecret{ID: s.ID, Value: v})
+		}
+	})
+	if p.secretsErr != nil {
+		// A failed load must not stick to the cached principal.
+		r.users.delete(p.User.ID)
+		return nil, p.secretsErr
+	}
+	return p.secrets, nil
+}
+
+// fill caches v under id unless an invalidation raced with its load.
+func fill[V any](r *Resolver, c *ttlCache[V], id string, v V, seq uint64, now time.Time, found bool) {
+	if r.seq.Load() != seq {
+		return // an invalidation came in while loading: what was read may be stale
+	}
+	c.set(id, v, now.Add(r.ttl(found)))
+}
+
+// Invalidate drops what inv names.
+func (r *Resolver) Invalidate(inv Invalidation) {
+	r.seq.Add(1)
+	if inv.KeyID != "" {
+		r.keys.delete(inv.KeyID)
+	}
+	if inv.UserID != "" {
+		r.users.delete(inv.UserID)
+	}
+}
+
+// Flush drops every entry.
+func (r *Resolver) Flush() {
+	r.seq.Add(1)
+	r.keys.clear()
+	r.users.clear()
+}
+
+// Run keeps the cache current from the store's change notifications until
+// ctx ends. Stores that are not Notifiers rely on the TTLs alone. When the
+// subscription drops, the cache is flushed and short TTLs apply until it is
+// back; Run re-subscribes by itself.
+func (r *Resolver) Run(ctx context.Context, onError func(error)) {
+	n, ok := r.store.(Notifier)
+	if !ok {
+		return
+	}
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := n.Subscribe(ctx, func(inv Invalidation) {
+			if r.degraded.Swap(false) {
+				backoff = 100 * time.Millisecond
+			}
+			r.Invalidate(inv)
+		}, func() {
+			r.degraded.Store(true)
+			r.Flush()
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		r.degraded.Store(true)
+		r.Flush()
+		if err != nil && onError != nil {
+			onError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+// ttlCache is a bounded, sharded map of expiring entries.
+type ttlCache[V any] struct {
+	seed   maphash.Seed
+	shards [64]ttlShard[V]
+	per    int
+}
+
+type ttlShard[V any] struct {
+	mu sync.RWMutex
+	m  map[string]ttlEntry[V]
+}
+
+type ttlEntry[V any] struct {
+	v   V
+	exp int64 // unix nanoseconds
+}
+
+func newTTLCache[V any](size int) *ttlCache[V] {
+	c := &ttlCache[V]{seed: maphash.MakeSeed(), per: size/64 + 1}
+	for i := range c.shards {
+		c.shards[i].m = make(map[string]ttlEntry[V])
+	}
+	return c
+}
+
+func (c *ttlCache[V]) shard(k string) *ttlShard[V] {
+	return &c.shards[maphash.String(c.seed, k)%uint64(len(c.shards))]
+}
+
+func (c *ttlCache[V]) get(k string, now time.Time) (V, bool) {
+	s := c.shard(k)
+	s.mu.RLock()
+	e, ok := s.m[k]
+	s.mu.RUnlock()
+	if !ok || now.UnixNano() >= e.exp {
+		var zero V
+		return zero, false
+	}
+	return e.v, true
+}
+
+func (c *ttlCache[V]) set(k string, v V, exp time.Time) {
+	s := c.shard(k)
+	s.mu.Lock()
+	if _, ok := s.m[k]; !ok && len(s.m) >= c.per {
+		// Evict expired entries first, then an arbitrary one.
+		now := time.Now().UnixNano()
+		for key, e := range s.m {
+			if e.exp <= now {
+				delete(s.m, key)
+			}
+		}
+		for key := range s.m {
+			if len(s.m) < c.per {
+				break
+			}
+			delete(s.m, key)
+		}
+	}
+	s.m[k] = ttlEntry[V]{v: v, exp: exp.UnixNano()}
+	s.mu.Unlock()
+}
+
+func (c *ttlCache[V]) delete(k string) {
+	s := c.shard(k)
+	s.mu.Lock()
+	delete(s.m, k)
+	s.mu.Unlock()
+}
+
+func (c *ttlCache[V]) clear() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.mu.Unlock()
+	}
+}
+
+// UsageRecorder batches credential uses and writes them with
+// Store.TouchLastUsed at most once per interval, off the request path.
+type UsageRecorder struct {
+	store    Store
+	interval time.Duration
+
+	mu      sync.Mutex
+	pending map[string]Usage
+}
+
+// NewUsageRecorder returns a recorder flushing every interval (default 1m).
+func NewUsageRecorder(store Store, interval time.Duration) *UsageRecorder {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	return &UsageRecorder{store: store, interval: interval, pending: make(map[string]Usage)}
+}
+
+// Record notes a use; only the latest per credential is kept.
+func (u *UsageRecorder) Record(userID, keyID, secretID string, at time.Time) {
+	id := keyID
+	if id == "" {
+		id = "s:" + secretID
+	}
+	u.mu.Lock()
+	if prev, ok := u.pending[id]; !ok || prev.At.Before(at) {
+		u.pending[id] = Usage{UserID: userID, KeyID: keyID, SecretID: secretID, At: at}
+	}
+	u.mu.Unlock()
+}
+
+// Flush writes what is pending.
+func (u *UsageRecorder) Flush(ctx context.Context) error {
+	u.mu.Lock()
+	if len(u.pending) == 0 {
+		u.mu.Unlock()
+		return nil
+	}
+	batch := make([]Usage, 0, len(u.pending))
+	for _, v := range u.pending {
+		batch = append(batch, v)
+	}
+	clear(u.pending)
+	u.mu.Unlock()
+	if err := u.store.TouchLastUsed(ctx, batch); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Run flushes every interval until ctx ends, then once more.
+func (u *UsageRecorder) Run(ctx context.Context, onError func(error)) {
+	t := time.NewTicker(u.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := u.Flush(fctx); err != nil && onError != nil {
+				onError(err)
+			}
+			cancel()
+			return
+		case <-t.C:
+			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := u.Flush(fctx); err != nil && onError != nil {
+				onError(err)
+			}
+			cancel()
+		}
+	}
+}
