@@ -1,0 +1,48 @@
+// Package ratelimit is keygate's per-user request limiter: an exact sliding
+// window kept in Redis by one Lua script (shared by every gateway node), the
+// same window in process for the embedded store and for fail-open counting, a
+// circuit breaker, and the IETF RateLimit response headers.
+//
+// # Algorithm
+//
+// A window W is split into N sub-buckets (DefaultBuckets = 12, so 10 s each
+// for the default 2-minute window) of size s = ceil(W/N), aligned on the
+// epoch. A request arriving in bucket i is accepted when the sum of the
+// counts of buckets i-N … i (the current bucket and the N buckets before it,
+// N+1 buckets in all) is below the limit L; an accepted request increments
+// bucket i, a rejected one changes nothing (no penalty lockout).
+//
+// Because the N+1 counted buckets always cover the whole preceding window,
+// over ANY interval one window long at most L requests are accepted: there
+// is no boundary burst and no error in the count. The price is timing: a
+// request's slot is returned when its bucket leaves the counted range, which
+// is between W and W+s after the request was accepted. The worst-case error
+// is therefore in acceptance timing only: quota comes back at most one
+// sub-bucket (W/N, 10 s for the defaults) later than an ideal sliding log
+// would return it, never earlier.
+//
+// Decision.Remaining is L minus the counted requests (after this one when it
+// was accepted). Decision.Reset is the time until the oldest counted bucket
+// leaves the window, that is until some quota frees (the draft's t=).
+// Decision.RetryAfter, for a rejected request, is the time until enough
+// buckets have left the window for one more request to be accepted.
+//
+// # Implementations
+//
+// NewRedis keeps each key's buckets in one Redis hash, updated by one
+// atomic Lua script (window.lua) per request, run with EVALSHA (EVAL on
+// NOSCRIPT) and timed with Redis's own clock (TIME), so gateway clock skew
+// does not matter and any number of nodes share one exact counter. The hash
+// expires one window plus one bucket after its last accepted request. With
+// RedisOptions.Batch, concurrent calls are coalesced into pipelines: one
+// round trip serves many requests, each still decided by its own atomic
+// script run.
+//
+// NewLocal implements the same window in process (sharded maps, a sweeper
+// for idle keys). Breaker and Guarded add the failure policy: a circuit
+// breaker around Redis, then either an error (fail closed, the handler
+// answers 503) or a decision by a local limiter marked Degraded (fail open).
+//
+// A key used with a different window than before starts afresh, because the
+// bucket size changed.
+package ratelimit

@@ -1,0 +1,85 @@
+package ratelimit
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Canonical header keys, so WriteHeaders can set the map directly.
+const (
+	hdrPolicy    = "Ratelimit-Policy"
+	hdrRateLimit = "Ratelimit"
+	hdrLimit     = "X-Ratelimit-Limit"
+	hdrRemaining = "X-Ratelimit-Remaining"
+	hdrReset     = "X-Ratelimit-Reset"
+	hdrRetry     = "Retry-After"
+)
+
+// PolicyName is the quota policy name in the RateLimit-Policy and RateLimit
+// fields.
+const PolicyName = "user"
+
+// WriteHeaders sets the rate-limit response fields for d, a decision made
+// against window: the structured fields of draft-ietf-httpapi-ratelimit-headers
+// (-08 and later)
+//
+//	RateLimit-Policy: "user";q=<limit>;w=<window seconds>
+//	RateLimit: "user";r=<remaining>;t=<seconds until quota frees>
+//
+// the older X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset
+// (the same seconds as t=), and, when d is not Allowed, Retry-After. All
+// seconds are rounded up; Retry-After is at least 1.
+func WriteHeaders(h http.Header, d Decision, window time.Duration) {
+	var buf [128]byte
+	var end [6]int
+	b := buf[:0]
+	reset := ceilSeconds(d.Reset)
+
+	b = append(b, `"`+PolicyName+`";q=`...)
+	b = strconv.AppendInt(b, d.Limit, 10)
+	b = append(b, ";w="...)
+	b = strconv.AppendInt(b, ceilSeconds(window), 10)
+	end[0] = len(b)
+	b = append(b, `"`+PolicyName+`";r=`...)
+	b = strconv.AppendInt(b, d.Remaining, 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, reset, 10)
+	end[1] = len(b)
+	b = strconv.AppendInt(b, d.Limit, 10)
+	end[2] = len(b)
+	b = strconv.AppendInt(b, d.Remaining, 10)
+	end[3] = len(b)
+	b = strconv.AppendInt(b, reset, 10)
+	end[4] = len(b)
+	n := 5
+	if !d.Allowed {
+		b = strconv.AppendInt(b, max(ceilSeconds(d.RetryAfter), 1), 10)
+		end[5] = len(b)
+		n = 6
+	}
+
+	s := string(b) // the one string all values share
+	vals := make([]string, n)
+	start := 0
+	for i := range n {
+		vals[i] = s[start:end[i]]
+		start = end[i]
+	}
+	h[hdrPolicy] = vals[0:1:1]
+	h[hdrRateLimit] = vals[1:2:2]
+	h[hdrLimit] = vals[2:3:3]
+	h[hdrRemaining] = vals[3:4:4]
+	h[hdrReset] = vals[4:5:5]
+	if n == 6 {
+		h[hdrRetry] = vals[5:6:6]
+	}
+}
+
+// ceilSeconds returns d in whole seconds, rounded up; 0 for d <= 0.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
