@@ -1,0 +1,62 @@
+// Package redisstore is the Redis Backend of keygate's key store: the model
+// rules live once in keys.NewStore, and this package gives them a
+// transactional key-value store with ordered indexes on Redis (single node,
+// Redis Cluster or Sentinel, through a go-redis UniversalClient).
+//
+// # Layout
+//
+// With the default prefix "keygate:":
+//
+//	keygate:{kg}:<table>:<id>     a record (string)
+//	keygate:{kg}:@ix:<index>      an index (sorted set, every score 0,
+//	                              member sortKey + "\x00" + id)
+//	keygate:{kg}:@tx              watched by every Update (never written)
+//	keygate:{kg}:invalidate       pub/sub channel of keys.Invalidation (JSON)
+//
+// Members of an index all have score 0, so Redis orders them by their bytes,
+// which is (sortKey, id) order because a sort key never holds a NUL byte.
+//
+// # One hash tag
+//
+// Every key of the store carries the same hash tag, {kg}, so on Redis Cluster
+// all of them live in one slot and every Update is a single WATCH/MULTI/EXEC
+// on one node: multi-record changes (a user with its keys, indexes and
+// history) stay atomic without a cross-slot protocol. SPEC section 6 prefers
+// {tenant} and per-user tags, with operations that span slots written as
+// sequences of idempotent writes; that spreads the store over the cluster
+// but needs a recovery story for every half-done sequence. The key store is a
+// small admin dataset that the gateway reads through its cache (kept current
+// by the invalidation channel), while the per-request load goes to the rate
+// limiter, which spreads over slots with per-user tags. One tag is the simpler
+// choice that is safe by construction. Known limit: the whole store lives on
+// one cluster shard (its memory and write throughput bound the store's); a
+// store too large for one node would need the per-tenant layout.
+//
+// # Transactions
+//
+// View runs plain reads (no WATCH), so a View over several round trips is not
+// a snapshot. Update is optimistic: each read first WATCHes what it reads (in
+// the same round trip), writes are buffered, and at the end MULTI/EXEC applies
+// them and PUBLISHes the queued invalidations; when a watched key changed in
+// between, fn runs again (at most 50 attempts, with a small jittered backoff).
+// A transaction that loses the race that often fails with an error wrapping
+// keys.ErrUnavailable and redis.TxFailedErr: it is contention, not a rule of
+// the model, so the caller should retry later (the admin API answers 503 with
+// Retry-After), unlike keys.ErrConflict (409). Even an Update that writes
+// nothing ends with EXEC, so what fn read was one consistent state.
+//
+// Reads inside Update see the transaction's own pending writes: records put or
+// deleted earlier in fn, and index counts and ranges with the pending
+// additions, removals and drops applied.
+//
+// # Timeouts and errors
+//
+// Every round trip is bounded by Options.Timeout (default 50ms); a whole
+// Update, retries included, is bounded by 20 × Timeout (1s by default), and by
+// the caller's context. A failed, timed-out or refused call, a closed client
+// or a closed Backend gives an error wrapping keys.ErrUnavailable (and the
+// underlying error), so callers can fail closed; a missing record gives
+// keys.ErrNotFound. Errors name the operation and table, never a value. When
+// the EXEC of an Update times out, its outcome is unknown, as with any network
+// store.
+package redisstore

@@ -1,0 +1,89 @@
+package redisstore
+
+import (
+	"crypto/tls"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of Options.
+const (
+	// DefaultPrefix is the key prefix when Options.Prefix is empty.
+	DefaultPrefix = "keygate:"
+	// DefaultTimeout bounds one round trip when Options.Timeout is zero.
+	DefaultTimeout = 50 * time.Millisecond
+)
+
+// updateBudgetFactor times the per-call timeout bounds a whole Update,
+// retries included.
+const updateBudgetFactor = 20
+
+// Options configure the connection to Redis (NewClient) and the Backend (New).
+type Options struct {
+	// Addrs are the Redis addresses (host:port). One address is a single
+	// node, several are the seeds of a Redis Cluster, and with MasterName
+	// they are the Sentinels. Default: 127.0.0.1:6379 (go-redis's default).
+	Addrs []string
+	// MasterName selects Sentinel: the name of the monitored master.
+	// Default: empty (no Sentinel).
+	MasterName string
+	// Username and Password authenticate (Redis ACL, or Password alone for
+	// requirepass). Default: none.
+	Username string
+	Password string
+	// DB is the database number (single node and Sentinel only; a cluster
+	// has only 0). Default: 0.
+	DB int
+	// TLS connects with TLS, verifying the server against the system roots.
+	// Default: false.
+	TLS bool
+	// Prefix starts every key and the invalidation channel, so several
+	// deployments can share one Redis. Default: "keygate:".
+	Prefix string
+	// Timeout bounds each round trip to Redis; a whole Update, retries
+	// included, gets 20 × Timeout. Default: 50ms.
+	Timeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	return o
+}
+
+// NewClient builds the go-redis client that opts describe: one address gives
+// a single-node client, several a cluster client, and MasterName a Sentinel
+// failover client. Context deadlines are honoured (ContextTimeoutEnabled) and
+// reads and writes time out after Timeout; dialing may take a little longer
+// (at least 250ms) so a slow TLS handshake can complete, but every call is
+// still bounded by its own context. NewClient does no network I/O; the caller
+// closes the client.
+func NewClient(opts Options) redis.UniversalClient {
+	opts = opts.withDefaults()
+	dial := 5 * opts.Timeout
+	if dial < 250*time.Millisecond {
+		dial = 250 * time.Millisecond
+	}
+	uo := &redis.UniversalOptions{
+		Addrs:                 opts.Addrs,
+		MasterName:            opts.MasterName,
+		Username:              opts.Username,
+		Password:              opts.Password,
+		DB:                    opts.DB,
+		DialTimeout:           dial,
+		ReadTimeout:           opts.Timeout,
+		WriteTimeout:          opts.Timeout,
+		ContextTimeoutEnabled: true,
+	}
+	if opts.TLS {
+		// No RootCAs: the system roots. No ServerName: crypto/tls takes it
+		// from each address dialed (every cluster node, every Sentinel).
+		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return redis.NewUniversalClient(uo)
+}
