@@ -1,0 +1,274 @@
+package keys
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// History returns a user's changelog, newest first.
+func (s *kvStore) History(ctx context.Context, userID string, page, size int) (Page[HistoryEntry], error) {
+	ps, err := normalize(ListOptions{Page: page, Size: size}, []string{"at"}, Sort{Field: "at", Desc: true})
+	if err != nil {
+		return Page[HistoryEntry]{}, err
+	}
+	var p Page[HistoryEntry]
+	err = s.b.View(ctx, func(tx Tx) error {
+		if ok, err := exists(tx, tblUsers, userID); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("user %s: %w", userID, ErrNotFound)
+		}
+		index := "u:" + userID + ":history"
+		total, err := tx.IndexCount(index)
+		if err != nil {
+			return fmt.Errorf("counting history of user %s: %w", userID, err)
+		}
+		ids, err := tx.IndexRange(index, ps.offset, ps.size, true)
+		if err != nil {
+			return fmt.Errorf("reading history of user %s: %w", userID, err)
+		}
+		for i, id := range ids {
+			ids[i] = userID + sep + id
+		}
+		items, err := getManyJSON[HistoryEntry](tx, tblHistory, ids)
+		p = Page[HistoryEntry]{Items: nonNilItems(items), Total: total}
+		return err
+	})
+	return p, err
+}
+
+// AppendActivity records one admin API call. A zero At means now.
+func (s *kvStore) AppendActivity(ctx context.Context, a Activity) error {
+	if a.At.IsZero() {
+		a.At = s.clock()
+	}
+	a.At = a.At.UTC()
+	return s.b.Update(ctx, func(tx Tx) error {
+		id := NewID()
+		if err := putJSON(tx, tblActivity, id, a); err != nil {
+			return err
+		}
+		if err := tx.IndexAdd("activity:by:at", timeKey(a.At), id); err != nil {
+			return fmt.Errorf("indexing activity: %w", err)
+		}
+		return nil
+	})
+}
+
+// ListActivity pages through the activity log, newest first (sort field: at).
+func (s *kvStore) ListActivity(ctx context.Context, q ActivityQuery) (Page[Activity], error) {
+	ps, err := normalize(q.ListOptions, []string{"at"}, Sort{Field: "at", Desc: true})
+	if err != nil {
+		return Page[Activity]{}, err
+	}
+	l := lister[Activity]{
+		table:   tblActivity,
+		index:   func(string) string { return "activity:by:at" },
+		sortKey: func(a *Activity, _ string) string { return timeKey(a.At) },
+		id:      func(a *Activity) string { return timeKey(a.At) },
+	}
+	if q.Actor != "" || q.Tenant != "" || !q.From.IsZero() || !q.To.IsZero() {
+		l.filter = keep(func(a *Activity) bool {
+			return (q.Actor == "" || a.Actor == q.Actor) &&
+				(q.Tenant == "" || a.Tenant == q.Tenant) &&
+				(q.From.IsZero() || !a.At.Before(q.From)) &&
+				(q.To.IsZero() || a.At.Before(q.To))
+		})
+	}
+	var p Page[Activity]
+	err = s.b.View(ctx, func(tx Tx) (err error) {
+		p, err = l.list(tx, ps)
+		return err
+	})
+	return p, err
+}
+
+const sigKeyIndex = "sigkeys:by:createdAt"
+
+// PutSigningKey stores or replaces a token-signing key.
+func (s *kvStore) PutSigningKey(ctx context.Context, k SigningKey) error {
+	v := &ValidationError{}
+	validID(v, "id", k.ID)
+	required(v, "alg", k.Algorithm)
+	if len(k.SealedPrivate) == 0 {
+		v.Add("sealedPrivate", "is required")
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	if k.CreatedAt.IsZero() {
+		k.CreatedAt = s.clock()
+	}
+	k.CreatedAt = k.CreatedAt.UTC()
+	return s.b.Update(ctx, func(tx Tx) error {
+		var old []indexEntry
+		cur, err := getJSON[SigningKey](tx, tblSigKeys, k.ID, "signing key "+k.ID)
+		if err == nil {
+			old = []indexEntry{{sigKeyIndex, timeKey(cur.CreatedAt)}}
+		} else if !isNotFound(err) {
+			return err
+		}
+		if err := putJSON(tx, tblSigKeys, k.ID, k); err != nil {
+			return err
+		}
+		return syncIndexes(tx, k.ID, old, []indexEntry{{sigKeyIndex, timeKey(k.CreatedAt)}})
+	})
+}
+
+// SigningKeys returns all token-signing keys, oldest first.
+func (s *kvStore) SigningKeys(ctx context.Context) ([]SigningKey, error) {
+	var out []SigningKey
+	err := s.b.View(ctx, func(tx Tx) error {
+		ids, err := allIDs(tx, sigKeyIndex, false)
+		if err != nil {
+			return err
+		}
+		out, err = getManyJSON[SigningKey](tx, tblSigKeys, ids)
+		return err
+	})
+	return nonNilItems(out), err
+}
+
+// DeleteSigningKey removes a token-signing key; ErrNotFound when missing.
+func (s *kvStore) DeleteSigningKey(ctx context.Context, id string) error {
+	return s.b.Update(ctx, func(tx Tx) error {
+		cur, err := getJSON[SigningKey](tx, tblSigKeys, id, "signing key "+id)
+		if err != nil {
+			return err
+		}
+		if err := tx.Delete(tblSigKeys, id); err != nil {
+			return fmt.Errorf("deleting signing key %s: %w", id, err)
+		}
+		return syncIndexes(tx, id, []indexEntry{{sigKeyIndex, timeKey(cur.CreatedAt)}}, nil)
+	})
+}
+
+// GetMeta returns a named value or ErrNotFound.
+func (s *kvStore) GetMeta(ctx context.Context, name string) ([]byte, error) {
+	var out []byte
+	err := s.b.View(ctx, func(tx Tx) error {
+		b, err := tx.Get(tblMeta, name)
+		if isNotFound(err) {
+			return fmt.Errorf("meta %s: %w", name, ErrNotFound)
+		} else if err != nil {
+			return fmt.Errorf("loading meta %s: %w", name, err)
+		}
+		out = append([]byte(nil), b...)
+		return nil
+	})
+	return out, err
+}
+
+// PutMeta stores a named value.
+func (s *kvStore) PutMeta(ctx context.Context, name string, value []byte) error {
+	if name == "" {
+		return fieldError("name", "is required")
+	}
+	return s.b.Update(ctx, func(tx Tx) error {
+		if err := tx.Put(tblMeta, name, value); err != nil {
+			return fmt.Errorf("storing meta %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// Kinds of sealed values passed to ResealSecrets' function.
+const (
+	SealedSecret     = "secret"
+	SealedSigningKey = "signing-key"
+)
+
+// ResealSecrets rewrites every sealed value in one transaction. For kind
+// SealedSecret the id is "<user>:<secret>", for SealedSigningKey the kid,
+// so kind+":"+id is the value's associated data (SecretAAD, SigningKeyAAD).
+func (s *kvStore) ResealSecrets(ctx context.Context, reseal func(kind, id string, sealed []byte) ([]byte, error)) (int, error) {
+	var n int
+	err := s.b.Update(ctx, func(tx Tx) error {
+		n = 0
+		secretIDs, err := allIDs(tx, "secrets:all", false)
+		if err != nil {
+			return err
+		}
+		secrets, err := getManyJSON[Secret](tx, tblSecrets, secretIDs)
+		if err != nil {
+			return err
+		}
+		for _, sec := range secrets {
+			id := sec.UserID + ":" + sec.ID
+			if sec.Sealed, err = reseal(SealedSecret, id, sec.Sealed); err != nil {
+				return fmt.Errorf("resealing secret %s: %w", id, err)
+			}
+			if err := putJSON(tx, tblSecrets, secretKey(sec.UserID, sec.ID), sec); err != nil {
+				return err
+			}
+			n++
+		}
+		kids, err := allIDs(tx, sigKeyIndex, false)
+		if err != nil {
+			return err
+		}
+		sigs, err := getManyJSON[SigningKey](tx, tblSigKeys, kids)
+		if err != nil {
+			return err
+		}
+		for _, k := range sigs {
+			if k.SealedPrivate, err = reseal(SealedSigningKey, k.ID, k.SealedPrivate); err != nil {
+				return fmt.Errorf("resealing signing key %s: %w", k.ID, err)
+			}
+			if err := putJSON(tx, tblSigKeys, k.ID, k); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// TouchLastUsed records when credentials and users were last used, without
+// versions, history or invalidations. Missing records are skipped; a time
+// never moves backwards.
+func (s *kvStore) TouchLastUsed(ctx context.Context, used []Usage) error {
+	if len(used) == 0 {
+		return nil
+	}
+	return s.b.Update(ctx, func(tx Tx) error {
+		for _, u := range used {
+			at := u.At.UTC()
+			if u.KeyID != "" {
+				if err := touch(tx, tblKeys, u.KeyID, func(k *Key) **time.Time { return &k.LastUsedAt }, at); err != nil {
+					return err
+				}
+			}
+			if u.SecretID != "" && u.UserID != "" {
+				if err := touch(tx, tblSecrets, secretKey(u.UserID, u.SecretID), func(s *Secret) **time.Time { return &s.LastUsedAt }, at); err != nil {
+					return err
+				}
+			}
+			if u.UserID != "" {
+				if err := touch(tx, tblUsers, u.UserID, func(x *User) **time.Time { return &x.LastUsedAt }, at); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// touch moves a record's last-used time forward to at; a missing record
+// is skipped.
+func touch[T any](tx Tx, table, id string, lastUsed func(*T) **time.Time, at time.Time) error {
+	v, err := getJSON[T](tx, table, id, table+" "+id)
+	if isNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	p := lastUsed(&v)
+	if *p != nil && !(*p).Before(at) {
+		return nil
+	}
+	*p = &at
+	return putJSON(tx, table, id, v)
+}
