@@ -7,6 +7,9 @@ import (
 
 	// The standard Caddy modules.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	// keygate's modules, directives and subcommands.
+	_ "github.com/keygate/keygate"
 )
 
 func main() {

@@ -1,0 +1,341 @@
+// Package caddyfile adapts keygate's Caddyfile syntax: the `keygate` global
+// option and the `keygate` and `keygate_admin` directives. It builds
+// module/ types from tokens; module/ never imports it.
+package caddyfile
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/keygate/keygate/module"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("keygate", parseGlobal)
+	httpcaddyfile.RegisterHandlerDirective("keygate", parseKeygate)
+	httpcaddyfile.RegisterDirectiveOrder("keygate", httpcaddyfile.After, "basic_auth")
+	httpcaddyfile.RegisterHandlerDirective("keygate_admin", parseAdmin)
+	httpcaddyfile.RegisterDirectiveOrder("keygate_admin", httpcaddyfile.Before, "respond")
+}
+
+// parseGlobal sets up the keygate app from the global option. Syntax:
+//
+//	keygate {
+//		store file [<path>]
+//		store redis {
+//			address <host:port>...
+//			master_name <name>
+//			username <user>
+//			password <password>
+//			db <n>
+//			tls
+//			prefix <string>
+//			timeout <duration>
+//		}
+//		master_key <base64 of 32 bytes>
+//		pepper <secret>
+//		purge_interval <duration>
+//		cache {
+//			ttl <duration>
+//			negative_ttl <duration>
+//			size <n>
+//		}
+//	}
+func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(module.App)
+	if existing != nil {
+		return nil, d.Err("the keygate global option may appear only once")
+	}
+	d.Next() // option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "store":
+			if app.Store != nil {
+				return nil, d.Err("store already specified")
+			}
+			sc, err := parseStore(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Store = sc
+		case "master_key":
+			if err := oneArg(d, &app.MasterKey); err != nil {
+				return nil, err
+			}
+		case "pepper":
+			if err := oneArg(d, &app.Pepper); err != nil {
+				return nil, err
+			}
+		case "purge_interval":
+			if err := durationArg(d, &app.PurgeInterval); err != nil {
+				return nil, err
+			}
+		case "cache":
+			if app.Cache != nil {
+				return nil, d.Err("cache already specified")
+			}
+			app.Cache = new(module.CacheConfig)
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "ttl":
+					if err := durationArg(d, &app.Cache.TTL); err != nil {
+						return nil, err
+					}
+				case "negative_ttl":
+					if err := durationArg(d, &app.Cache.NegativeTTL); err != nil {
+						return nil, err
+					}
+				case "size":
+					if err := intArg(d, &app.Cache.Size); err != nil {
+						return nil, err
+					}
+				default:
+					return nil, d.Errf("unrecognized cache option '%s'", d.Val())
+				}
+			}
+		default:
+			return nil, d.Errf("unrecognized keygate option '%s'", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "keygate", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func parseStore(d *caddyfile.Dispenser) (*module.StoreConfig, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	sc := &module.StoreConfig{Backend: d.Val()}
+	switch sc.Backend {
+	case "file":
+		if d.NextArg() {
+			sc.Path = d.Val()
+		}
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		if d.NextBlock(d.Nesting()) {
+			return nil, d.Err("store file takes no block")
+		}
+	case "redis":
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			switch d.Val() {
+			case "address":
+				args := d.RemainingArgs()
+				if len(args) == 0 {
+					return nil, d.ArgErr()
+				}
+				sc.Addresses = append(sc.Addresses, args...)
+			case "master_name":
+				if err := oneArg(d, &sc.MasterName); err != nil {
+					return nil, err
+				}
+			case "username":
+				if err := oneArg(d, &sc.Username); err != nil {
+					return nil, err
+				}
+			case "password":
+				if err := oneArg(d, &sc.Password); err != nil {
+					return nil, err
+				}
+			case "db":
+				if err := intArg(d, &sc.DB); err != nil {
+					return nil, err
+				}
+			case "tls":
+				if d.NextArg() {
+					return nil, d.ArgErr()
+				}
+				sc.TLS = true
+			case "prefix":
+				if err := oneArg(d, &sc.Prefix); err != nil {
+					return nil, err
+				}
+			case "timeout":
+				if err := durationArg(d, &sc.Timeout); err != nil {
+					return nil, err
+				}
+			default:
+				return nil, d.Errf("unrecognized redis store option '%s'", d.Val())
+			}
+		}
+		if len(sc.Addresses) == 0 {
+			return nil, d.Err("store redis needs at least one address")
+		}
+	default:
+		return nil, d.Errf("unknown store '%s': use file or redis", sc.Backend)
+	}
+	return sc, nil
+}
+
+// parseKeygate sets up the gateway handler. Syntax:
+//
+//	keygate [<matcher>] {
+//		tenant <id|placeholder>
+//		schemes <scheme>...
+//		key_header <name>
+//		key_query <name>
+//		require_role <role>...
+//		limit <n> [<window>]
+//		max_limit <n>
+//		on_store_error fail_closed|fail_open
+//		max_skew <duration>
+//		replay_protection on|all|off
+//		sigv4_region <region>
+//		sigv4_service <service>
+//		header_prefix <prefix>
+//		keep_credentials
+//	}
+func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	d := h.Dispenser
+	hd := new(module.Handler)
+	d.Next() // directive name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("%s already specified", opt)
+		}
+		seen[opt] = true
+		var err error
+		switch opt {
+		case "tenant":
+			err = oneArg(d, &hd.Tenant)
+		case "schemes":
+			hd.Schemes = d.RemainingArgs()
+			if len(hd.Schemes) == 0 {
+				return nil, d.ArgErr()
+			}
+		case "key_header":
+			err = oneArg(d, &hd.KeyHeader)
+		case "key_query":
+			err = oneArg(d, &hd.KeyQuery)
+		case "require_role":
+			hd.RequireRoles = d.RemainingArgs()
+			if len(hd.RequireRoles) == 0 {
+				return nil, d.ArgErr()
+			}
+		case "limit":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return nil, d.ArgErr()
+			}
+			n, perr := strconv.ParseInt(args[0], 10, 64)
+			if perr != nil || n < 0 {
+				return nil, d.Errf("limit: '%s' is not a non-negative integer", args[0])
+			}
+			hd.Limit = n
+			if len(args) == 2 {
+				w, perr := caddy.ParseDuration(args[1])
+				if perr != nil || w <= 0 {
+					return nil, d.Errf("limit window: '%s' is not a positive duration", args[1])
+				}
+				hd.Window = caddy.Duration(w)
+			}
+		case "max_limit":
+			var n int
+			err = intArg(d, &n)
+			hd.MaxLimit = int64(n)
+		case "on_store_error":
+			err = oneArg(d, &hd.OnStoreError)
+			if err == nil && hd.OnStoreError != "fail_closed" && hd.OnStoreError != "fail_open" {
+				return nil, d.Errf("on_store_error: '%s' must be fail_closed or fail_open", hd.OnStoreError)
+			}
+		case "max_skew":
+			err = durationArg(d, &hd.MaxSkew)
+		case "replay_protection":
+			err = oneArg(d, &hd.ReplayProtection)
+			if err == nil && hd.ReplayProtection != "on" && hd.ReplayProtection != "all" && hd.ReplayProtection != "off" {
+				return nil, d.Errf("replay_protection: '%s' must be on, all or off", hd.ReplayProtection)
+			}
+		case "sigv4_region":
+			err = oneArg(d, &hd.SigV4Region)
+		case "sigv4_service":
+			err = oneArg(d, &hd.SigV4Service)
+		case "header_prefix":
+			err = oneArg(d, &hd.HeaderPrefix)
+		case "keep_credentials":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			hd.KeepCredentials = true
+		default:
+			return nil, d.Errf("unrecognized subdirective '%s'", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if hd.Tenant == "" {
+		return nil, d.Err("keygate: tenant is required")
+	}
+	return hd, nil
+}
+
+// parseAdmin sets up the admin API handler. Syntax:
+//
+//	keygate_admin [<matcher>]
+func parseAdmin(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	d := h.Dispenser
+	d.Next()
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	if d.NextBlock(d.Nesting()) {
+		return nil, d.Err("keygate_admin takes no options")
+	}
+	return new(module.AdminHandler), nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser, dst *int) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return d.Errf("%s: '%s' is not a non-negative integer", d.Val(), s)
+	}
+	*dst = n
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return d.Errf("'%s' is not a positive duration", s)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
