@@ -102,7 +102,10 @@ func (b *Backend) Update(ctx context.Context, fn func(keys.Tx) error) error {
 	defer cancel()
 	for attempt := 1; ; attempt++ {
 		var fnErr error
-		err := b.client.Watch(ctx, func(rtx *redis.Tx) error {
+		// The opening WATCH of the anchor is one round trip like any other;
+		// the transaction's own calls take their deadlines from ctx.
+		wctx, wcancel := b.callCtx(ctx)
+		err := b.client.Watch(wctx, func(rtx *redis.Tx) error {
 			t := &txn{b: b, ctx: ctx, rtx: rtx}
 			if fnErr = fn(t); fnErr != nil {
 				t.release()
@@ -110,6 +113,7 @@ func (b *Backend) Update(ctx context.Context, fn func(keys.Tx) error) error {
 			}
 			return t.commit()
 		}, b.anchor)
+		wcancel()
 		switch {
 		case err == nil:
 			return nil
