@@ -1,0 +1,34 @@
+package auth
+
+import "errors"
+
+// Sentinel errors. Detect and Verify wrap them with a short, non-secret
+// context; test them with errors.Is. The gateway answers 401 for all of
+// them except ErrAmbiguous (400) and ErrReplayStore (503).
+var (
+	// ErrNoCredential: the request carries no credential of an enabled scheme.
+	ErrNoCredential = errors.New("no credential")
+	// ErrMalformed: a credential is present but cannot be parsed (bad base64,
+	// bad structure, unsupported algorithm or component, oversized header).
+	ErrMalformed = errors.New("malformed credential")
+	// ErrAmbiguous: the request carries two different credentials.
+	ErrAmbiguous = errors.New("more than one credential")
+	// ErrBadSignature: no secret produces the signature, or a signed claim
+	// (method, path, body digest) does not match the request.
+	ErrBadSignature = errors.New("bad signature")
+	// ErrStale: the signed timestamp is outside ±MaxSkew, or the signature expired.
+	ErrStale = errors.New("stale or expired signature")
+	// ErrScopeMismatch: a SigV4 credential scope names another region or service.
+	ErrScopeMismatch = errors.New("credential scope mismatch")
+	// ErrBodyTooLarge: a covered body digest needs a body larger than MaxBody.
+	ErrBodyTooLarge = errors.New("body too large to verify")
+	// ErrNotSigned: Verify was called on an access key or access token.
+	ErrNotSigned = errors.New("credential is not a signature")
+	// ErrNoSecret: Verify was given no usable secret.
+	ErrNoSecret = errors.New("no usable secret")
+	// ErrReplayed: the signature was already used (returned by callers, not by
+	// Verify; ReplayGuard.Remember reports it as fresh == false).
+	ErrReplayed = errors.New("signature replayed")
+	// ErrReplayStore: the replay store could not answer; wrapped with the cause.
+	ErrReplayStore = errors.New("replay store unavailable")
+)

@@ -1,0 +1,199 @@
+package auth
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Secret is one live signing secret of a user.
+type Secret struct {
+	// ID identifies the secret; Verify reports which one matched.
+	ID string
+	// Value is the secret exactly as issued: base64 of 32 random bytes.
+	Value string
+}
+
+// Defaults for VerifyOptions.
+const (
+	DefaultMaxSkew = 5 * time.Minute
+	DefaultMaxBody = 1 << 20
+)
+
+// VerifyOptions tune Credential.Verify. The zero value is usable.
+type VerifyOptions struct {
+	// Now is the verification time. Zero means time.Now().
+	Now time.Time
+	// MaxSkew bounds the distance between a signed timestamp and Now.
+	// Zero means DefaultMaxSkew (5m).
+	MaxSkew time.Duration
+	// OriginalURI is the request-target as the client sent it, before any
+	// rewrite or prefix strip. Empty means r.RequestURI (or r.URL when that
+	// is empty too). Absolute-form targets are reduced to path?query.
+	OriginalURI string
+	// Region and Service, when set, must match a SigV4 credential scope.
+	Region, Service string
+	// MaxBody bounds the body read to check a covered digest. Zero means
+	// DefaultMaxBody (1 MiB); a larger body fails with ErrBodyTooLarge.
+	MaxBody int64
+}
+
+// Verified describes a valid signature.
+type Verified struct {
+	// SecretID is the ID of the secret that produced the signature.
+	SecretID string
+	// Timestamp is the signed creation time.
+	Timestamp time.Time
+	// HasNonce is true when the signature carries a nonce (RFC 9421 nonce,
+	// JWT jti): it is then single-use under replay mode "on".
+	HasNonce bool
+	// ReplayKey is a digest of the scheme and the signature value, the key
+	// for a ReplayGuard.
+	ReplayKey [32]byte
+	// ReplayTTL is how long the replay key must be remembered: 2 × MaxSkew,
+	// or longer when the signature stays valid longer (presigned SigV4).
+	ReplayTTL time.Duration
+}
+
+// env is the per-call verification context shared by the schemes.
+type env struct {
+	now     time.Time
+	skew    time.Duration
+	target  string // origin-form request-target as sent
+	region  string
+	service string
+	maxBody int64
+}
+
+// signed is implemented by the parsed data of each signed scheme.
+type signed interface {
+	verify(r *http.Request, secrets []Secret, e *env) (Verified, error)
+}
+
+// Verify checks the signature of a signed credential against the user's
+// live secrets (at most two are tried) and the request r. On success it
+// returns which secret matched and what the replay check needs. It fails
+// with ErrNotSigned for access keys and tokens, ErrNoSecret without a usable
+// secret, ErrStale, ErrBadSignature, ErrMalformed, ErrScopeMismatch or
+// ErrBodyTooLarge.
+func (c *Credential) Verify(r *http.Request, secrets []Secret, opt VerifyOptions) (Verified, error) {
+	if c == nil || c.sig == nil {
+		return Verified{}, ErrNotSigned
+	}
+	if len(secrets) == 0 {
+		return Verified{}, ErrNoSecret
+	}
+	if len(secrets) > 2 {
+		secrets = secrets[:2]
+	}
+	e := env{
+		now:     opt.Now,
+		skew:    opt.MaxSkew,
+		target:  opt.OriginalURI,
+		region:  opt.Region,
+		service: opt.Service,
+		maxBody: opt.MaxBody,
+	}
+	if e.now.IsZero() {
+		e.now = time.Now()
+	}
+	if e.skew <= 0 {
+		e.skew = DefaultMaxSkew
+	}
+	if e.maxBody <= 0 {
+		e.maxBody = DefaultMaxBody
+	}
+	if e.target == "" {
+		e.target = r.RequestURI
+		if e.target == "" && r.URL != nil {
+			e.target = r.URL.RequestURI()
+		}
+	}
+	if len(e.target) > maxTargetLen {
+		return Verified{}, fmt.Errorf("request-target too long: %w", ErrMalformed)
+	}
+	e.target = originForm(e.target)
+	v, err := c.sig.verify(r, secrets, &e)
+	if err != nil {
+		return Verified{}, err
+	}
+	if v.ReplayTTL < 2*e.skew {
+		v.ReplayTTL = 2 * e.skew
+	}
+	return v, nil
+}
+
+// checkFresh rejects a timestamp more than skew away from now.
+func checkFresh(ts, now time.Time, skew time.Duration) error {
+	d := now.Sub(ts)
+	if d > skew || d < -skew {
+		return ErrStale
+	}
+	return nil
+}
+
+// replayKey digests the scheme and the signature bytes.
+func replayKey(s Scheme, sig []byte) [32]byte {
+	h := sha256.New()
+	var b [1]byte
+	b[0] = byte(s)
+	h.Write(b[:])
+	h.Write(sig)
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// restoredBody gives the upstream the bytes read for verification.
+type restoredBody struct {
+	*bytes.Reader
+	io.Closer
+}
+
+// readBody reads at most max bytes of r's body and restores r.Body so the
+// upstream sees the same bytes.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if rb, ok := r.Body.(*restoredBody); ok && rb.Reader.Size() <= max {
+		// Already read by an earlier Verify: read it again from the start.
+		buf := make([]byte, rb.Reader.Size())
+		_, _ = rb.Reader.ReadAt(buf, 0)
+		return buf, nil
+	}
+	if r.ContentLength > max {
+		return nil, ErrBodyTooLarge
+	}
+	orig := r.Body
+	buf, err := io.ReadAll(io.LimitReader(orig, max+1))
+	if int64(len(buf)) > max {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), orig), orig}
+		return nil, ErrBodyTooLarge
+	}
+	r.Body = &restoredBody{bytes.NewReader(buf), orig}
+	if err != nil {
+		return nil, fmt.Errorf("reading body: %w", err)
+	}
+	return buf, nil
+}
+
+// bufPool holds scratch buffers for signing strings and canonical requests.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
