@@ -1,0 +1,449 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/keygate/internal/testredis"
+)
+
+// Short windows for the Redis tests, which run on Redis's own clock:
+// 2 s split into 10 buckets of 200 ms.
+const (
+	testWindow  = 2 * time.Second
+	testBuckets = 10
+	testBucket  = testWindow / testBuckets
+)
+
+// roundTrips counts the commands and pipelines a client sends.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// modes runs f for the direct and the batching Redis limiter.
+func modes(t *testing.T, f func(t *testing.T, batch bool)) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) { f(t, batch) })
+	}
+}
+
+func newTestRedis(t testing.TB, c RedisClient, opts RedisOptions) *Redis {
+	r := NewRedis(c, opts)
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func mustAllow(t *testing.T, l Limiter, key string, limit int64) Decision {
+	t.Helper()
+	d, err := l.Allow(context.Background(), key, limit, testWindow)
+	if err != nil {
+		t.Fatalf("Allow: %v", err)
+	}
+	return d
+}
+
+func TestRedisWindow(t *testing.T) {
+	modes(t, func(t *testing.T, batch bool) {
+		client, prefix := testredis.Client(t)
+		r := newTestRedis(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: testBuckets, Batch: batch})
+		const limit = 3
+		key := Key("acme", "u1")
+
+		start := time.Now()
+		for i := int64(1); i <= limit; i++ {
+			d := mustAllow(t, r, key, limit)
+			if !d.Allowed || d.Remaining != limit-i || d.Limit != limit || d.RetryAfter != 0 || d.Degraded {
+				t.Fatalf("request %d: %+v", i, d)
+			}
+			// The first request's bucket leaves the window W to W+s after it.
+			if d.Reset <= testWindow-time.Since(start) || d.Reset > testWindow+testBucket {
+				t.Fatalf("request %d: reset %v outside (W - elapsed, W + bucket]", i, d.Reset)
+			}
+		}
+		ttl, err := client.PTTL(context.Background(), prefix+"rl:"+key).Result()
+		if err != nil || ttl <= 0 || ttl > testWindow+testBucket {
+			t.Fatalf("PTTL = %v, %v; want in (0, W + bucket]", ttl, err)
+		}
+
+		// Another key is independent.
+		if d := mustAllow(t, r, Key("acme", "u2"), limit); !d.Allowed || d.Remaining != limit-1 {
+			t.Fatalf("other key: %+v", d)
+		}
+
+		// Keep asking, across the window boundary, until quota returns.
+		rejected := 0
+		var d Decision
+		for {
+			d = mustAllow(t, r, key, limit)
+			if d.Allowed {
+				break
+			}
+			rejected++
+			if d.Remaining != 0 || d.RetryAfter <= 0 || d.RetryAfter > testWindow+testBucket || d.Reset != d.RetryAfter {
+				t.Fatalf("rejection %d: %+v", rejected, d)
+			}
+			if time.Since(start) > 10*testWindow {
+				t.Fatal("quota never returned")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if elapsed := time.Since(start); elapsed < testWindow {
+			t.Fatalf("quota returned after %v, before one window (%v): more than %d in one window", elapsed, testWindow, limit)
+		}
+		if rejected < 10 {
+			t.Fatalf("only %d rejections before quota returned", rejected)
+		}
+		// The rejections consumed nothing: all three slots came back (the
+		// first three requests were at most a bucket or two apart).
+		got := 1
+		for {
+			if d := mustAllow(t, r, key, limit); !d.Allowed {
+				break
+			}
+			got++
+			if got > limit {
+				t.Fatalf("more than %d allowed in one window", limit)
+			}
+		}
+		if got < 1 {
+			t.Fatalf("allowed %d after the window slid", got)
+		}
+	})
+}
+
+// TestRedisRejectionsDoNotConsume checks on Redis that a steady stream of
+// rejected requests never delays the return of quota beyond W + one bucket.
+func TestRedisRejectionsDoNotConsume(t *testing.T) {
+	client, prefix := testredis.Client(t)
+	r := newTestRedis(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: testBuckets})
+	key := Key("acme", "steady")
+	first := time.Now()
+	if d := mustAllow(t, r, key, 1); !d.Allowed {
+		t.Fatal("first request refused")
+	}
+	after := time.Now()
+	for {
+		d := mustAllow(t, r, key, 1)
+		if d.Allowed {
+			break
+		}
+		if time.Since(after) > testWindow+testBucket+time.Second {
+			t.Fatalf("quota not back %v after the only accepted request", time.Since(first))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if since := time.Since(first); since < testWindow {
+		t.Fatalf("second request accepted %v after the first, within one window", since)
+	}
+}
+
+func TestRedisConcurrentExact(t *testing.T) {
+	modes(t, func(t *testing.T, batch bool) {
+		client, prefix := testredis.Client(t)
+		other := redis.NewClient(testredis.Options(t))
+		t.Cleanup(func() { other.Close() })
+		opts := RedisOptions{Prefix: prefix, Timeout: 5 * time.Second, Batch: batch}
+		one := newTestRedis(t, client, opts)
+		two := newTestRedis(t, other, opts)
+
+		const n, limit = 200, 50
+		run := func(key string, limiters ...Limiter) int64 {
+			var allowed atomic.Int64
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				l := limiters[i%len(limiters)]
+				wg.Go(func() {
+					<-start
+					d, err := l.Allow(context.Background(), key, limit, 2*time.Minute)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if d.Allowed {
+						allowed.Add(1)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			return allowed.Load()
+		}
+		if got := run(Key("acme", "one"), one); got != limit {
+			t.Errorf("one limiter: %d of %d allowed, want exactly %d", got, n, limit)
+		}
+		if got := run(Key("acme", "two"), one, two); got != limit {
+			t.Errorf("two limiters on two clients: %d of %d allowed, want exactly %d", got, n, limit)
+		}
+	})
+}
+
+func TestRedisOneRoundTrip(t *testing.T) {
+	modes(t, func(t *testing.T, batch bool) {
+		client, prefix := testredis.Client(t)
+		hook := &roundTrips{}
+		client.AddHook(hook)
+		r := newTestRedis(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Batch: batch})
+		mustAllow(t, r, Key("acme", "warm"), 10) // loads the script if needed
+		hook.n.Store(0)
+		const calls = 50
+		for i := range calls {
+			mustAllow(t, r, Key("acme", fmt.Sprint(i%5)), 10)
+		}
+		if got := hook.n.Load(); got != calls {
+			t.Fatalf("%d round trips for %d sequential Allow calls, want 1 each", got, calls)
+		}
+		if !batch {
+			return
+		}
+		// Concurrent calls on the batching limiter share round trips.
+		hook.n.Store(0)
+		var wg sync.WaitGroup
+		for i := range 200 {
+			wg.Go(func() {
+				if _, err := r.Allow(context.Background(), Key("acme", fmt.Sprint(i)), 10, time.Minute); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if got := hook.n.Load(); got > 200 {
+			t.Fatalf("%d round trips for 200 concurrent calls", got)
+		} else {
+			t.Logf("%d round trips for 200 concurrent calls", got)
+		}
+	})
+}
+
+func TestRedisNoScript(t *testing.T) {
+	modes(t, func(t *testing.T, batch bool) {
+		srv := testredis.StartServer(t)
+		admin := srv.Client()
+		r := newTestRedis(t, srv.Client(), RedisOptions{Timeout: time.Second, Batch: batch})
+		ctx := context.Background()
+		for i := range 3 {
+			if err := admin.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			d, err := r.Allow(ctx, Key("acme", "ns"), 10, time.Minute)
+			if err != nil || !d.Allowed || d.Remaining != int64(9-i) {
+				t.Fatalf("after SCRIPT FLUSH %d: %+v, %v", i, d, err)
+			}
+		}
+		// The fallback loaded the script again.
+		ok, err := admin.ScriptExists(ctx, windowScript.Hash()).Result()
+		if err != nil || !ok[0] {
+			t.Fatalf("script not loaded after EVAL fallback: %v, %v", ok, err)
+		}
+	})
+}
+
+func TestRedisStopped(t *testing.T) {
+	modes(t, func(t *testing.T, batch bool) {
+		srv := testredis.StartServer(t)
+		const timeout = 50 * time.Millisecond
+		r := newTestRedis(t, srv.Client(), RedisOptions{Timeout: timeout, Batch: batch})
+		if d := mustAllow(t, r, Key("acme", "down"), 10); !d.Allowed {
+			t.Fatal("refused while up")
+		}
+		srv.Stop()
+		for range 3 {
+			start := time.Now()
+			_, err := r.Allow(context.Background(), Key("acme", "down"), 10, testWindow)
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("with Redis stopped: err = %v, want ErrUnavailable", err)
+			}
+			if el := time.Since(start); el > timeout+time.Second {
+				t.Fatalf("Allow took %v with Redis stopped, timeout %v", el, timeout)
+			}
+		}
+	})
+}
+
+func TestRedisPaused(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ctxAware bool
+		batch    bool
+	}{
+		{"default client", false, false},
+		{"ContextTimeoutEnabled", true, false},
+		{"batch", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := testredis.StartServer(t)
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: tc.ctxAware})
+			t.Cleanup(func() { c.Close() })
+			const timeout = 100 * time.Millisecond
+			r := newTestRedis(t, c, RedisOptions{Timeout: timeout, Batch: tc.batch})
+			if r.bounded != tc.ctxAware {
+				t.Fatalf("bounded = %v, want %v", r.bounded, tc.ctxAware)
+			}
+			mustAllow(t, r, Key("acme", "p"), 10)
+			if err := srv.Client().Do(context.Background(), "CLIENT", "PAUSE", "3000").Err(); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_, err := r.Allow(context.Background(), Key("acme", "p"), 10, testWindow)
+			el := time.Since(start)
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("paused: err = %v, want ErrUnavailable", err)
+			}
+			if el > timeout+time.Second {
+				t.Fatalf("Allow hung for %v on a paused Redis (timeout %v)", el, timeout)
+			}
+		})
+	}
+}
+
+// countingLimiter counts the calls that reach the limiter it wraps.
+type countingLimiter struct {
+	Limiter
+	calls atomic.Int64
+}
+
+func (c *countingLimiter) Allow(ctx context.Context, key string, limit int64, window time.Duration) (Decision, error) {
+	c.calls.Add(1)
+	return c.Limiter.Allow(ctx, key, limit, window)
+}
+
+func TestBreakerWithRedis(t *testing.T) {
+	srv := testredis.StartServer(t)
+	counted := &countingLimiter{Limiter: newTestRedis(t, srv.Client(), RedisOptions{Timeout: 50 * time.Millisecond})}
+	const coolDown = 300 * time.Millisecond
+	b := NewBreaker(counted, BreakerOptions{Failures: 5, CoolDown: coolDown})
+	local := newTestLocal(t)
+	var fallbacks atomic.Int64
+	open := &Guarded{Primary: b, Mode: FailOpen, Fallback: local, OnFallback: func(error) { fallbacks.Add(1) }}
+	closed := &Guarded{Primary: b}
+	ctx := context.Background()
+	key := Key("acme", "brk")
+
+	if d, err := closed.Allow(ctx, key, 3, time.Minute); err != nil || !d.Allowed || d.Degraded {
+		t.Fatalf("while up: %+v, %v", d, err)
+	}
+	srv.Stop()
+
+	for i := 1; i <= 5; i++ {
+		if _, err := closed.Allow(ctx, key, 3, time.Minute); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("failure %d: err = %v, want ErrUnavailable", i, err)
+		}
+	}
+	if s := b.State(); s != BreakerOpen {
+		t.Fatalf("after 5 failures: state %v, want open", s)
+	}
+	calls := counted.calls.Load()
+	for range 20 {
+		if _, err := closed.Allow(ctx, key, 3, time.Minute); !errors.Is(err, ErrCircuitOpen) || !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("open breaker: err = %v, want ErrCircuitOpen wrapping ErrUnavailable", err)
+		}
+	}
+	if got := counted.calls.Load(); got != calls {
+		t.Fatalf("open breaker called Redis %d times", got-calls)
+	}
+
+	// Fail open: the local limiter decides, exactly, and says so.
+	for i := int64(1); i <= 4; i++ {
+		d, err := open.Allow(ctx, key, 3, time.Minute)
+		if err != nil || !d.Degraded || d.Allowed != (i <= 3) {
+			t.Fatalf("fail-open request %d: %+v, %v", i, d, err)
+		}
+	}
+	if fallbacks.Load() != 4 {
+		t.Fatalf("OnFallback called %d times, want 4", fallbacks.Load())
+	}
+
+	// After the cool-down one probe goes through; it fails, so the breaker opens again.
+	time.Sleep(coolDown)
+	if _, err := closed.Allow(ctx, key, 3, time.Minute); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("probe: err = %v, want a Redis error", err)
+	}
+	if got := counted.calls.Load(); got != calls+1 {
+		t.Fatalf("half-open let %d calls through, want 1", got-calls)
+	}
+	if s := b.State(); s != BreakerOpen {
+		t.Fatalf("after a failed probe: state %v, want open", s)
+	}
+
+	srv.Start()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d, err := closed.Allow(ctx, key, 3, time.Minute)
+		if err == nil {
+			if !d.Allowed || d.Degraded {
+				t.Fatalf("after recovery: %+v", d)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("breaker did not recover: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if s := b.State(); s != BreakerClosed {
+		t.Fatalf("after recovery: state %v, want closed", s)
+	}
+}
+
+func benchmarkRedis(b *testing.B, batch, parallel bool) {
+	client, prefix := testredis.Client(b)
+	hook := &roundTrips{}
+	client.AddHook(hook)
+	r := newTestRedis(b, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Batch: batch})
+	ctx := context.Background()
+	keys := make([]string, 256)
+	for i := range keys {
+		keys[i] = Key("bench", fmt.Sprint(i))
+	}
+	if _, err := r.Allow(ctx, keys[0], 1<<40, time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	hook.n.Store(0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	if parallel {
+		var seq atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(seq.Add(1)) * 31
+			for pb.Next() {
+				if _, err := r.Allow(ctx, keys[i%len(keys)], 1<<40, time.Minute); err != nil {
+					b.Error(err)
+					return
+				}
+				i++
+			}
+		})
+	} else {
+		for i := 0; b.Loop(); i++ {
+			if _, err := r.Allow(ctx, keys[i%len(keys)], 1<<40, time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
+}
+
+func BenchmarkRedisAllow(b *testing.B)                { benchmarkRedis(b, false, false) }
+func BenchmarkRedisAllowParallel(b *testing.B)        { benchmarkRedis(b, false, true) }
+func BenchmarkRedisBatchedAllowParallel(b *testing.B) { benchmarkRedis(b, true, true) }
