@@ -652,22 +652,26 @@ func (r *recorder) next(t *testing.T) keys.Invalidation {
 	}
 }
 
-// subscribe runs b.Subscribe until the test ends and checks it returns.
-func subscribe(t *testing.T, b *redisstore.Backend, r *recorder) {
+// subscribe subscribes r until the test ends, and checks that the
+// subscription goes away with its context.
+func subscribe(t *testing.T, b *redisstore.Backend, r *recorder, raw redis.UniversalClient) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Subscribe(ctx, r.fn, r.onLost) }()
+	if err := b.Subscribe(ctx, r.fn, r.onLost); err != nil {
+		cancel()
+		t.Fatalf("Subscribe: %v", err)
+	}
 	t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Subscribe returned %v after ctx ended", err)
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			n, err := raw.PubSubNumSub(context.Background(), b.Channel()).Result()
+			if err == nil && n[b.Channel()] == 0 {
+				return
 			}
-		case <-time.After(3 * time.Second):
-			t.Error("Subscribe did not return after ctx ended")
+			time.Sleep(10 * time.Millisecond)
 		}
+		t.Error("subscription still there after its context ended")
 	})
 }
 
@@ -675,9 +679,8 @@ func TestSubscribe(t *testing.T) {
 	b, raw, _ := newBackend(t)
 	ctx := context.Background()
 	r := newRecorder()
-	subscribe(t, b, r)
-	waitSubscribed(t, raw, b.Channel())
-
+	subscribe(t, b, r, raw)
+	// The subscription is in place when Subscribe returns.
 	err := b.Update(ctx, func(tx keys.Tx) error {
 		tx.Notify(keys.Invalidation{UserID: "u1", KeyID: "k1"})
 		tx.Notify(keys.Invalidation{UserID: "u1", KeyID: "k1"}) // deduplicated

@@ -89,6 +89,11 @@ func TestRedisStopped(t *testing.T) {
 	expectWorking(t, b, "before stop")
 	srv.Stop()
 	expectUnavailable(t, b, "stopped")
+	start := time.Now()
+	err := b.Subscribe(context.Background(), func(keys.Invalidation) {}, nil)
+	if !errors.Is(err, keys.ErrUnavailable) || time.Since(start) > redisstore.DefaultTimeout+faultMargin {
+		t.Errorf("Subscribe on a stopped server: err = %v after %v, want ErrUnavailable", err, time.Since(start))
+	}
 	srv.Start()
 	expectWorking(t, b, "restarted")
 }
@@ -114,8 +119,7 @@ func TestSubscriptionDrop(t *testing.T) {
 	raw := srv.Client()
 	ctx := context.Background()
 	r := newRecorder()
-	subscribe(t, b, r)
-	waitSubscribed(t, raw, b.Channel())
+	subscribe(t, b, r, raw)
 
 	notify := func(user string) error {
 		return b.Update(ctx, func(tx keys.Tx) error {
@@ -156,8 +160,7 @@ func TestSubscriptionServerRestart(t *testing.T) {
 	b, srv := privateBackend(t)
 	ctx := context.Background()
 	r := newRecorder()
-	subscribe(t, b, r)
-	waitSubscribed(t, srv.Client(), b.Channel())
+	subscribe(t, b, r, srv.Client())
 
 	srv.Stop()
 	deadline := time.Now().Add(5 * time.Second)
@@ -193,8 +196,7 @@ func TestSubscriptionPaused(t *testing.T) {
 	b, srv := privateBackend(t)
 	admin := srv.Client()
 	r := newRecorder()
-	subscribe(t, b, r)
-	waitSubscribed(t, admin, b.Channel())
+	subscribe(t, b, r, admin)
 	if err := admin.Do(context.Background(), "client", "pause", 4000).Err(); err != nil {
 		t.Fatalf("CLIENT PAUSE: %v", err)
 	}

@@ -27,16 +27,17 @@ const (
 // errNoPong reports a subscription connection that stopped answering.
 var errNoPong = errors.New("subscription connection does not answer")
 
-// Subscribe implements keys.Notifier: it calls fn for every invalidation
-// published on the channel, and blocks until ctx ends, then returns nil. It
-// returns an error at once only when it cannot run (nil fn, closed Backend).
+// Subscribe implements keys.Notifier. It subscribes to the invalidation
+// channel and returns once Redis has confirmed the subscription (within the
+// timeout), or with an error wrapping keys.ErrUnavailable when it could not;
+// then fn is called for every invalidation published, from a goroutine that
+// ends with ctx. fn and lost run on that goroutine, one at a time.
 //
-// When the connection drops (an error, or no answer to a health PING), it
-// calls lost once, since notifications may be missed from then on, and
-// subscribes again with a backoff; when the new subscription is confirmed it
-// calls lost again, for what was published during the gap. Messages that are
-// not a JSON keys.Invalidation are ignored. fn and lost run on Subscribe's
-// goroutine, one at a time.
+// When the connection drops (an error, or no answer to a health PING), lost
+// is called, since notifications may be missed from then on, and the
+// goroutine subscribes again with a backoff; when the new subscription is
+// confirmed, lost is called again, for what was published during the gap.
+// Messages that are not a JSON keys.Invalidation are ignored.
 func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), lost func()) error {
 	if fn == nil {
 		return errors.New("redisstore: subscribe: nil callback")
@@ -47,46 +48,73 @@ func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), los
 	if err := b.checkOpen("subscribe"); err != nil {
 		return err
 	}
-	missed := false // notifications may have been missed since the last confirmation
-	backoff := minResubscribe
-	for ctx.Err() == nil {
-		_ = b.listen(ctx, fn, func() {
-			backoff = minResubscribe
-			if missed {
-				missed = false
-				lost()
-			}
-		})
-		if ctx.Err() != nil || b.closed.Load() {
-			return nil
-		}
-		if !missed {
-			missed = true
-			lost()
-		}
-		if sleep(ctx, backoff) != nil {
-			return nil
-		}
-		backoff = min(2*backoff, maxResubscribe)
+	ps, err := b.subscribe(ctx)
+	if err != nil {
+		return unavailable("subscribe", err)
 	}
+	go b.deliver(ctx, ps, fn, lost)
 	return nil
 }
 
-// listen runs one subscription until it fails or ctx ends. confirmed is
-// called when Redis confirms the subscription.
-func (b *Backend) listen(ctx context.Context, fn func(keys.Invalidation), confirmed func()) error {
+// subscribe opens a subscription to the channel and waits, within the
+// timeout, for Redis to confirm it.
+func (b *Backend) subscribe(ctx context.Context) (*redis.PubSub, error) {
 	ps := b.client.Subscribe(ctx) // no channel yet: no I/O
-	defer ps.Close()
+	cctx, cancel := b.callCtx(ctx)
+	defer cancel()
+	if err := ps.Subscribe(cctx, b.channel); err != nil {
+		_ = ps.Close()
+		return nil, err
+	}
+	for {
+		var wait time.Duration
+		if d, ok := cctx.Deadline(); ok {
+			wait = time.Until(d)
+		}
+		if wait <= 0 {
+			_ = ps.Close()
+			return nil, context.DeadlineExceeded
+		}
+		msg, err := ps.ReceiveTimeout(cctx, wait)
+		if err != nil {
+			_ = ps.Close()
+			return nil, err
+		}
+		if s, ok := msg.(*redis.Subscription); ok && s.Kind == "subscribe" && s.Channel == b.channel {
+			return ps, nil
+		}
+	}
+}
+
+// deliver runs the subscription until ctx ends, subscribing again after a
+// drop.
+func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, fn func(keys.Invalidation), lost func()) {
+	for {
+		_ = b.receive(ctx, ps, fn, lost)
+		_ = ps.Close()
+		if ctx.Err() != nil || b.closed.Load() {
+			return
+		}
+		lost()
+		for backoff := minResubscribe; ; backoff = min(2*backoff, maxResubscribe) {
+			if sleep(ctx, backoff) != nil || b.closed.Load() {
+				return
+			}
+			var err error
+			if ps, err = b.subscribe(ctx); err == nil {
+				break
+			}
+		}
+		lost()
+	}
+}
+
+// receive delivers the messages of ps until the connection fails or ctx
+// ends.
+func (b *Backend) receive(ctx context.Context, ps *redis.PubSub, fn func(keys.Invalidation), lost func()) error {
 	// Closing the PubSub interrupts a blocked receive when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
-
-	cctx, cancel := b.callCtx(ctx)
-	err := ps.Subscribe(cctx, b.channel)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("subscribing: %w", err)
-	}
 	awaitingPong := false
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, healthInterval)
@@ -113,8 +141,10 @@ func (b *Backend) listen(ctx context.Context, fn func(keys.Invalidation), confir
 		awaitingPong = false // any message shows the connection is alive
 		switch m := msg.(type) {
 		case *redis.Subscription:
+			// go-redis reconnected and subscribed again by itself:
+			// messages of the gap are lost.
 			if m.Kind == "subscribe" && m.Channel == b.channel {
-				confirmed()
+				lost()
 			}
 		case *redis.Message:
 			var inv keys.Invalidation
