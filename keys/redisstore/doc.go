@@ -49,6 +49,16 @@
 // deleted earlier in fn, and index counts and ranges with the pending
 // additions, removals and drops applied.
 //
+// # Notifications
+//
+// Update publishes the invalidations queued with Tx.Notify inside its
+// MULTI/EXEC, so they go out exactly when the change commits. Subscribe
+// (keys.Notifier) returns once Redis has confirmed the subscription and then
+// delivers from a goroutine that ends with its context. A dropped or silent
+// connection (health PING every second of silence) calls lost, and lost is
+// called again when the subscription is back, since messages of the gap are
+// gone: the subscriber drops its cache both times.
+//
 // # Timeouts and errors
 //
 // Every round trip is bounded by Options.Timeout (default 50ms); a whole
@@ -59,4 +69,8 @@
 // keys.ErrNotFound. Errors name the operation and table, never a value. When
 // the EXEC of an Update times out, its outcome is unknown, as with any network
 // store.
+//
+// The Backend does not own its client: Close marks the Backend closed but
+// leaves the client open, so one client can serve the store and the rate
+// limiter; whoever built the client closes it.
 package redisstore
