@@ -1,0 +1,169 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/keygate/keygate/keys"
+)
+
+type trustedKey struct{}
+
+// WithTrustedCaller marks ctx as coming from a local, already trusted caller
+// (Caddy's local-only admin endpoint, or the CLI running the handler in
+// process). A request whose context carries it skips key authentication and
+// acts as a superadmin; actor names it in history and the activity log
+// (empty means "local"). Nothing in a request can set it: only Go code that
+// wraps the handler can.
+func WithTrustedCaller(ctx context.Context, actor string) context.Context {
+	if actor == "" {
+		actor = "local"
+	}
+	return context.WithValue(ctx, trustedKey{}, actor)
+}
+
+// trustedActor returns the actor of a trusted context.
+func trustedActor(ctx context.Context) (string, bool) {
+	a, ok := ctx.Value(trustedKey{}).(string)
+	return a, ok
+}
+
+// caller is the authenticated identity of a request.
+type caller struct {
+	// actor goes into history and the activity log: the user id, or the
+	// trusted caller's name.
+	actor      string
+	trusted    bool
+	superadmin bool
+	// user is the authenticated user (nil for trusted callers).
+	user *keys.User
+	// keyID is the access key used.
+	keyID string
+	// tenants are the tenants the caller administers (tenant admins). An
+	// access key is valid in exactly one tenant, so this holds at most the
+	// key's tenant, and only when the user has an ACTIVE ADMIN permission there.
+	tenants []string
+}
+
+// adminOf reports whether the caller may act on tenant.
+func (c *caller) adminOf(tenant string) bool {
+	return c.superadmin || (tenant != "" && contains(c.tenants, tenant))
+}
+
+// requireAdmin fails with 403 for a valid caller that administers nothing.
+func (c *caller) requireAdmin() error {
+	if c.superadmin || len(c.tenants) > 0 {
+		return nil
+	}
+	return errForbidden("the caller has no ACTIVE ADMIN permission in its key's tenant")
+}
+
+// credential extracts the presented access key: Authorization: Bearer, or
+// X-Api-Key. Two different ones, or anything malformed, is an error.
+func credential(r *http.Request) (string, bool) {
+	var found string
+	auths := r.Header.Values("Authorization")
+	if len(auths) > 1 {
+		return "", false
+	}
+	if len(auths) == 1 {
+		scheme, tok, ok := strings.Cut(strings.TrimSpace(auths[0]), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return "", false
+		}
+		found = strings.TrimSpace(tok)
+	}
+	apiKeys := r.Header.Values("X-Api-Key")
+	if len(apiKeys) > 1 {
+		return "", false
+	}
+	if len(apiKeys) == 1 {
+		k := strings.TrimSpace(apiKeys[0])
+		if found != "" && k != found {
+			return "", false
+		}
+		found = k
+	}
+	return found, found != ""
+}
+
+// dummyHash is compared against when a key id is unknown, so an unknown id
+// costs about as much as a wrong secret.
+var dummyHash = make([]byte, 32)
+
+// authenticateKey checks an access key: shape, stored record, hash (constant
+// time), usability at now, and that its user is ACTIVE. Every credential
+// problem is errUnauthorized; store failures are 503.
+func (h *Handler) authenticateKey(ctx context.Context, r *http.Request) (*keys.Key, *keys.User, error) {
+	raw, ok := credential(r)
+	if !ok {
+		return nil, nil, errUnauthorized
+	}
+	id, ok := keys.ParseAccessKey(raw)
+	if !ok {
+		return nil, nil, errUnauthorized
+	}
+	k, err := h.store.GetKey(ctx, id)
+	if errors.Is(err, keys.ErrNotFound) {
+		h.hasher.Verify(raw, dummyHash)
+		return nil, nil, errUnauthorized
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if !h.hasher.Verify(raw, k.Hash) || !k.Usable(h.now()) {
+		return nil, nil, errUnauthorized
+	}
+	u, err := h.store.GetUser(ctx, k.UserID)
+	if errors.Is(err, keys.ErrNotFound) {
+		return nil, nil, errUnauthorized
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.Status != keys.UserActive {
+		return nil, nil, errUnauthorized
+	}
+	return &k, &u, nil
+}
+
+// authenticate resolves the caller of an admin route: a trusted context, or
+// an access key whose user is a superadmin or holds an ACTIVE ADMIN
+// permission in the key's (ACTIVE) tenant. A valid key without that
+// permission yields a caller with no tenants (403 on every admin route).
+func (h *Handler) authenticate(ctx context.Context, r *http.Request) (*caller, error) {
+	if actor, ok := trustedActor(ctx); ok {
+		return &caller{actor: actor, trusted: true, superadmin: true}, nil
+	}
+	k, u, err := h.authenticateKey(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	c := &caller{actor: u.ID, user: u, keyID: k.ID, superadmin: u.Superadmin}
+	if c.superadmin {
+		return c, nil
+	}
+	p, err := h.store.GetPermission(ctx, u.ID, k.TenantID)
+	switch {
+	case errors.Is(err, keys.ErrNotFound):
+		return c, nil
+	case err != nil:
+		return nil, err
+	}
+	if p.Status != keys.PermissionActive || p.Role != keys.RoleAdmin {
+		return c, nil
+	}
+	t, err := h.store.GetTenant(ctx, k.TenantID)
+	switch {
+	case errors.Is(err, keys.ErrNotFound):
+		return c, nil
+	case err != nil:
+		return nil, err
+	}
+	if t.Status == keys.TenantActive {
+		c.tenants = []string{t.ID}
+	}
+	return c, nil
+}

@@ -1,0 +1,335 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/keys"
+)
+
+// DefaultMaxBody is the default limit on request bodies: 1 MiB.
+const DefaultMaxBody int64 = 1 << 20
+
+// Config configures a Handler.
+type Config struct {
+	// Store keeps the model. Required.
+	Store keys.Store
+	// Hasher hashes new access keys and verifies presented ones. It must be
+	// the gateway's Hasher (same pepper). Default: plain SHA-256.
+	Hasher *keys.Hasher
+	// Sealer encrypts signing secrets. If nil, the secret routes answer 503
+	// "master key not configured".
+	Sealer *keys.Sealer
+	// Now returns the current time. Default: time.Now.
+	Now func() time.Time
+	// Logger receives errors the API cannot report to the caller (store
+	// failures, a failed activity-log write). It never receives keys,
+	// secrets, hashes or request bodies. Default: discard.
+	Logger *slog.Logger
+	// MaxBody limits request bodies in bytes. Default: DefaultMaxBody.
+	MaxBody int64
+	// DefaultKeyLifetime is the expiry of the bootstrap key when the request
+	// gives none. Default: one year.
+	DefaultKeyLifetime time.Duration
+}
+
+// Handler is the admin REST API (SPEC section 5) as a plain http.Handler.
+// Create it with New; it is safe for concurrent use.
+type Handler struct {
+	store   keys.Store
+	hasher  *keys.Hasher
+	sealer  *keys.Sealer
+	now     func() time.Time
+	log     *slog.Logger
+	maxBody int64
+	keyLife time.Duration
+	mux     *http.ServeMux
+	openapi []byte
+}
+
+// New returns a Handler for cfg. It panics if cfg.Store is nil.
+func New(cfg Config) *Handler {
+	if cfg.Store == nil {
+		panic("admin: Config.Store is required")
+	}
+	h := &Handler{
+		store:   cfg.Store,
+		hasher:  cfg.Hasher,
+		sealer:  cfg.Sealer,
+		now:     cfg.Now,
+		log:     cfg.Logger,
+		maxBody: cfg.MaxBody,
+		keyLife: cfg.DefaultKeyLifetime,
+		mux:     http.NewServeMux(),
+	}
+	if h.hasher == nil {
+		h.hasher = keys.NewHasher(nil)
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.maxBody <= 0 {
+		h.maxBody = DefaultMaxBody
+	}
+	if h.keyLife <= 0 {
+		h.keyLife = 365 * 24 * time.Hour
+	}
+	h.openapi = buildOpenAPI()
+	allowed := map[string][]string{}
+	for _, rt := range routeTable {
+		h.mux.Handle(rt.Method+" "+rt.Pattern, h.wrap(rt))
+		if rt.Method == http.MethodGet {
+			allowed[rt.Pattern] = append(allowed[rt.Pattern], http.MethodHead)
+		}
+		allowed[rt.Pattern] = append(allowed[rt.Pattern], rt.Method)
+	}
+	for pattern, methods := range allowed {
+		slices.Sort(methods)
+		allow := strings.Join(methods, ", ")
+		h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeProblem(w, newError(http.StatusMethodNotAllowed, "method-not-allowed",
+				"Method not allowed", "allowed: "+allow))
+		})
+	}
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, errNotFound("route"))
+	})
+	return h
+}
+
+// ServeHTTP routes r to the API's routes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mux.ServeHTTP(w, r)
+}
+
+// authMode says how a route authenticates its caller.
+type authMode int
+
+const (
+	// authAdmin: an access key of a superadmin or tenant admin, or a trusted caller.
+	authAdmin authMode = iota
+	// authSelf: any ACTIVE user's own usable key (accepting an invitation), or a trusted caller.
+	authSelf
+	// authTrusted: trusted callers only (bootstrap); everyone else gets 404.
+	authTrusted
+	// authPublic: no credential (the OpenAPI document).
+	authPublic
+)
+
+// route is one row of the route table. The table is data so the OpenAPI
+// document and its test can enumerate every route.
+type route struct {
+	Method  string
+	Pattern string
+	Auth    authMode
+	// Summary, Tag, Request (body schema), Response (data schema), List and
+	// Query describe the route in the OpenAPI document.
+	Summary  string
+	Tag      string
+	Request  string
+	Response string
+	List     bool
+	Status   int
+	Query    []string
+	handle   func(h *Handler, w http.ResponseWriter, r *http.Request, c *caller) error
+}
+
+// Routes returns "METHOD /pattern" for every route, in table order.
+func Routes() []string {
+	out := make([]string, len(routeTable))
+	for i, rt := range routeTable {
+		out[i] = rt.Method + " " + rt.Pattern
+	}
+	return out
+}
+
+var (
+	listQuery       = []string{"page", "size", "sort"}
+	userListQuery   = append([]string{"q", "status", "type", "role", "tenant"}, listQuery...)
+	permListQuery   = append([]string{"q", "email", "status", "includeTechnicalUsers", "user"}, listQuery...)
+	activityQuery   = append([]string{"actor", "from", "to", "tenant"}, listQuery...)
+	tenantListQuery = append([]string{"q", "status"}, listQuery...)
+)
+
+// routeTable lists every route of the API.
+var routeTable = []route{
+	{Method: "GET", Pattern: "/v1/openapi.json", Auth: authPublic, Summary: "This API's OpenAPI 3.1 document", Tag: "meta", handle: (*Handler).openAPI},
+	{Method: "POST", Pattern: "/v1/bootstrap", Auth: authTrusted, Summary: "Create a tenant, a superadmin user and its first key (trusted local callers only)", Tag: "meta", Request: "BootstrapRequest", Response: "Bootstrap", Status: 201, handle: (*Handler).bootstrap},
+
+	{Method: "GET", Pattern: "/v1/tenants", Summary: "List tenants", Tag: "tenants", Response: "Tenant", List: true, Query: tenantListQuery, handle: (*Handler).listTenants},
+	{Method: "POST", Pattern: "/v1/tenants", Summary: "Create a tenant (superadmin)", Tag: "tenants", Request: "TenantCreate", Response: "Tenant", Status: 201, handle: (*Handler).createTenant},
+	{Method: "GET", Pattern: "/v1/tenants/{id}", Summary: "Get a tenant", Tag: "tenants", Response: "Tenant", handle: (*Handler).getTenant},
+	{Method: "PATCH", Pattern: "/v1/tenants/{id}", Summary: "Change a tenant's name or status (If-Match)", Tag: "tenants", Request: "TenantPatch", Response: "Tenant", handle: (*Handler).patchTenant},
+
+	{Method: "GET", Pattern: "/v1/users", Summary: "List users", Tag: "users", Response: "User", List: true, Query: userListQuery, handle: (*Handler).listUsers},
+	{Method: "POST", Pattern: "/v1/users", Summary: "Create a user and its permission in its primary tenant", Tag: "users", Request: "UserInput", Response: "User", Status: 201, handle: (*Handler).createUser},
+	{Method: "GET", Pattern: "/v1/users/{id}", Summary: "Get a user", Tag: "users", Response: "User", handle: (*Handler).getUser},
+	{Method: "PATCH", Pattern: "/v1/users/{id}", Summary: "Change a user (JSON merge patch, If-Match)", Tag: "users", Request: "UserInput", Response: "User", handle: (*Handler).patchUser},
+	{Method: "DELETE", Pattern: "/v1/users/{id}", Summary: "Delete a user; its keys stop working at once (If-Match)", Tag: "users", Response: "User", handle: (*Handler).deleteUser},
+
+	{Method: "GET", Pattern: "/v1/users/{id}/keys", Summary: "List a user's access keys (masked)", Tag: "keys", Response: "Key", List: true, Query: listQuery, handle: (*Handler).listKeys},
+	{Method: "POST", Pattern: "/v1/users/{id}/keys", Summary: "Create an access key; the key is returned once", Tag: "keys", Request: "KeyCreate", Response: "Key", Status: 201, handle: (*Handler).createKey},
+	{Method: "GET", Pattern: "/v1/users/{id}/keys/{keyId}", Summary: "Get an access key (masked)", Tag: "keys", Response: "Key", handle: (*Handler).getKey},
+	{Method: "PATCH", Pattern: "/v1/users/{id}/keys/{keyId}", Summary: "Rename, change expiry, enable or disable a key (If-Match)", Tag: "keys", Request: "KeyPatch", Response: "Key", handle: (*Handler).patchKey},
+	{Method: "DELETE", Pattern: "/v1/users/{id}/keys/{keyId}", Summary: "Revoke a key for good (If-Match)", Tag: "keys", Response: "Key", handle: (*Handler).deleteKey},
+	{Method: "POST", Pattern: "/v1/users/{id}/keys/{keyId}/replace", Summary: "Replace a key, optionally after a grace period; the new key is returned once", Tag: "keys", Request: "KeyReplace", Response: "Key", Status: 201, handle: (*Handler).replaceKey},
+
+	{Method: "GET", Pattern: "/v1/users/{id}/secrets", Summary: "List a user's signing secrets (no values)", Tag: "secrets", Response: "Secret", List: true, Query: listQuery, handle: (*Handler).listSecrets},
+	{Method: "POST", Pattern: "/v1/users/{id}/secrets", Summary: "Create a signing secret (at most two live); the value is returned once", Tag: "secrets", Request: "SecretInput", Response: "Secret", Status: 201, handle: (*Handler).createSecret},
+	{Method: "PATCH", Pattern: "/v1/users/{id}/secrets/{secretId}", Summary: "Rename, activate or deactivate a signing secret (If-Match)", Tag: "secrets", Request: "SecretInput", Response: "Secret", handle: (*Handler).patchSecret},
+	{Method: "DELETE", Pattern: "/v1/users/{id}/secrets/{secretId}", Summary: "Delete a signing secret (If-Match); 204", Tag: "secrets", Status: 204, handle: (*Handler).deleteSecret},
+
+	{Method: "GET", Pattern: "/v1/users/{id}/roles", Summary: "The user's standard role and customer roles", Tag: "roles", Response: "Roles", handle: (*Handler).getRoles},
+	{Method: "PUT", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Set the standard role (ADMIN, MEMBER, VIEWER) or add a customer role", Tag: "roles", Response: "Roles", handle: (*Handler).putRole},
+	{Method: "DELETE", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Remove a customer role", Tag: "roles", Response: "Roles", handle: (*Handler).deleteRole},
+
+	{Method: "GET", Pattern: "/v1/workspaces/{id}/permissions", Summary: "List the permissions of a workspace (tenant)", Tag: "permissions", Response: "Permission", List: true, Query: permListQuery, handle: (*Handler).listPermissions},
+	{Method: "POST", Pattern: "/v1/permissions", Summary: "Create or update the permission of a user in a workspace", Tag: "permissions", Request: "PermissionInput", Response: "Permission", Status: 200, handle: (*Handler).putPermission},
+	{Method: "POST", Pattern: "/v1/permissions/{id}/accept", Auth: authSelf, Summary: "Accept an invitation (INVITED → ACTIVE), with the invited user's own key", Tag: "permissions", Response: "Permission", handle: (*Handler).acceptPermission},
+
+	{Method: "GET", Pattern: "/v1/users/{id}/history", Summary: "A user's changelog, newest first", Tag: "audit", Response: "HistoryEntry", List: true, Query: []string{"page", "size"}, handle: (*Handler).history},
+	{Method: "GET", Pattern: "/v1/activity", Summary: "The admin API activity log, newest first", Tag: "audit", Response: "Activity", List: true, Query: activityQuery, handle: (*Handler).activity},
+	{Method: "GET", Pattern: "/v1/users/{id}/export", Summary: "Everything stored about a user as one document (no secret values, no hashes)", Tag: "audit", Response: "Export", handle: (*Handler).export},
+}
+
+// statusRecorder remembers the status written, for the activity log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// callState is what the activity log records about a call.
+type callState struct {
+	actor  string
+	tenant string
+}
+
+type callStateKey struct{}
+
+// setTenant records the tenant a call acted on, for the activity log.
+func setTenant(r *http.Request, tenant string) {
+	if st, ok := r.Context().Value(callStateKey{}).(*callState); ok && st.tenant == "" {
+		st.tenant = tenant
+	}
+}
+
+// wrap authenticates, runs a route, answers its error as a problem and
+// records the call in the activity log.
+func (h *Handler) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := &callState{}
+		r = r.WithContext(context.WithValue(r.Context(), callStateKey{}, st))
+		rec := &statusRecorder{ResponseWriter: w}
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					if v == http.ErrAbortHandler {
+						panic(v)
+					}
+					h.log.Error("admin: handler panicked", "method", r.Method, "route", rt.Pattern, "panic", fmt.Sprint(v))
+					if rec.status == 0 {
+						writeProblem(rec, errInternal)
+					}
+				}
+			}()
+			err := h.serve(rt, rec, r, st)
+			if err != nil {
+				h.fail(rec, r, rt, err)
+			}
+		}()
+		if rt.Auth == authPublic {
+			return
+		}
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
+		defer cancel()
+		err := h.store.AppendActivity(ctx, keys.Activity{
+			At:     h.now().UTC(),
+			Actor:  st.actor,
+			Method: r.Method,
+			Path:   clip(r.URL.Path, 512),
+			Status: status,
+			Tenant: st.tenant,
+		})
+		if err != nil {
+			h.log.Error("admin: recording activity failed", "method", r.Method, "route", rt.Pattern, "error", err)
+		}
+	})
+}
+
+func (h *Handler) serve(rt route, w http.ResponseWriter, r *http.Request, st *callState) error {
+	ctx := r.Context()
+	var c *caller
+	switch rt.Auth {
+	case authPublic:
+		c = &caller{}
+	case authTrusted:
+		actor, ok := trustedActor(ctx)
+		if !ok {
+			return errNotFound("route")
+		}
+		c = &caller{actor: actor, trusted: true, superadmin: true}
+	case authSelf:
+		if actor, ok := trustedActor(ctx); ok {
+			c = &caller{actor: actor, trusted: true, superadmin: true}
+			break
+		}
+		k, u, err := h.authenticateKey(ctx, r)
+		if err != nil {
+			return err
+		}
+		c = &caller{actor: u.ID, user: u, keyID: k.ID}
+	default:
+		var err error
+		if c, err = h.authenticate(ctx, r); err != nil {
+			return err
+		}
+		st.actor = c.actor
+		if err := c.requireAdmin(); err != nil {
+			return err
+		}
+	}
+	st.actor = c.actor
+	return rt.handle(h, w, r, c)
+}
+
+// fail answers err as a problem; unexpected errors are logged, not shown.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rt route, err error) {
+	ae, known := problemFor(err)
+	if !known {
+		h.log.Error("admin: request failed", "method", r.Method, "route", rt.Pattern, "error", err)
+	}
+	writeProblem(w, ae)
+}

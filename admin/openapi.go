@@ -1,0 +1,278 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+type obj = map[string]any
+
+// openAPI serves the OpenAPI 3.1 document.
+func (h *Handler) openAPI(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Header().Set("Content-Length", strconv.Itoa(len(h.openapi)))
+	_, _ = w.Write(h.openapi)
+	return nil
+}
+
+// OpenAPI returns the API's OpenAPI 3.1 document (JSON).
+func OpenAPI() []byte { return buildOpenAPI() }
+
+func ref(name string) obj { return obj{"$ref": "#/components/schemas/" + name} }
+
+func str(desc string) obj { return obj{"type": "string", "description": desc} }
+
+func enum(values ...string) obj { return obj{"type": "string", "enum": values} }
+
+var (
+	dateTime = obj{"type": "string", "format": "date-time"}
+	strList  = obj{"type": "array", "items": obj{"type": "string"}}
+	integer  = obj{"type": "integer"}
+)
+
+// schemas describes every body and data object.
+func schemas() obj {
+	userProps := obj{
+		"id": str("decimal digits when generated"), "name": str("unique within the primary tenant"),
+		"description": str(""), "email": str(""),
+		"type":  enum("TECHNICAL", "SERVICE", "APPLICATION"),
+		"role":  enum("ADMIN", "MEMBER", "VIEWER"),
+		"customerRoles": strList, "accessControlEntities": strList,
+		"primaryTenant": str(""), "scope": str(""),
+		"requestLimit":     obj{"type": "integer", "minimum": 0, "description": "requests per window; 0 = route default"},
+		"plannedPurgeDate": obj{"type": []string{"string", "null"}, "format": "date-time"},
+		"status":           enum("CREATE", "ACTIVE", "INACTIVE", "DELETING", "DELETED"),
+		"superadmin":       obj{"type": "boolean"},
+		"version":          integer, "createdAt": dateTime, "updatedAt": dateTime, "lastUsedAt": dateTime,
+	}
+	fieldError := obj{"type": "object", "properties": obj{"field": str(""), "message": str("")}}
+	return obj{
+		"Problem": obj{"type": "object", "required": []string{"type", "title", "status"}, "properties": obj{
+			"type": str("https://keygate.dev/problems/<slug>"), "title": str(""), "status": integer,
+			"detail": str(""), "errors": obj{"type": "array", "items": fieldError},
+		}},
+		"Envelope": obj{"type": "object", "properties": obj{
+			"status": enum("OK"), "type": str("kind of data"), "errors": obj{"type": "array", "items": fieldError},
+			"total": integer, "page": integer, "size": integer, "data": obj{},
+		}},
+		"Tenant": obj{"type": "object", "properties": obj{
+			"id": str(""), "name": str(""), "status": enum("ACTIVE", "ARCHIVED"),
+			"version": integer, "createdAt": dateTime, "updatedAt": dateTime,
+		}},
+		"TenantCreate": obj{"type": "object", "additionalProperties": false, "properties": obj{
+			"id": str("default: generated"), "name": str("default: the id"), "status": enum("ACTIVE", "ARCHIVED"),
+		}},
+		"TenantPatch": obj{"type": "object", "additionalProperties": false, "properties": obj{
+			"name": str(""), "status": enum("ACTIVE", "ARCHIVED"), "version": integer,
+		}},
+		"User":      obj{"type": "object", "properties": userProps},
+		"UserInput": obj{"type": "object", "additionalProperties": false, "properties": userProps},
+		"Key": obj{"type": "object", "properties": obj{
+			"id": str(""), "name": str(""), "userId": str(""), "tenant": str(""),
+			"masked": str("kg_<id>_…last4"), "status": enum("ACTIVE", "INACTIVE", "REVOKED"),
+			"expiresAt": dateTime, "usable": obj{"type": "boolean"}, "disableAt": dateTime,
+			"replacedBy": str(""), "version": integer, "createdAt": dateTime, "updatedAt": dateTime,
+			"lastUsedAt": dateTime, "key": str("the full key, only in the creating response"),
+			"previous": ref("Key"),
+		}},
+		"KeyCreate": obj{"type": "object", "additionalProperties": false, "required": []string{"name", "expiresAt"}, "properties": obj{
+			"name": str("unique per user"), "expiresAt": dateTime, "tenant": str("default: the user's primary tenant"),
+		}},
+		"KeyPatch": obj{"type": "object", "additionalProperties": false, "properties": obj{
+			"name": str(""), "expiresAt": dateTime, "status": enum("ACTIVE", "INACTIVE"), "version": integer,
+		}},
+		"KeyReplace": obj{"type": "object", "additionalProperties": false, "properties": obj{
+			"gracePeriod": obj{"oneOf": []obj{str("Go duration, e.g. 24h"), obj{"type": "number", "description": "seconds"}}},
+			"expiresAt":   dateTime,
+		}},
+		"Secret": obj{"type": "object", "properties": obj{
+			"id": str(""), "userId": str(""), "name": str(""), "status": enum("ACTIVE", "INACTIVE"),
+			"version": integer, "createdAt": dateTime, "updatedAt": dateTime, "lastUsedAt": dateTime,
+			"secret": str("base64 of 32 bytes, only in the creating response"),
+		}},
+		"SecretInput": obj{"type": "object", "additionalProperties": false, "properties": obj{
+			"name": str(""), "status": enum("ACTIVE", "INACTIVE"), "version": integer,
+		}},
+		"Roles": obj{"type": "object", "properties": obj{
+			"userId": str(""), "role": enum("ADMIN", "MEMBER", "VIEWER"), "customerRoles": strList,
+			"roles": obj{"type": "array", "items": obj{"type": "object", "properties": obj{
+				"key": str(""), "type": enum("STANDARD", "CUSTOMER")}}},
+			"version": integer,
+		}},
+		"Permission": obj{"type": "object", "properties": obj{
+			"id": str(""),
+			"user": obj{"type": "object", "properties": obj{"id": str(""), "userName": str(""), "email": str(""),
+				"type": str(""), "role": str(""), "status": str(""), "technicalUser": obj{"type": "boolean"}}},
+			"workspace":   obj{"type": "object", "properties": obj{"id": str(""), "name": str(""), "status": str("")}},
+			"workspaceId": str(""), "role": enum("ADMIN", "MEMBER", "VIEWER"),
+			"status": enum("ACTIVE", "INVITED", "ARCHIVED"), "customerRoles": strList,
+			"accessControlEntities": strList, "version": integer, "createdAt": dateTime, "updatedAt": dateTime,
+		}},
+		"PermissionInput": obj{"type": "object", "required": []string{"user", "workspace", "role", "status"}, "properties": obj{
+			"user":      obj{"type": "object", "required": []string{"id"}, "properties": obj{"id": str("")}},
+			"workspace": obj{"type": "object", "required": []string{"id"}, "properties": obj{"id": str("")}},
+			"role":      enum("ADMIN", "MEMBER", "VIEWER"), "status": enum("ACTIVE", "INVITED", "ARCHIVED"),
+			"customerRoles": strList, "accessControlEntities": strList, "version": integer,
+		}},
+		"HistoryEntry": obj{"type": "object", "properties": obj{
+			"at": dateTime, "actor": str(""), "action": str(""), "target": str(""),
+			"changes": obj{"type": "object", "additionalProperties": obj{"type": "object", "properties": obj{"from": obj{}, "to": obj{}}}},
+		}},
+		"Activity": obj{"type": "object", "properties": obj{
+			"at": dateTime, "actor": str(""), "method": str(""), "path": str(""), "status": integer, "tenant": str(""),
+		}},
+		"Export": obj{"type": "object", "properties": obj{
+			"exportedAt": dateTime, "user": ref("User"),
+			"permissions": obj{"type": "array", "items": ref("Permission")},
+			"keys":        obj{"type": "array", "items": ref("Key")},
+			"secrets":     obj{"type": "array", "items": ref("Secret")},
+			"history":     obj{"type": "array", "items": ref("HistoryEntry")},
+		}},
+		"BootstrapRequest": obj{"type": "object", "additionalProperties": false, "required": []string{"tenant", "user"}, "properties": obj{
+			"tenant": str(""), "tenantName": str(""), "user": str("user name"), "userId": str(""),
+			"keyName": str("default: bootstrap"), "expiresAt": dateTime,
+		}},
+		"Bootstrap": obj{"type": "object", "properties": obj{
+			"tenant": ref("Tenant"), "user": ref("User"), "permission": ref("Permission"), "key": ref("Key"),
+		}},
+	}
+}
+
+var queryDocs = map[string]obj{
+	"page":                  {"type": "integer", "minimum": 1, "default": 1},
+	"size":                  {"type": "integer", "minimum": 1, "maximum": maxPageSize, "default": defaultPageSize},
+	"sort":                  {"type": "string", "description": "comma-separated fields, - prefix for descending"},
+	"q":                     {"type": "string"},
+	"status":                {"type": "string"},
+	"type":                  {"type": "string"},
+	"role":                  {"type": "string"},
+	"tenant":                {"type": "string"},
+	"email":                 {"type": "string"},
+	"user":                  {"type": "string"},
+	"includeTechnicalUsers": {"type": "boolean", "default": true},
+	"actor":                 {"type": "string"},
+	"from":                  {"type": "string", "format": "date-time"},
+	"to":                    {"type": "string", "format": "date-time"},
+}
+
+func problemResponse(desc string) obj {
+	return obj{"description": desc, "content": obj{"application/problem+json": obj{"schema": ref("Problem")}}}
+}
+
+// buildOpenAPI derives the document from routeTable.
+func buildOpenAPI() []byte {
+	paths := obj{}
+	for _, rt := range routeTable {
+		item, _ := paths[rt.Pattern].(obj)
+		if item == nil {
+			item = obj{}
+			paths[rt.Pattern] = item
+		}
+		var params []obj
+		for _, seg := range strings.Split(rt.Pattern, "/") {
+			if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+				params = append(params, obj{"name": seg[1 : len(seg)-1], "in": "path", "required": true, "schema": obj{"type": "string"}})
+			}
+		}
+		for _, q := range rt.Query {
+			params = append(params, obj{"name": q, "in": "query", "schema": queryDocs[q]})
+		}
+		if rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || (rt.Method == http.MethodPut && rt.Tag != "roles") {
+			params = append(params, obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"},
+				"description": "the resource's ETag, or *; required unless the body has version"})
+		}
+		status := rt.Status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		responses := obj{}
+		switch {
+		case rt.Pattern == "/v1/openapi.json":
+			responses["200"] = obj{"description": "the OpenAPI document", "content": obj{"application/json": obj{}}}
+		case status == http.StatusNoContent:
+			responses["204"] = obj{"description": "done"}
+		default:
+			data := obj{}
+			if rt.Response != "" {
+				data = ref(rt.Response)
+				if rt.List {
+					data = obj{"type": "array", "items": ref(rt.Response)}
+				}
+			}
+			responses[strconv.Itoa(status)] = obj{"description": "OK", "content": obj{"application/json": obj{"schema": obj{
+				"allOf": []obj{ref("Envelope"), {"type": "object", "properties": obj{"data": data}}},
+			}}}}
+			if rt.Pattern == "/v1/permissions" {
+				responses["201"] = responses["200"]
+			}
+		}
+		if rt.Auth != authPublic {
+			responses["401"] = problemResponse("missing or invalid access key")
+			responses["403"] = problemResponse("not allowed")
+			responses["404"] = problemResponse("not found, or not visible to the caller")
+			responses["503"] = problemResponse("store unavailable, or master key not configured")
+		}
+		if rt.Request != "" {
+			responses["400"] = problemResponse("invalid input; errors lists the fields")
+			responses["409"] = problemResponse("conflict with the current state")
+			responses["413"] = problemResponse("body too large")
+			responses["415"] = problemResponse("body is not application/json")
+		}
+		if rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || rt.Method == http.MethodPut {
+			responses["412"] = problemResponse("If-Match or version does not match")
+			responses["428"] = problemResponse("If-Match or version required")
+		}
+		op := obj{
+			"operationId": operationID(rt),
+			"summary":     rt.Summary,
+			"tags":        []string{rt.Tag},
+			"responses":   responses,
+		}
+		if len(params) > 0 {
+			op["parameters"] = params
+		}
+		if rt.Request != "" {
+			op["requestBody"] = obj{"required": rt.Method != http.MethodPost || !strings.HasSuffix(rt.Pattern, "/replace"),
+				"content": obj{"application/json": obj{"schema": ref(rt.Request)}}}
+		}
+		switch rt.Auth {
+		case authPublic:
+			op["security"] = []obj{}
+		case authTrusted:
+			op["security"] = []obj{}
+			op["description"] = "Only for trusted local callers (Caddy's admin endpoint, the CLI); 404 otherwise."
+		}
+		item[strings.ToLower(rt.Method)] = op
+	}
+	doc := obj{
+		"openapi": "3.1.0",
+		"info": obj{
+			"title":       "keygate admin API",
+			"version":     "1",
+			"description": "Manage tenants, users, roles, permissions, access keys and signing secrets.",
+		},
+		"paths": paths,
+		"components": obj{
+			"schemas": schemas(),
+			"securitySchemes": obj{
+				"bearer": obj{"type": "http", "scheme": "bearer", "description": "a keygate access key kg_…"},
+				"apiKey": obj{"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+			},
+		},
+		"security": []obj{{"bearer": []string{}}, {"apiKey": []string{}}},
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		panic("admin: building the OpenAPI document: " + err.Error())
+	}
+	return b
+}
+
+// operationID derives a stable operation id such as "GET_v1_users_id".
+func operationID(rt route) string {
+	r := strings.NewReplacer("/", "_", "{", "", "}", "", ".", "_")
+	return rt.Method + r.Replace(rt.Pattern)
+}

@@ -1,0 +1,55 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keygate/keygate/keys"
+)
+
+// purgeBatch is how many due users Purge asks the store for at a time.
+const purgeBatch = 100
+
+// Purge removes, for good, every DELETED user whose plannedPurgeDate is
+// before now, with everything stored about it, and returns how many it
+// removed. Users without a plannedPurgeDate are kept (seed 004: an empty
+// date means the object is not removed). module/ runs it periodically. A
+// user that cannot be purged is skipped and reported in the error; the
+// others are still purged.
+func Purge(ctx context.Context, s keys.Store, now time.Time) (int, error) {
+	var (
+		n      int
+		errs   []error
+		failed = map[string]bool{}
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, errors.Join(append(errs, err)...)
+		}
+		ids, err := s.DueForPurge(ctx, now, purgeBatch+len(failed))
+		if err != nil {
+			return n, errors.Join(append(errs, fmt.Errorf("listing users due for purge: %w", err))...)
+		}
+		progressed := false
+		for _, id := range ids {
+			if failed[id] {
+				continue
+			}
+			switch err := s.PurgeUser(ctx, id); {
+			case err == nil:
+				n++
+				progressed = true
+			case errors.Is(err, keys.ErrNotFound):
+				progressed = true
+			default:
+				failed[id] = true
+				errs = append(errs, fmt.Errorf("purging user %s: %w", id, err))
+			}
+		}
+		if !progressed || len(ids) < purgeBatch+len(failed) {
+			return n, errors.Join(errs...)
+		}
+	}
+}

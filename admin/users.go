@@ -1,0 +1,555 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/keygate/keygate/keys"
+)
+
+// Limits on list-valued user fields.
+const (
+	maxRoles   = 50
+	maxACEs    = 200
+	maxRoleLen = 64
+)
+
+// userBody is the body of POST /v1/users and PATCH /v1/users/{id} (JSON
+// merge patch: an absent member keeps the value, null clears it).
+type userBody struct {
+	ID                    opt[string]          `json:"id"`
+	Name                  opt[string]          `json:"name"`
+	Description           opt[string]          `json:"description"`
+	Email                 opt[string]          `json:"email"`
+	Type                  opt[keys.UserType]   `json:"type"`
+	Role                  opt[keys.Role]       `json:"role"`
+	CustomerRoles         opt[[]string]        `json:"customerRoles"`
+	AccessControlEntities opt[[]string]        `json:"accessControlEntities"`
+	PrimaryTenant         opt[string]          `json:"primaryTenant"`
+	Scope                 opt[string]          `json:"scope"`
+	RequestLimit          opt[int64]           `json:"requestLimit"`
+	PlannedPurgeDate      opt[timestamp]       `json:"plannedPurgeDate"`
+	Status                opt[keys.UserStatus] `json:"status"`
+	Superadmin            opt[bool]            `json:"superadmin"`
+	Version               *int64               `json:"version"`
+}
+
+// apply merges b into u.
+func (b *userBody) apply(u *keys.User) {
+	set := func(o opt[string], dst *string) {
+		if o.Set {
+			*dst = o.V
+		}
+	}
+	set(b.Name, &u.Name)
+	set(b.Description, &u.Description)
+	set(b.Email, &u.Email)
+	set(b.Scope, &u.Scope)
+	set(b.PrimaryTenant, &u.PrimaryTenant)
+	if b.Type.Set {
+		u.Type = b.Type.V
+	}
+	if b.Role.Set {
+		u.Role = b.Role.V
+	}
+	if b.CustomerRoles.Set {
+		u.CustomerRoles = slices.Clone(b.CustomerRoles.V)
+	}
+	if b.AccessControlEntities.Set {
+		u.AccessControlEntities = slices.Clone(b.AccessControlEntities.V)
+	}
+	if b.RequestLimit.Set {
+		u.RequestLimit = b.RequestLimit.V
+	}
+	if b.PlannedPurgeDate.Set {
+		if b.PlannedPurgeDate.Null {
+			u.PlannedPurgeDate = nil
+		} else {
+			t := b.PlannedPurgeDate.V.Time
+			u.PlannedPurgeDate = &t
+		}
+	}
+	if b.Status.Set {
+		u.Status = b.Status.V
+	}
+	if b.Superadmin.Set {
+		u.Superadmin = b.Superadmin.V
+	}
+}
+
+// validate checks the body's members; patch says whether it is a PATCH.
+func (b *userBody) validate(patch bool) *keys.ValidationError {
+	v := &keys.ValidationError{}
+	notNull := func(field string, o interface{ isNull() bool }) {
+		if o.isNull() {
+			v.Add(field, "must not be null")
+		}
+	}
+	notNull("name", b.Name)
+	notNull("type", b.Type)
+	notNull("role", b.Role)
+	notNull("status", b.Status)
+	notNull("primaryTenant", b.PrimaryTenant)
+	if b.ID.Set {
+		if patch {
+			v.Add("id", "cannot be changed")
+		} else if err := keys.ValidateID(b.ID.V); err != nil {
+			v.Add("id", err.Error())
+		}
+	}
+	if b.Name.Set && !b.Name.Null {
+		checkName(v, "name", b.Name.V)
+	} else if !patch && !b.Name.Set {
+		v.Add("name", "is required")
+	}
+	checkText(v, "description", b.Description.V, 2000)
+	if e := b.Email.V; e != "" {
+		if len(e) > 254 || strings.Count(e, "@") != 1 || strings.HasPrefix(e, "@") || strings.HasSuffix(e, "@") ||
+			strings.ContainsAny(e, " \t\r\n<>,;\"") {
+			v.Add("email", "must be an email address")
+		}
+	}
+	checkText(v, "scope", b.Scope.V, 200)
+	if b.Type.Set && !b.Type.Null && !slices.Contains([]keys.UserType{keys.UserTechnical, keys.UserService, keys.UserApplication}, b.Type.V) {
+		v.Add("type", "must be TECHNICAL, SERVICE or APPLICATION")
+	}
+	if b.Role.Set && !b.Role.Null && !validRole(b.Role.V) {
+		v.Add("role", "must be ADMIN, MEMBER or VIEWER")
+	}
+	checkList(v, "customerRoles", b.CustomerRoles.V, maxRoles, maxRoleLen, true)
+	checkList(v, "accessControlEntities", b.AccessControlEntities.V, maxACEs, 200, false)
+	if b.RequestLimit.V < 0 || b.RequestLimit.V > 1_000_000_000 {
+		v.Add("requestLimit", "must be from 0 to 1000000000")
+	}
+	if b.Status.Set && !b.Status.Null {
+		ok := []keys.UserStatus{keys.UserActive, keys.UserInactive}
+		if patch {
+			ok = append(ok, keys.UserCreate, keys.UserDeleting, keys.UserDeleted)
+		}
+		if !slices.Contains(ok, b.Status.V) {
+			if patch {
+				v.Add("status", "must be ACTIVE, INACTIVE or DELETING")
+			} else {
+				v.Add("status", "must be ACTIVE or INACTIVE")
+			}
+		}
+	}
+	if b.PrimaryTenant.Set && !b.PrimaryTenant.Null && keys.ValidateID(b.PrimaryTenant.V) != nil {
+		v.Add("primaryTenant", "is not a valid tenant id")
+	}
+	if !patch && b.Version != nil {
+		v.Add("version", "is not allowed when creating")
+	}
+	return v
+}
+
+func (o opt[T]) isNull() bool { return o.Set && o.Null }
+
+func validRole(r keys.Role) bool {
+	return r == keys.RoleAdmin || r == keys.RoleMember || r == keys.RoleViewer
+}
+
+// checkList validates a list of short strings.
+func checkList(v *keys.ValidationError, field string, list []string, maxItems, maxLen int, roleKeys bool) {
+	if len(list) > maxItems {
+		v.Add(field, fmt.Sprintf("must have at most %d entries", maxItems))
+		return
+	}
+	seen := map[string]bool{}
+	for _, s := range list {
+		switch {
+		case s == "" || len(s) > maxLen:
+			v.Add(field, fmt.Sprintf("entries must be 1 to %d bytes", maxLen))
+			return
+		case roleKeys && keys.ValidateID(s) != nil:
+			v.Add(field, "entries may contain only letters, digits and - _ . : @")
+			return
+		case !roleKeys && strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+			v.Add(field, "entries must not contain control characters")
+			return
+		case seen[s]:
+			v.Add(field, "entries must be unique")
+			return
+		}
+		seen[s] = true
+	}
+}
+
+// userVisible reports whether the caller may see u: a superadmin sees every
+// user; a tenant admin sees users whose primary tenant it administers and
+// users holding a permission (in any state) there.
+func (h *Handler) userVisible(ctx context.Context, c *caller, u *keys.User) (bool, error) {
+	if c.superadmin || slices.Contains(c.tenants, u.PrimaryTenant) {
+		return true, nil
+	}
+	for _, t := range c.tenants {
+		_, err := h.store.GetPermission(ctx, u.ID, t)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, keys.ErrNotFound) {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// canManage reports whether the caller may change u and its keys, secrets
+// and roles: a superadmin always; a tenant admin when it administers u's
+// primary tenant and u is no superadmin.
+func canManage(c *caller, u *keys.User) bool {
+	return c.superadmin || (slices.Contains(c.tenants, u.PrimaryTenant) && !u.Superadmin)
+}
+
+// visibleUser loads a user the caller may see; 404 otherwise (also for
+// ids the caller may not see, so guessing ids reveals nothing).
+func (h *Handler) visibleUser(r *http.Request, c *caller, id string) (keys.User, error) {
+	if keys.ValidateID(id) != nil {
+		return keys.User{}, errNotFound("user")
+	}
+	u, err := h.store.GetUser(r.Context(), id)
+	if errors.Is(err, keys.ErrNotFound) {
+		return u, errNotFound("user")
+	}
+	if err != nil {
+		return u, err
+	}
+	ok, err := h.userVisible(r.Context(), c, &u)
+	if err != nil {
+		return u, err
+	}
+	if !ok {
+		return u, errNotFound("user")
+	}
+	if c.superadmin || slices.Contains(c.tenants, u.PrimaryTenant) {
+		setTenant(r, u.PrimaryTenant)
+	} else if len(c.tenants) > 0 {
+		setTenant(r, c.tenants[0])
+	}
+	return u, nil
+}
+
+// manageableUser loads a user the caller may change: 404 when it may not
+// see it, 403 when it sees it but may not change it.
+func (h *Handler) manageableUser(r *http.Request, c *caller, id string) (keys.User, error) {
+	u, err := h.visibleUser(r, c, id)
+	if err != nil {
+		return u, err
+	}
+	if !canManage(c, &u) {
+		return u, errForbidden("only an administrator of the user's primary tenant may change it")
+	}
+	return u, nil
+}
+
+// recheck guards a store mutation against the user having moved out of the
+// caller's reach since it was loaded.
+func recheck(c *caller, u *keys.User) error {
+	if !canManage(c, u) {
+		return errNotFound("user")
+	}
+	return nil
+}
+
+func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request, c *caller) error {
+	q := r.URL.Query()
+	lo, err := parseList(q, "id", "name", "createdAt")
+	if err != nil {
+		return err
+	}
+	uq := keys.UserQuery{ListOptions: lo}
+	if uq.Q, err = queryString(q, "q", 200); err != nil {
+		return err
+	}
+	st, err := queryEnum(q, "status", "CREATE", "ACTIVE", "INACTIVE", "DELETING", "DELETED")
+	if err != nil {
+		return err
+	}
+	typ, err := queryEnum(q, "type", "TECHNICAL", "SERVICE", "APPLICATION")
+	if err != nil {
+		return err
+	}
+	role, err := queryEnum(q, "role", "ADMIN", "MEMBER", "VIEWER")
+	if err != nil {
+		return err
+	}
+	uq.Status, uq.Type, uq.Role = keys.UserStatus(st), keys.UserType(typ), keys.Role(role)
+	uq.Tenant = q.Get("tenant")
+	if uq.Tenant != "" && keys.ValidateID(uq.Tenant) != nil {
+		return errField("tenant", "is not a valid tenant id")
+	}
+	if !c.superadmin {
+		switch {
+		case uq.Tenant == "" && len(c.tenants) == 1:
+			uq.Tenant = c.tenants[0]
+		case uq.Tenant == "":
+			return errField("tenant", "is required")
+		case !c.adminOf(uq.Tenant):
+			return errNotFound("tenant")
+		}
+	}
+	setTenant(r, uq.Tenant)
+	page, err := h.store.ListUsers(r.Context(), uq)
+	if err != nil {
+		return err
+	}
+	for i := range page.Items {
+		page.Items[i] = userView(page.Items[i])
+	}
+	writeList(w, "User", page.Items, page.Total, lo)
+	return nil
+}
+
+func (h *Handler) getUser(w http.ResponseWriter, r *http.Request, c *caller) error {
+	u, err := h.visibleUser(r, c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeOne(w, http.StatusOK, "User", u.Version, userView(u))
+	return nil
+}
+
+// createUser creates a user and its ACTIVE permission, with the user's
+// role, in its primary tenant (so its keys work there at once).
+func (h *Handler) createUser(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var b userBody
+	if err := decodeJSON(w, r, h.maxBody, &b); err != nil {
+		return err
+	}
+	if v := b.validate(false); v.Err() != nil {
+		return v
+	}
+	u := keys.User{Type: keys.UserTechnical, Role: keys.RoleMember, Status: keys.UserActive}
+	b.apply(&u)
+	u.ID = b.ID.V
+	if u.PrimaryTenant == "" {
+		if len(c.tenants) != 1 || c.superadmin {
+			return errField("primaryTenant", "is required")
+		}
+		u.PrimaryTenant = c.tenants[0]
+	}
+	if !c.adminOf(u.PrimaryTenant) {
+		return errForbidden("the caller is not an administrator of the primary tenant")
+	}
+	if u.Superadmin && !c.superadmin {
+		return errForbidden("only a superadmin may create a superadmin")
+	}
+	setTenant(r, u.PrimaryTenant)
+	ctx := r.Context()
+	t, err := h.store.GetTenant(ctx, u.PrimaryTenant)
+	if errors.Is(err, keys.ErrNotFound) {
+		return errField("primaryTenant", "tenant does not exist")
+	} else if err != nil {
+		return err
+	}
+	if t.Status != keys.TenantActive {
+		return errConflict("tenant " + t.ID + " is archived")
+	}
+	out, perm, err := h.createUserWithPermission(ctx, u, c.actor)
+	if err != nil {
+		return err
+	}
+	_ = perm
+	w.Header().Set("Location", "/v1/users/"+out.ID)
+	writeOne(w, http.StatusCreated, "User", out.Version, userView(out))
+	return nil
+}
+
+// createUserWithPermission creates u and its ACTIVE permission in its
+// primary tenant. The store has no transaction spanning both, so a failed
+// permission write removes the user again.
+func (h *Handler) createUserWithPermission(ctx context.Context, u keys.User, actor string) (keys.User, keys.Permission, error) {
+	out, err := h.store.CreateUser(ctx, u, actor)
+	if err != nil {
+		return out, keys.Permission{}, err
+	}
+	perm, _, err := h.store.PutPermission(ctx, keys.Permission{
+		UserID: out.ID, TenantID: out.PrimaryTenant, Role: out.Role, Status: keys.PermissionActive,
+		CustomerRoles: out.CustomerRoles, AccessControlEntities: out.AccessControlEntities,
+	}, actor)
+	if err != nil {
+		h.rollbackUser(ctx, out.ID)
+		return keys.User{}, perm, fmt.Errorf("granting the permission of new user %s: %w", out.ID, err)
+	}
+	// The permission write does not change the user; reread for the version only if needed.
+	return out, perm, nil
+}
+
+// rollbackUser removes a half-created user.
+func (h *Handler) rollbackUser(ctx context.Context, id string) {
+	ctx = context.WithoutCancel(ctx)
+	if _, err := h.store.DeleteUser(ctx, id, 0, "system"); err != nil {
+		h.log.Error("admin: rolling back a new user failed", "user", id, "error", err)
+		return
+	}
+	if err := h.store.PurgeUser(ctx, id); err != nil {
+		h.log.Error("admin: purging a rolled back user failed", "user", id, "error", err)
+	}
+}
+
+func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, c *caller) error {
+	cur, err := h.manageableUser(r, c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	var b userBody
+	if err := decodeJSON(w, r, h.maxBody, &b); err != nil {
+		return err
+	}
+	pre, err := parsePrecondition(r, b.Version, true)
+	if err != nil {
+		return err
+	}
+	if v := b.validate(true); v.Err() != nil {
+		return v
+	}
+	if b.Superadmin.Set && b.Superadmin.V && !c.superadmin {
+		return errForbidden("only a superadmin may make a user superadmin")
+	}
+	if b.PrimaryTenant.Set && b.PrimaryTenant.V != cur.PrimaryTenant {
+		if !c.adminOf(b.PrimaryTenant.V) {
+			return errForbidden("the caller is not an administrator of the new primary tenant")
+		}
+		if _, err := h.store.GetTenant(r.Context(), b.PrimaryTenant.V); errors.Is(err, keys.ErrNotFound) {
+			return errField("primaryTenant", "tenant does not exist")
+		} else if err != nil {
+			return err
+		}
+	}
+	if b.Status.Set && b.Status.V == keys.UserDeleted && cur.Status != keys.UserDeleted {
+		return errConflict("a user becomes DELETED only through DELETE /v1/users/{id}")
+	}
+	version, err := pre.expect(cur.Version)
+	if err != nil {
+		return err
+	}
+	out, err := h.store.UpdateUser(r.Context(), cur.ID, version, func(u *keys.User) error {
+		if err := recheck(c, u); err != nil {
+			return err
+		}
+		b.apply(u)
+		return nil
+	}, c.actor)
+	if err != nil {
+		return err
+	}
+	writeOne(w, http.StatusOK, "User", out.Version, userView(out))
+	return nil
+}
+
+// deleteUser marks the user DELETED; the store revokes its keys and
+// deactivates its secrets in the same transaction. 200 with the user.
+func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request, c *caller) error {
+	cur, err := h.manageableUser(r, c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	pre, err := parsePrecondition(r, nil, true)
+	if err != nil {
+		return err
+	}
+	version, err := pre.expect(cur.Version)
+	if err != nil {
+		return err
+	}
+	if c.user != nil && c.user.ID == cur.ID {
+		return errConflict("a caller cannot delete its own user")
+	}
+	out, err := h.store.DeleteUser(r.Context(), cur.ID, version, c.actor)
+	if err != nil {
+		return err
+	}
+	writeOne(w, http.StatusOK, "User", out.Version, userView(out))
+	return nil
+}
+
+// Roles (SAP Open Connectors): the standard role plus customer roles.
+
+func (h *Handler) getRoles(w http.ResponseWriter, r *http.Request, c *caller) error {
+	u, err := h.visibleUser(r, c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeOne(w, http.StatusOK, "Roles", u.Version, rolesView(&u))
+	return nil
+}
+
+// roleKey validates the {roleKey} path value.
+func roleKey(r *http.Request) (string, bool, error) {
+	k := r.PathValue("roleKey")
+	if validRole(keys.Role(k)) {
+		return k, true, nil
+	}
+	if len(k) > maxRoleLen || keys.ValidateID(k) != nil {
+		return "", false, errBadRequest("roleKey may contain only letters, digits and - _ . : @ (at most 64)")
+	}
+	return k, false, nil
+}
+
+// putRole sets the standard role (ADMIN, MEMBER, VIEWER) or adds a customer
+// role. Idempotent; If-Match is honoured but not required.
+func (h *Handler) putRole(w http.ResponseWriter, r *http.Request, c *caller) error {
+	return h.changeRole(w, r, c, true)
+}
+
+// deleteRole removes a customer role; the standard role can be changed,
+// not removed (409).
+func (h *Handler) deleteRole(w http.ResponseWriter, r *http.Request, c *caller) error {
+	return h.changeRole(w, r, c, false)
+}
+
+func (h *Handler) changeRole(w http.ResponseWriter, r *http.Request, c *caller, add bool) error {
+	cur, err := h.manageableUser(r, c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	key, standard, err := roleKey(r)
+	if err != nil {
+		return err
+	}
+	pre, err := parsePrecondition(r, nil, false)
+	if err != nil {
+		return err
+	}
+	version, err := pre.expect(cur.Version)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !add && standard:
+		return errConflict("the standard role can be changed, not removed")
+	case add && standard && cur.Role == keys.Role(key),
+		add && !standard && slices.Contains(cur.CustomerRoles, key):
+		writeOne(w, http.StatusOK, "Roles", cur.Version, rolesView(&cur))
+		return nil
+	case !add && !slices.Contains(cur.CustomerRoles, key):
+		return errNotFound("customer role")
+	case add && !standard && len(cur.CustomerRoles) >= maxRoles:
+		return errField("customerRoles", fmt.Sprintf("must have at most %d entries", maxRoles))
+	}
+	out, err := h.store.UpdateUser(r.Context(), cur.ID, version, func(u *keys.User) error {
+		if err := recheck(c, u); err != nil {
+			return err
+		}
+		switch {
+		case standard:
+			u.Role = keys.Role(key)
+		case add:
+			if !slices.Contains(u.CustomerRoles, key) {
+				u.CustomerRoles = append(slices.Clone(u.CustomerRoles), key)
+			}
+		default:
+			u.CustomerRoles = slices.DeleteFunc(slices.Clone(u.CustomerRoles), func(s string) bool { return s == key })
+		}
+		return nil
+	}, c.actor)
+	if err != nil {
+		return err
+	}
+	writeOne(w, http.StatusOK, "Roles", out.Version, rolesView(&out))
+	return nil
+}

@@ -1,0 +1,183 @@
+package admin
+
+import (
+	"time"
+
+	"github.com/keygate/keygate/keys"
+)
+
+// KeyView is an access key as the API shows it: masked, never with its
+// hash. Key holds the full key only in the response that created it (POST
+// …/keys, …/replace and /v1/bootstrap); it is never shown again.
+type KeyView struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	UserID string `json:"userId"`
+	Tenant string `json:"tenant"`
+	// Masked is kg_<id>_…last4.
+	Masked    string         `json:"masked"`
+	Status    keys.KeyStatus `json:"status"`
+	ExpiresAt time.Time      `json:"expiresAt"`
+	// Usable tells whether the key authenticates now (status, expiry and
+	// replacement grace period).
+	Usable     bool       `json:"usable"`
+	DisableAt  *time.Time `json:"disableAt,omitempty"`
+	ReplacedBy string     `json:"replacedBy,omitempty"`
+	Version    int64      `json:"version"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	UpdatedAt  time.Time  `json:"updatedAt"`
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	// Key is the full access key, present only in its creation response.
+	Key string `json:"key,omitempty"`
+	// Previous is the replaced key, in a replace response.
+	Previous *KeyView `json:"previous,omitempty"`
+}
+
+func keyView(k *keys.Key, now time.Time) KeyView {
+	return KeyView{
+		ID: k.ID, Name: k.Name, UserID: k.UserID, Tenant: k.TenantID,
+		Masked: k.Masked(), Status: k.Status, ExpiresAt: k.ExpiresAt, Usable: k.Usable(now),
+		DisableAt: k.DisableAt, ReplacedBy: k.ReplacedBy, Version: k.Version,
+		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt, LastUsedAt: k.LastUsedAt,
+	}
+}
+
+// SecretView is a signing secret as the API shows it. Secret holds the
+// value (base64 of 32 bytes) only in the response that created it.
+type SecretView struct {
+	ID         string            `json:"id"`
+	UserID     string            `json:"userId"`
+	Name       string            `json:"name"`
+	Status     keys.SecretStatus `json:"status"`
+	Version    int64             `json:"version"`
+	CreatedAt  time.Time         `json:"createdAt"`
+	UpdatedAt  time.Time         `json:"updatedAt"`
+	LastUsedAt *time.Time        `json:"lastUsedAt,omitempty"`
+	// Secret is the value, present only in its creation response.
+	Secret string `json:"secret,omitempty"`
+}
+
+func secretView(s *keys.Secret) SecretView {
+	return SecretView{
+		ID: s.ID, UserID: s.UserID, Name: s.Name, Status: s.Status, Version: s.Version,
+		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, LastUsedAt: s.LastUsedAt,
+	}
+}
+
+// userView normalizes nil slices so clients always see arrays.
+func userView(u keys.User) keys.User {
+	if u.CustomerRoles == nil {
+		u.CustomerRoles = []string{}
+	}
+	if u.AccessControlEntities == nil {
+		u.AccessControlEntities = []string{}
+	}
+	return u
+}
+
+// PermissionUser is the user summary inside a PermissionView (seed 001).
+type PermissionUser struct {
+	ID            string          `json:"id"`
+	UserName      string          `json:"userName,omitempty"`
+	Email         string          `json:"email,omitempty"`
+	Type          keys.UserType   `json:"type,omitempty"`
+	Role          keys.Role       `json:"role,omitempty"`
+	Status        keys.UserStatus `json:"status,omitempty"`
+	TechnicalUser bool            `json:"technicalUser"`
+}
+
+// PermissionWorkspace is the tenant summary inside a PermissionView.
+type PermissionWorkspace struct {
+	ID     string            `json:"id"`
+	Name   string            `json:"name,omitempty"`
+	Status keys.TenantStatus `json:"status,omitempty"`
+}
+
+// PermissionView is a permission shaped like the seed's MTM API. A view
+// can be sent back to POST /v1/permissions after editing: the fields the
+// API computes are accepted and ignored there.
+type PermissionView struct {
+	ID                    string                `json:"id"`
+	User                  PermissionUser        `json:"user"`
+	Workspace             PermissionWorkspace   `json:"workspace"`
+	WorkspaceID           string                `json:"workspaceId"`
+	Role                  keys.Role             `json:"role"`
+	Status                keys.PermissionStatus `json:"status"`
+	CustomerRoles         []string              `json:"customerRoles"`
+	AccessControlEntities []string              `json:"accessControlEntities"`
+	Version               int64                 `json:"version"`
+	CreatedAt             time.Time             `json:"createdAt"`
+	UpdatedAt             time.Time             `json:"updatedAt"`
+}
+
+func permissionView(p *keys.Permission, u *keys.User, t *keys.Tenant) PermissionView {
+	v := PermissionView{
+		ID: p.ID, WorkspaceID: p.TenantID, Role: p.Role, Status: p.Status,
+		CustomerRoles: p.CustomerRoles, AccessControlEntities: p.AccessControlEntities,
+		Version: p.Version, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt,
+		User:      PermissionUser{ID: p.UserID, TechnicalUser: true},
+		Workspace: PermissionWorkspace{ID: p.TenantID},
+	}
+	if v.CustomerRoles == nil {
+		v.CustomerRoles = []string{}
+	}
+	if v.AccessControlEntities == nil {
+		v.AccessControlEntities = []string{}
+	}
+	if u != nil {
+		v.User = PermissionUser{ID: u.ID, UserName: u.Name, Email: u.Email, Type: u.Type,
+			Role: u.Role, Status: u.Status, TechnicalUser: true}
+	}
+	if t != nil {
+		v.Workspace = PermissionWorkspace{ID: t.ID, Name: t.Name, Status: t.Status}
+	}
+	return v
+}
+
+// RoleEntry is one role of a user in a RolesView.
+type RoleEntry struct {
+	Key string `json:"key"`
+	// Type is STANDARD (the one standard role) or CUSTOMER.
+	Type string `json:"type"`
+}
+
+// RolesView lists a user's roles (SAP Open Connectors roles API).
+type RolesView struct {
+	UserID        string      `json:"userId"`
+	Role          keys.Role   `json:"role"`
+	CustomerRoles []string    `json:"customerRoles"`
+	Roles         []RoleEntry `json:"roles"`
+	Version       int64       `json:"version"`
+}
+
+func rolesView(u *keys.User) RolesView {
+	v := RolesView{UserID: u.ID, Role: u.Role, CustomerRoles: u.CustomerRoles, Version: u.Version}
+	if v.CustomerRoles == nil {
+		v.CustomerRoles = []string{}
+	}
+	v.Roles = append(v.Roles, RoleEntry{Key: string(u.Role), Type: "STANDARD"})
+	for _, r := range v.CustomerRoles {
+		v.Roles = append(v.Roles, RoleEntry{Key: r, Type: "CUSTOMER"})
+	}
+	return v
+}
+
+// Export is everything stored about one user (GET /v1/users/{id}/export):
+// no secret values, no key hashes.
+type Export struct {
+	ExportedAt  time.Time            `json:"exportedAt"`
+	User        keys.User            `json:"user"`
+	Permissions []PermissionView     `json:"permissions"`
+	Keys        []KeyView            `json:"keys"`
+	Secrets     []SecretView         `json:"secrets"`
+	History     []keys.HistoryEntry  `json:"history"`
+}
+
+// BootstrapResult is the data of a POST /v1/bootstrap response.
+type BootstrapResult struct {
+	Tenant     keys.Tenant    `json:"tenant"`
+	User       keys.User      `json:"user"`
+	Permission PermissionView `json:"permission"`
+	// Key carries the full access key in Key.Key, shown this once.
+	Key KeyView `json:"key"`
+}
