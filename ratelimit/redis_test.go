@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -406,8 +407,22 @@ func TestBreakerWithRedis(t *testing.T) {
 	}
 }
 
-func benchmarkRedis(b *testing.B, batch, parallel bool) {
-	client, prefix := testredis.Client(b)
+// benchClient returns a client of the shared Redis, with go-redis's
+// ContextTimeoutEnabled when bounded is set, and a fresh key prefix.
+func benchClient(b *testing.B, bounded bool) (*redis.Client, string) {
+	shared, prefix := testredis.Client(b) // skips without Redis; cleans the prefix
+	_ = shared
+	opt := testredis.Options(b)
+	opt.ContextTimeoutEnabled = bounded
+	c := redis.NewClient(opt)
+	b.Cleanup(func() { c.Close() })
+	return c, prefix
+}
+
+// benchmarkRedis measures Allow on the shared Redis; parallel runs use 16
+// goroutines per CPU, like a gateway with many requests in flight.
+func benchmarkRedis(b *testing.B, bounded, batch, parallel bool) {
+	client, prefix := benchClient(b, bounded)
 	hook := &roundTrips{}
 	client.AddHook(hook)
 	r := newTestRedis(b, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Batch: batch})
@@ -420,10 +435,12 @@ func benchmarkRedis(b *testing.B, batch, parallel bool) {
 		b.Fatal(err)
 	}
 	hook.n.Store(0)
+	cpu0 := processCPU(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	if parallel {
 		var seq atomic.Int64
+		b.SetParallelism(16)
 		b.RunParallel(func(pb *testing.PB) {
 			i := int(seq.Add(1)) * 31
 			for pb.Next() {
@@ -442,8 +459,19 @@ func benchmarkRedis(b *testing.B, batch, parallel bool) {
 		}
 	}
 	b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
-func BenchmarkRedisAllow(b *testing.B)                { benchmarkRedis(b, false, false) }
-func BenchmarkRedisAllowParallel(b *testing.B)        { benchmarkRedis(b, false, true) }
-func BenchmarkRedisBatchedAllowParallel(b *testing.B) { benchmarkRedis(b, true, true) }
+// processCPU returns the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func BenchmarkRedisAllow(b *testing.B)                { benchmarkRedis(b, true, false, false) }
+func BenchmarkRedisAllowWatchdog(b *testing.B)        { benchmarkRedis(b, false, false, false) }
+func BenchmarkRedisAllowParallel(b *testing.B)        { benchmarkRedis(b, true, false, true) }
+func BenchmarkRedisBatchedAllowParallel(b *testing.B) { benchmarkRedis(b, true, true, true) }
