@@ -116,7 +116,11 @@ func TestRFC9421Rejects(t *testing.T) {
 		{"query", func() *http.Request { r := build(secretA, params); r.RequestURI = "/p?q=2"; return r }, ErrBadSignature},
 		{"authority", func() *http.Request { r := build(secretA, params); r.Host = "evil.example"; return r }, ErrBadSignature},
 		{"covered header", func() *http.Request { r := build(secretA, params); r.Header.Set("X-A", "2"); return r }, ErrBadSignature},
-		{"body", func() *http.Request { r := build(secretA, params); r.Body = newReq("POST", "/", `{"n":2}`).Body; return r }, ErrBadSignature},
+		{"body", func() *http.Request {
+			r := build(secretA, params)
+			r.Body = newReq("POST", "/", `{"n":2}`).Body
+			return r
+		}, ErrBadSignature},
 		{"missing covered header", func() *http.Request { r := build(secretA, params); r.Header.Del("X-A"); return r }, ErrMalformed},
 		{"wrong secret", func() *http.Request { return build(secretC, params) }, ErrBadSignature},
 		{"stale", func() *http.Request {
@@ -138,7 +142,11 @@ func TestRFC9421Rejects(t *testing.T) {
 		}, ErrBadSignature},
 		{"bad base64", func() *http.Request { r := build(secretA, params); r.Header.Set("Signature", "sig=:@@:"); return r }, ErrMalformed},
 		{"truncated", func() *http.Request { r := build(secretA, params); r.Header.Set("Signature", "sig=:AAAA:"); return r }, ErrMalformed},
-		{"bad structure", func() *http.Request { r := build(secretA, params); r.Header.Set("Signature-Input", `sig=("@method"`); return r }, ErrMalformed},
+		{"bad structure", func() *http.Request {
+			r := build(secretA, params)
+			r.Header.Set("Signature-Input", `sig=("@method"`)
+			return r
+		}, ErrMalformed},
 		{"unsupported component param", func() *http.Request {
 			r := newReq("GET", "/x", "")
 			sign9421(r, "sig", []string{"@method"}, params, []byte(secretA))

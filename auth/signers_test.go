@@ -34,7 +34,6 @@ func b64dec(s string) []byte {
 	return b
 }
 
-
 func hmac256(key []byte, msg string) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(msg))
@@ -174,13 +173,13 @@ func awsEscape(s string, keepSlash bool) string {
 
 type v4Opts struct {
 	akid, secret, region, service string
-	at                             time.Time
-	payloadHash                    string // "" = hash of body (header form) / UNSIGNED-PAYLOAD (presigned)
-	body                           string
-	presign                        bool
-	expires                        int
-	signed                         []string // lowercase header names besides host (and x-amz-date in header form)
-	s3                             bool     // single-encode the path
+	at                            time.Time
+	payloadHash                   string // "" = hash of body (header form) / UNSIGNED-PAYLOAD (presigned)
+	body                          string
+	presign                       bool
+	expires                       int
+	signed                        []string // lowercase header names besides host (and x-amz-date in header form)
+	s3                            bool     // single-encode the path
 }
 
 // signV4 signs r the way the AWS SDKs do: rawPath is the path as the SDK

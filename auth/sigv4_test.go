@@ -111,8 +111,12 @@ func TestSigV4Rejects(t *testing.T) {
 			return r
 		}, VerifyOptions{}, ErrBadSignature},
 		{"wrong secret", func() *http.Request { return build(func(o *v4Opts, r *http.Request) { o.secret = secretC }) }, VerifyOptions{}, ErrBadSignature},
-		{"stale", func() *http.Request { return build(func(o *v4Opts, r *http.Request) { o.at = testNow.Add(-6 * time.Minute) }) }, VerifyOptions{}, ErrStale},
-		{"future", func() *http.Request { return build(func(o *v4Opts, r *http.Request) { o.at = testNow.Add(6 * time.Minute) }) }, VerifyOptions{}, ErrStale},
+		{"stale", func() *http.Request {
+			return build(func(o *v4Opts, r *http.Request) { o.at = testNow.Add(-6 * time.Minute) })
+		}, VerifyOptions{}, ErrStale},
+		{"future", func() *http.Request {
+			return build(func(o *v4Opts, r *http.Request) { o.at = testNow.Add(6 * time.Minute) })
+		}, VerifyOptions{}, ErrStale},
 		{"service", func() *http.Request { return build(nil) }, VerifyOptions{Service: "s3"}, ErrScopeMismatch},
 		{"scope date", func() *http.Request {
 			r := build(nil)
