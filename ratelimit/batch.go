@@ -19,6 +19,7 @@ type batchReq struct {
 	d           Decision
 	err         error
 	done        chan struct{} // buffered (1): the flusher never blocks on it
+	abandoned   atomic.Bool   // the caller stopped waiting; skip if not yet sent
 }
 
 // batcher coalesces concurrent Allow calls: each flusher takes one waiting
@@ -77,11 +78,13 @@ func (b *batcher) allow(ctx context.Context, key string, limit, size int64) (Dec
 	select {
 	case <-req.done:
 		d, err := req.d, req.err
-		*req = batchReq{done: req.done}
+		req.key, req.d, req.err = "", Decision{}, nil
 		b.pool.Put(req)
 		return d, err
 	case <-ctx.Done():
 		// The flusher still owns req; leave it to the garbage collector.
+		// If it has not been sent yet, it will not be.
+		req.abandoned.Store(true)
 		return Decision{}, unavailable("waiting for redis", ctx.Err())
 	}
 }
@@ -95,17 +98,26 @@ func (b *batcher) loop() {
 		case <-b.stop:
 			return
 		case req := <-b.queue:
-			batch = append(batch[:0], req)
-		fill:
-			for len(batch) < b.max {
-				select {
-				case req := <-b.queue:
+			batch = batch[:0]
+			for {
+				if !req.abandoned.Load() {
 					batch = append(batch, req)
+				}
+				if len(batch) == b.max {
+					break
+				}
+				var ok bool
+				select {
+				case req, ok = <-b.queue:
 				default:
-					break fill
+				}
+				if !ok {
+					break
 				}
 			}
-			b.flush(batch)
+			if len(batch) > 0 {
+				b.flush(batch)
+			}
 			clear(batch)
 		}
 	}

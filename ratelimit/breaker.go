@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,8 +49,9 @@ type BreakerOptions struct {
 // Breaker is a circuit breaker around a Limiter (normally the Redis one):
 // after Failures consecutive errors it opens and fails calls at once with
 // ErrCircuitOpen for CoolDown, then lets a single probe through (half-open)
-// and closes again when the probe succeeds. Calls abandoned because the
-// caller's own context ended count neither as failure nor as success.
+// and closes again when the probe succeeds. Only errors wrapping
+// ErrUnavailable count as failures; calls abandoned because the caller's own
+// context ended, and other errors, count neither way.
 //
 // One Breaker per store is meant to be shared by every route using it.
 type Breaker struct {
@@ -94,8 +96,9 @@ func (b *Breaker) Allow(ctx context.Context, key string, limit int64, window tim
 		return Decision{}, err
 	}
 	d, err := b.next.Allow(ctx, key, limit, window)
-	if err != nil && ctx.Err() != nil {
-		// The caller gave up: this says nothing about the store.
+	if err != nil && (ctx.Err() != nil || !errors.Is(err, ErrUnavailable)) {
+		// The caller gave up, or the call was invalid: this says nothing
+		// about the store.
 		if probe {
 			b.mu.Lock()
 			b.probing = false

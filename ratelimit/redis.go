@@ -65,9 +65,13 @@ type Redis struct {
 }
 
 // NewRedis returns a Limiter that keeps its windows in Redis. The client is
-// not closed by the limiter. Clients built with ContextTimeoutEnabled are
-// called directly; with other clients each call runs on a helper goroutine
-// so that a hung Redis still cannot hold a request past Timeout.
+// not closed by the limiter. Clients built with ContextTimeoutEnabled (the
+// recommended setting) are called directly; with other clients each call
+// runs on a helper goroutine so that a hung Redis still cannot hold a request
+// past Timeout.
+//
+// A call that times out may still have been counted by Redis: quota is
+// then spent on a request that was not served, never the other way round.
 func NewRedis(client RedisClient, opts RedisOptions) *Redis {
 	r := &Redis{
 		client:  client,
@@ -91,8 +95,9 @@ func NewRedis(client RedisClient, opts RedisOptions) *Redis {
 	return r
 }
 
-// Close stops the batching goroutines, if any. Pending calls fail with
-// ErrUnavailable. Close does not close the Redis client.
+// Close stops the batching goroutines, if any, waiting for pipelines in
+// flight (at most the client's read timeout when Redis hangs); queued calls
+// fail with ErrUnavailable. Close does not close the Redis client.
 func (r *Redis) Close() error {
 	if r.batch != nil {
 		r.batch.close()
