@@ -163,8 +163,10 @@ type RedisReplayGuard struct {
 
 // NewRedisReplayGuard returns a guard storing keys as
 // <prefix>replay:{<hex of the first 2 bytes>}<hex of the rest>; the hash tag
-// spreads keys over cluster slots. Each call is bounded by timeout
-// (0 means 50ms).
+// spreads keys over cluster slots. Each call runs under a context deadline
+// of timeout (0 means 50ms); go-redis honours it for an in-flight command
+// only when the client has ContextTimeoutEnabled set (it always gates pool
+// acquisition), so configure the client with it and with Read/WriteTimeout.
 func NewRedisReplayGuard(client SetNXer, prefix string, timeout time.Duration) *RedisReplayGuard {
 	if timeout <= 0 {
 		timeout = 50 * time.Millisecond
