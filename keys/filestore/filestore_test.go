@@ -132,3 +132,41 @@ func TestIndexRange(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSlowSubscriberLoses(t *testing.T) {
+	b, err := Open(filepath.Join(t.TempDir(), "keygate.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	release := make(chan struct{})
+	lost := make(chan struct{}, 1)
+	err = b.Subscribe(t.Context(), func(keys.Invalidation) { <-release }, func() {
+		select {
+		case lost <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = b.Update(context.Background(), func(tx keys.Tx) error {
+		for i := range subscriberBuffer + 10 {
+			tx.Notify(keys.Invalidation{UserID: fmt.Sprint(i)})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("writer waited %v for a slow subscriber", d)
+	}
+	close(release)
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("lost was not called")
+	}
+}
