@@ -9,12 +9,14 @@
 //
 //	keygate:{kg}:<table>:<id>     a record (string)
 //	keygate:{kg}:@ix:<index>      an index (sorted set, every score 0,
-//	                              member sortKey + "\x00" + id)
+//	                              member esc(sortKey) + "\x00\x01" + id)
 //	keygate:{kg}:@tx              watched by every Update (never written)
 //	keygate:{kg}:invalidate       pub/sub channel of keys.Invalidation (JSON)
 //
-// Members of an index all have score 0, so Redis orders them by their bytes,
-// which is (sortKey, id) order because a sort key never holds a NUL byte.
+// Members of an index all have score 0, so Redis orders them by their bytes.
+// esc replaces each NUL of the sort key with NUL 0xFF, so that byte order of
+// members is (sortKey, id) order for any bytes: the separator NUL 0x01 sorts
+// below an escaped NUL and below every other byte.
 //
 // # One hash tag
 //

@@ -209,21 +209,27 @@ func (t *txn) setRecord(key string, p pendingRecord) {
 	t.records[key] = p
 }
 
-// member is the sorted-set member of (sortKey, id).
-func member(sortKey, id string) string { return sortKey + "\x00" + id }
+// memberSep ends the escaped sort key of a member.
+const memberSep = "\x00\x01"
 
-// memberID strips the sort key from a member.
+// member is the sorted-set member of (sortKey, id): the sort key with each
+// NUL escaped as NUL 0xFF, then NUL 0x01, then the id. Byte order of members
+// is (sortKey, id) order: a sort key that is a prefix of another ends with
+// NUL 0x01, below both NUL 0xFF and any other byte.
+func member(sortKey, id string) string {
+	return strings.ReplaceAll(sortKey, "\x00", "\x00\xff") + memberSep + id
+}
+
+// memberID strips the sort key from a member: the escaped sort key holds no
+// NUL 0x01, so the first one is the separator.
 func memberID(m string) string {
-	_, id, _ := strings.Cut(m, "\x00")
+	_, id, _ := strings.Cut(m, memberSep)
 	return id
 }
 
-func checkIndexArgs(index, sortKey string) error {
+func checkIndex(index string) error {
 	if index == "" {
 		return errors.New("redisstore: empty index name")
-	}
-	if strings.IndexByte(sortKey, 0) >= 0 {
-		return errors.New("redisstore: sort key contains a NUL byte")
 	}
 	return nil
 }
@@ -246,7 +252,7 @@ func (t *txn) IndexAdd(index, sortKey, id string) error {
 	if t.rtx == nil {
 		return errReadOnly
 	}
-	if err := checkIndexArgs(index, sortKey); err != nil {
+	if err := checkIndex(index); err != nil {
 		return err
 	}
 	key, m := t.b.indexKey(index), member(sortKey, id)
@@ -260,7 +266,7 @@ func (t *txn) IndexRemove(index, sortKey, id string) error {
 	if t.rtx == nil {
 		return errReadOnly
 	}
-	if err := checkIndexArgs(index, sortKey); err != nil {
+	if err := checkIndex(index); err != nil {
 		return err
 	}
 	key, m := t.b.indexKey(index), member(sortKey, id)
@@ -274,7 +280,7 @@ func (t *txn) IndexDrop(index string) error {
 	if t.rtx == nil {
 		return errReadOnly
 	}
-	if err := checkIndexArgs(index, ""); err != nil {
+	if err := checkIndex(index); err != nil {
 		return err
 	}
 	key := t.b.indexKey(index)
@@ -287,7 +293,7 @@ func (t *txn) IndexDrop(index string) error {
 
 // IndexCount implements keys.Tx: ZCARD, corrected by the pending changes.
 func (t *txn) IndexCount(index string) (int, error) {
-	if err := checkIndexArgs(index, ""); err != nil {
+	if err := checkIndex(index); err != nil {
 		return 0, err
 	}
 	key := t.b.indexKey(index)
@@ -345,7 +351,7 @@ func (t *txn) IndexCount(index string) (int, error) {
 // index, it reads the stored members up to offset+count plus the number of
 // pending removals and merges the changes in.
 func (t *txn) IndexRange(index string, offset, count int, desc bool) ([]string, error) {
-	if err := checkIndexArgs(index, ""); err != nil {
+	if err := checkIndex(index); err != nil {
 		return nil, err
 	}
 	if offset < 0 {
