@@ -23,6 +23,9 @@ type CacheOptions struct {
 	DegradedTTL time.Duration
 	// Size bounds the number of entries of each kind. Default: 100000.
 	Size int
+	// OnLookup, when set, is told of every lookup whether it was a hit
+	// (for metrics). It must be cheap and safe for concurrent use.
+	OnLookup func(hit bool)
 }
 
 func (o *CacheOptions) setDefaults() {
@@ -82,6 +85,17 @@ type Resolver struct {
 	hits, misses atomic.Uint64
 }
 
+func (r *Resolver) count(hit bool) {
+	if hit {
+		r.hits.Add(1)
+	} else {
+		r.misses.Add(1)
+	}
+	if r.opts.OnLookup != nil {
+		r.opts.OnLookup(hit)
+	}
+}
+
 // NewResolver returns a Resolver over store. opener decrypts a stored
 // secret (nil: signing secrets are unavailable).
 func NewResolver(store Store, opts CacheOptions, opener func(Secret) (string, error)) *Resolver {
@@ -111,13 +125,13 @@ func (r *Resolver) ttl(found bool) time.Duration {
 // Key returns the key with id; ErrNotFound (also cached, briefly) when none.
 func (r *Resolver) Key(ctx context.Context, id string, now time.Time) (*Key, error) {
 	if k, ok := r.keys.get(id, now); ok {
-		r.hits.Add(1)
+		r.count(true)
 		if k == nil {
 			return nil, ErrNotFound
 		}
 		return k, nil
 	}
-	r.misses.Add(1)
+	r.count(false)
 	seq := r.seq.Load()
 	k, err := r.store.GetKey(ctx, id)
 	switch {
@@ -135,13 +149,13 @@ func (r *Resolver) Key(ctx context.Context, id string, now time.Time) (*Key, err
 // Principal returns the user with id and its permissions.
 func (r *Resolver) Principal(ctx context.Context, id string, now time.Time) (*Principal, error) {
 	if p, ok := r.users.get(id, now); ok {
-		r.hits.Add(1)
+		r.count(true)
 		if p == nil {
 			return nil, ErrNotFound
 		}
 		return p, nil
 	}
-	r.misses.Add(1)
+	r.count(false)
 	seq := r.seq.Load()
 	u, err := r.store.GetUser(ctx, id)
 	switch {

@@ -1,0 +1,229 @@
+// Package testcaddy builds the keygate binary once per test process and
+// starts real Caddy servers from Caddyfiles on free ports, each with its
+// own admin address and data directory, stopped (by PID) when the test ends.
+package testcaddy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds ./cmd/keygate (once per process) and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		dir, err := os.MkdirTemp("", "keygate-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "keygate")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/keygate")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/keygate: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Server is a running keygate (Caddy) process.
+type Server struct {
+	t         testing.TB
+	cmd       *exec.Cmd
+	Dir       string // working directory with the Caddyfile
+	DataHome  string // XDG_DATA_HOME: Caddy's data dir is DataHome/caddy
+	AdminAddr string
+	Config    string
+	Env       []string
+	logs      *syncBuffer
+	done      chan struct{}
+}
+
+// Options for Start.
+type Options struct {
+	// DataHome shares a data directory between servers (default: a new one).
+	DataHome string
+	// Env adds environment variables.
+	Env []string
+	// Wait lists URLs that must answer (any status) before Start returns.
+	Wait []string
+}
+
+// Start writes caddyfile (where "{admin}" is replaced with a free admin
+// address) and runs `keygate run` on it.
+func Start(t testing.TB, caddyfile string, opts Options) *Server {
+	t.Helper()
+	bin := Binary(t)
+	s := &Server{t: t, Dir: t.TempDir(), DataHome: opts.DataHome, Env: opts.Env}
+	if s.DataHome == "" {
+		s.DataHome = t.TempDir()
+	}
+	s.AdminAddr = "127.0.0.1:" + strconv.Itoa(FreePort(t))
+	s.Config = filepath.Join(s.Dir, "Caddyfile")
+	if err := os.WriteFile(s.Config, []byte(strings.ReplaceAll(caddyfile, "{admin}", s.AdminAddr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.logs = &syncBuffer{}
+	s.cmd = exec.Command(bin, "run", "--config", s.Config, "--adapter", "caddyfile")
+	s.cmd.Dir = s.Dir
+	s.cmd.Env = append(os.Environ(), append([]string{"XDG_DATA_HOME=" + s.DataHome, "XDG_CONFIG_HOME=" + s.Dir, "HOME=" + s.Dir}, opts.Env...)...)
+	s.cmd.Stdout = s.logs
+	s.cmd.Stderr = s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("starting keygate: %v", err)
+	}
+	s.done = make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(s.Stop)
+	s.waitAdmin()
+	for _, u := range opts.Wait {
+		s.waitURL(u)
+	}
+	return s
+}
+
+// Logs returns what the server printed so far.
+func (s *Server) Logs() string { return s.logs.String() }
+
+// Stop ends the server (SIGINT, then kill) and waits for it.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-s.done:
+	default:
+		_ = s.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+	if s.t.Failed() {
+		s.t.Logf("keygate logs:\n%s", s.Logs())
+	}
+	s.cmd = nil
+}
+
+func (s *Server) waitAdmin() {
+	s.waitURL("http://" + s.AdminAddr + "/config/")
+}
+
+func (s *Server) waitURL(u string) {
+	s.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	client := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			s.t.Fatalf("keygate exited early:\n%s", s.Logs())
+		default:
+		}
+		resp, err := client.Get(u)
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Fatalf("%s did not answer within 30s; logs:\n%s", u, s.Logs())
+}
+
+// CLI runs a keygate subcommand against this server (its config and admin
+// address) and returns stdout; it fails the test on a non-zero exit.
+func (s *Server) CLI(args ...string) string {
+	s.t.Helper()
+	out, err := s.TryCLI(args...)
+	if err != nil {
+		s.t.Fatalf("keygate %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// TryCLI is CLI without failing the test.
+func (s *Server) TryCLI(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	args = append(args, "--config", s.Config, "--adapter", "caddyfile")
+	cmd := exec.CommandContext(ctx, Binary(s.t), args...)
+	cmd.Dir = s.Dir
+	cmd.Env = append(os.Environ(), append([]string{"XDG_DATA_HOME=" + s.DataHome, "XDG_CONFIG_HOME=" + s.Dir, "HOME=" + s.Dir}, s.Env...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// Reload loads a new Caddyfile into the running server.
+func (s *Server) Reload(caddyfile string) {
+	s.t.Helper()
+	if err := os.WriteFile(s.Config, []byte(strings.ReplaceAll(caddyfile, "{admin}", s.AdminAddr)), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Binary(s.t), "reload", "--config", s.Config, "--adapter", "caddyfile", "--address", s.AdminAddr)
+	cmd.Dir = s.Dir
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+s.DataHome, "HOME="+s.Dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.t.Fatalf("reload: %v\n%s\nlogs:\n%s", err, out, s.Logs())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

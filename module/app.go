@@ -1,0 +1,401 @@
+// Package module wires keygate into Caddy: the `keygate` app (key store,
+// caches, limiter), the HTTP handlers `keygate`, `keygate_admin`,
+// `keygate_token` and `keygate_jwks`, the admin endpoint `admin.api.keygate`,
+// the CLI subcommands and the Prometheus metrics. The logic lives in the
+// domain packages (keys, auth, ratelimit, admin); this package is glue.
+package module
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/auth"
+	"github.com/keygate/keygate/keys"
+	"github.com/keygate/keygate/ratelimit"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the `keygate` app: the key store and what every keygate handler of
+// a configuration shares. Without a `keygate` global option the app runs
+// with its defaults: the embedded file store in Caddy's data directory.
+type App struct {
+	// Store selects and configures the key store. Default: the file store.
+	Store *StoreConfig `json:"store,omitempty"`
+
+	// MasterKey encrypts signing secrets and token-signing keys: 32 bytes,
+	// base64. Use a placeholder such as {env.KEYGATE_MASTER_KEY}; it is
+	// resolved at provision and never written back into the config. Required
+	// with the Redis store once secrets are stored; with the file store and
+	// no master key, one is generated into Caddy's data directory.
+	MasterKey string `json:"master_key,omitempty"`
+
+	// Pepper, when set, makes stored key hashes HMAC-SHA256 keyed with it.
+	// Changing it invalidates every existing access key. Default: none.
+	Pepper string `json:"pepper,omitempty"`
+
+	// Cache configures the in-process cache of keys and users.
+	Cache *CacheConfig `json:"cache,omitempty"`
+
+	// PurgeInterval is how often DELETED users past their planned purge
+	// date are removed. Default: 1h.
+	PurgeInterval caddy.Duration `json:"purge_interval,omitempty"`
+
+	ctx      caddy.Context
+	logger   *zap.Logger
+	shared   *sharedStore
+	poolKey  string
+	hasher   *keys.Hasher
+	sealer   *keys.Sealer
+	resolver *keys.Resolver
+	usage    *keys.UsageRecorder
+	replay   auth.ReplayGuard
+	// primary is the limiter of record: the breaker-guarded Redis limiter,
+	// or the in-process one with the file store. Routes wrap it with their
+	// own fail mode (ratelimit.Guarded), falling back to local.
+	primary ratelimit.Limiter
+	breaker *ratelimit.Breaker
+	local   *ratelimit.Local
+	cancel   context.CancelFunc
+	adminState
+}
+
+// StoreConfig selects the key store.
+type StoreConfig struct {
+	// Backend is "file" (embedded bbolt, one node) or "redis". Default: file.
+	Backend string `json:"backend,omitempty"`
+
+	// Path of the bbolt file. Default: <Caddy data dir>/keygate/keygate.db.
+	Path string `json:"path,omitempty"`
+
+	// Addresses of Redis (host:port): one is a single node, several a cluster,
+	// or the sentinels when MasterName is set.
+	Addresses []string `json:"addresses,omitempty"`
+	// MasterName selects Redis Sentinel with this master name.
+	MasterName string `json:"master_name,omitempty"`
+	// Username for Redis ACL authentication.
+	Username string `json:"username,omitempty"`
+	// Password for Redis, e.g. {env.REDIS_PASSWORD} (resolved at provision).
+	Password string `json:"password,omitempty"`
+	// DB is the Redis database number (single node and sentinel only).
+	DB int `json:"db,omitempty"`
+	// TLS enables TLS to Redis with the system roots.
+	TLS bool `json:"tls,omitempty"`
+	// Prefix of every Redis key keygate writes. Default: keygate:
+	Prefix string `json:"prefix,omitempty"`
+	// Timeout bounds each Redis call. Default: 50ms.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
+// CacheConfig tunes the in-process cache of keys, users and permissions.
+type CacheConfig struct {
+	// TTL is the safety net next to change notifications. Default: 30s.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+	// NegativeTTL bounds how long an unknown key id is remembered. Default: 2s.
+	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
+	// Size is the number of entries of each kind. Default: 100000.
+	Size int `json:"size,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "keygate",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+func (a *App) isRedis() bool { return a.Store != nil && a.Store.Backend == "redis" }
+
+// Provision opens (or reuses, across reloads) the store and sets up the
+// hasher, sealer, cache and limiter. It does no network round trip: Redis
+// is pinged in Start.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	registerMetrics(ctx, a.logger)
+	return a.setup()
+}
+
+// setup opens the store and builds what the handlers share; the CLI calls
+// it directly when no server is running.
+func (a *App) setup() error {
+	repl := caddy.NewReplacer()
+
+	if a.Store == nil {
+		a.Store = &StoreConfig{}
+	}
+	sc := *a.Store
+	if sc.Backend == "" {
+		sc.Backend = "file"
+	}
+	switch sc.Backend {
+	case "file", "redis":
+	default:
+		return fmt.Errorf("store backend %q: must be file or redis", sc.Backend)
+	}
+	sc.Path = repl.ReplaceAll(sc.Path, "")
+	sc.Password = repl.ReplaceAll(sc.Password, "")
+	sc.Username = repl.ReplaceAll(sc.Username, "")
+	for i, addr := range sc.Addresses {
+		sc.Addresses[i] = repl.ReplaceAll(addr, "")
+	}
+	if sc.Backend == "file" && sc.Path == "" {
+		sc.Path = DefaultStorePath()
+	}
+	if sc.Backend == "redis" && len(sc.Addresses) == 0 {
+		return errors.New("store redis: at least one address is required")
+	}
+	if sc.Prefix == "" {
+		sc.Prefix = "keygate:"
+	}
+	if sc.Timeout <= 0 {
+		sc.Timeout = caddy.Duration(50 * time.Millisecond)
+	}
+	a.Store.Backend = sc.Backend
+
+	shared, key, err := acquireStore(sc)
+	if err != nil {
+		return fmt.Errorf("opening key store: %w", err)
+	}
+	a.shared, a.poolKey = shared, key
+
+	if p := repl.ReplaceAll(a.Pepper, ""); p != "" {
+		a.hasher = keys.NewHasher([]byte(p))
+	} else {
+		a.hasher = keys.NewHasher(nil)
+	}
+
+	if err := a.provisionMasterKey(repl, sc); err != nil {
+		return err
+	}
+
+	cc := CacheConfig{}
+	if a.Cache != nil {
+		cc = *a.Cache
+	}
+	var opener func(keys.Secret) (string, error)
+	if a.sealer != nil {
+		sealer := a.sealer
+		opener = func(s keys.Secret) (string, error) {
+			pt, err := sealer.Open(s.Sealed, keys.SecretAAD(s.UserID, s.ID))
+			if err != nil {
+				return "", fmt.Errorf("opening secret %s: %w", s.ID, err)
+			}
+			return string(pt), nil
+		}
+	}
+	a.resolver = keys.NewResolver(instrumentStore(shared.store), keys.CacheOptions{
+		TTL:         time.Duration(cc.TTL),
+		NegativeTTL: time.Duration(cc.NegativeTTL),
+		Size:        cc.Size,
+		OnLookup:    observeLookup,
+	}, opener)
+	a.usage = keys.NewUsageRecorder(shared.store, time.Minute)
+
+	a.local = ratelimit.NewLocal(ratelimit.LocalOptions{})
+	a.primary = a.local
+	if shared.redis != nil {
+		a.replay = auth.NewRedisReplayGuard(shared.redis, sc.Prefix, time.Duration(sc.Timeout))
+		a.breaker = ratelimit.NewBreaker(ratelimit.NewRedis(shared.redis, ratelimit.RedisOptions{
+			Prefix:  sc.Prefix,
+			Timeout: time.Duration(sc.Timeout),
+		}), ratelimit.BreakerOptions{})
+		a.primary = a.breaker
+	} else {
+		a.replay = auth.NewMemoryReplayGuard(1 << 20)
+	}
+	if a.PurgeInterval <= 0 {
+		a.PurgeInterval = caddy.Duration(time.Hour)
+	}
+	return nil
+}
+
+// provisionMasterKey sets up the sealer: from the configured master key, or
+// with the file store from (or into) a key file in Caddy's data directory.
+func (a *App) provisionMasterKey(repl *caddy.Replacer, sc StoreConfig) error {
+	mk := repl.ReplaceAll(a.MasterKey, "")
+	if mk == "" && sc.Backend == "file" {
+		path := filepath.Join(filepath.Dir(sc.Path), "master.key")
+		data, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			mk = keys.NewMasterKey()
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return fmt.Errorf("creating master key directory: %w", err)
+			}
+			if err := os.WriteFile(path, []byte(mk+"\n"), 0o600); err != nil {
+				return fmt.Errorf("writing generated master key: %w", err)
+			}
+			a.logger.Info("generated a master key for signing secrets; back it up or set master_key",
+				zap.String("path", path))
+		case err != nil:
+			return fmt.Errorf("reading master key file: %w", err)
+		default:
+			mk = string(data)
+		}
+	}
+	if mk == "" {
+		return nil // Redis without master key: secrets are refused until one is configured
+	}
+	raw, err := keys.ParseMasterKey(mk)
+	if err != nil {
+		return fmt.Errorf("master_key: %w", err)
+	}
+	a.sealer, err = keys.NewSealer(raw)
+	if err != nil {
+		return fmt.Errorf("master_key: %w", err)
+	}
+	if sc.Backend == "file" {
+		// Local and fast: a wrong key is a provision error at once.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return a.checkMasterKey(ctx)
+	}
+	return nil
+}
+
+// checkMasterKey compares the master key with the check value in the store,
+// storing one on first use.
+func (a *App) checkMasterKey(ctx context.Context) error {
+	store := a.shared.store
+	check, err := store.GetMeta(ctx, keys.MasterCheckMeta)
+	switch {
+	case errors.Is(err, keys.ErrNotFound):
+		if a.sealer == nil {
+			return nil
+		}
+		if err := store.PutMeta(ctx, keys.MasterCheckMeta, a.sealer.SealCheck()); err != nil {
+			return fmt.Errorf("storing master key check: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading master key check: %w", err)
+	}
+	if a.sealer == nil {
+		return errors.New("the key store holds sealed secrets: master_key is required (e.g. master_key {env.KEYGATE_MASTER_KEY})")
+	}
+	if err := a.sealer.VerifyCheck(check); err != nil {
+		return errors.New("master_key does not match the key the store's secrets were sealed with")
+	}
+	return nil
+}
+
+// Start pings Redis and checks the master key (a wrong key stops the
+// config from loading; an unreachable Redis only logs and retries), then
+// starts the cache subscription, the last-used writer and the purge sweep.
+func (a *App) Start() error {
+	if a.shared.redis != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := a.checkMasterKey(ctx)
+		cancel()
+		switch {
+		case errors.Is(err, keys.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded):
+			a.logger.Warn("redis is not reachable; keygate answers 503 until it is", zap.Error(err))
+			go a.retryMasterKeyCheck()
+		case err != nil:
+			return err
+		}
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	go a.resolver.Run(runCtx, func(err error) {
+		a.logger.Warn("cache invalidation subscription lost; re-subscribing", zap.Error(err))
+	})
+	go a.usage.Run(runCtx, func(err error) {
+		a.logger.Warn("writing last-used times", zap.Error(err))
+	})
+	go a.purgeLoop(runCtx)
+	return nil
+}
+
+// retryMasterKeyCheck repeats the check until Redis answers.
+func (a *App) retryMasterKeyCheck() {
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		time.Sleep(delay)
+		if a.ctx.Err() != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(a.ctx, 2*time.Second)
+		err := a.checkMasterKey(ctx)
+		cancel()
+		if err == nil {
+			a.logger.Info("redis is reachable")
+			return
+		}
+		if !errors.Is(err, keys.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+			a.logger.Error("master key check failed: signed requests will fail", zap.Error(err))
+			a.sealer = nil
+			return
+		}
+	}
+}
+
+func (a *App) purgeLoop(ctx context.Context) {
+	t := time.NewTicker(time.Duration(a.PurgeInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, time.Minute)
+			n, err := admin.Purge(pctx, a.shared.store, time.Now())
+			cancel()
+			if err != nil {
+				a.logger.Warn("purging deleted users", zap.Error(err))
+			} else if n > 0 {
+				a.logger.Info("purged deleted users", zap.Int("count", n))
+			}
+		}
+	}
+}
+
+// Stop ends the background work.
+func (a *App) Stop() error {
+	if a.cancel != nil {
+		a.cancel()
+		a.cancel = nil
+	}
+	return nil
+}
+
+// Cleanup releases this config's hold on the shared store.
+func (a *App) Cleanup() error {
+	if a.local != nil {
+		_ = a.local.Close()
+	}
+	if a.poolKey != "" {
+		_, _ = stores.Delete(a.poolKey)
+		a.poolKey = ""
+	}
+	return nil
+}
+
+// KeyStore returns the app's store.
+func (a *App) KeyStore() keys.Store { return a.shared.store }
+
+// DefaultStorePath is where the file store lives unless configured.
+func DefaultStorePath() string {
+	return filepath.Join(caddy.AppDataDir(), "keygate", "keygate.db")
+}
+
+// redisClient is what the app needs of the shared Redis client.
+type redisClient = redis.UniversalClient
+
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

@@ -1,0 +1,743 @@
+package module
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/keys"
+)
+
+// The CLI is a client of the admin REST API. While a keygate server runs,
+// requests go to its admin endpoint (admin.api.keygate on Caddy's
+// local-only admin address); otherwise the CLI opens the store named by
+// --config itself and serves the same API in-process. Either way every rule
+// of the API applies, and there is one implementation of each operation.
+
+func init() {
+	for _, c := range cliCommands() {
+		caddycmd.RegisterCommand(c)
+	}
+}
+
+// cliVerb is one `keygate <resource> <verb>` operation.
+type cliVerb struct {
+	name  string
+	usage string
+	short string
+	flags func(*cobra.Command)
+	run   func(cl *cliClient, fl caddycmd.Flags, args []string) error
+}
+
+func cliCommands() []caddycmd.Command {
+	return []caddycmd.Command{
+		{
+			Name:  "bootstrap",
+			Usage: "--tenant <id> --user <name> [--expires <date|duration>] [--json]",
+			Short: "Creates a tenant, a superadmin user with an ADMIN permission in it, and prints its first key once",
+			CobraFunc: func(cmd *cobra.Command) {
+				addCommonFlags(cmd)
+				cmd.Flags().String("tenant", "", "tenant id to create (required)")
+				cmd.Flags().String("user", "", "name of the admin user (required)")
+				cmd.Flags().String("expires", "8760h", "key expiry: RFC 3339 date or duration from now")
+				cmd.RunE = cliRun(func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+					tenant, user := fl.String("tenant"), fl.String("user")
+					if tenant == "" || user == "" {
+						return errors.New("--tenant and --user are required")
+					}
+					exp, err := parseExpiry(fl.String("expires"))
+					if err != nil {
+						return err
+					}
+					res, err := cl.call(http.MethodPost, "/v1/bootstrap", "", map[string]any{
+						"tenant": tenant, "user": user, "expiresAt": exp,
+					})
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"tenant", "user.id", "user.name", "key.id", "key"})
+				})
+			},
+		},
+		resourceCommand("tenants", "Manages tenants (workspaces)", []cliVerb{
+			{name: "list", short: "Lists tenants", run: listRun("/v1/tenants", nil, []string{"id", "name", "status", "version"})},
+			{name: "get", usage: "<id>", short: "Shows a tenant", run: getRun("/v1/tenants/%s", []string{"id", "name", "status", "version", "createdAt"})},
+			{name: "create", usage: "--id <id> --name <name>", short: "Creates a tenant",
+				flags: func(c *cobra.Command) {
+					c.Flags().String("id", "", "tenant id (required)")
+					c.Flags().String("name", "", "display name")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+					res, err := cl.call(http.MethodPost, "/v1/tenants", "", map[string]any{"id": fl.String("id"), "name": fl.String("name")})
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "status", "version"})
+				}},
+			{name: "archive", usage: "<id>", short: "Archives a tenant", run: patchRun("/v1/tenants/%s", map[string]any{"status": "ARCHIVED"}, []string{"id", "name", "status", "version"})},
+		}),
+		resourceCommand("users", "Manages technical, service and application users", []cliVerb{
+			{name: "list", usage: "[--tenant <id>] [--status S] [--type T] [--q text]", short: "Lists users",
+				flags: func(c *cobra.Command) {
+					c.Flags().String("tenant", "", "only users of this tenant")
+					c.Flags().String("status", "", "ACTIVE, INACTIVE, DELETED …")
+					c.Flags().String("type", "", "TECHNICAL, SERVICE or APPLICATION")
+					c.Flags().String("q", "", "search text")
+					c.Flags().Int("page", 1, "page number")
+					c.Flags().Int("size", 30, "page size (max 100)")
+				},
+				run: listRun("/v1/users", []string{"tenant", "status", "type", "q", "page", "size"}, []string{"id", "name", "type", "role", "status", "primaryTenant", "requestLimit"})},
+			{name: "get", usage: "<id>", short: "Shows a user", run: getRun("/v1/users/%s", []string{"id", "name", "type", "role", "status", "primaryTenant", "requestLimit", "version"})},
+			{name: "create", usage: "--tenant <id> --name <name> [--type T] [--role R] [--id ID] [--request-limit N]", short: "Creates a user",
+				flags: func(c *cobra.Command) {
+					c.Flags().String("tenant", "", "primary tenant (required)")
+					c.Flags().String("name", "", "user name (required)")
+					c.Flags().String("id", "", "user id (default: generated)")
+					c.Flags().String("type", "TECHNICAL", "TECHNICAL, SERVICE or APPLICATION")
+					c.Flags().String("role", "MEMBER", "ADMIN, MEMBER or VIEWER (also the permission's role in the tenant)")
+					c.Flags().String("description", "", "description")
+					c.Flags().String("email", "", "notification email")
+					c.Flags().Int("request-limit", 0, "requests per window (0: the route's default)")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+					body := map[string]any{
+						"name": fl.String("name"), "type": fl.String("type"), "role": fl.String("role"),
+						"primaryTenant": fl.String("tenant"), "requestLimit": fl.Int("request-limit"),
+					}
+					for _, f := range []string{"id", "description", "email"} {
+						if v := fl.String(f); v != "" {
+							body[f] = v
+						}
+					}
+					res, err := cl.call(http.MethodPost, "/v1/users", "", body)
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "type", "role", "status", "primaryTenant"})
+				}},
+			{name: "disable", usage: "<id>", short: "Sets a user INACTIVE (its keys stop working)", run: patchRun("/v1/users/%s", map[string]any{"status": "INACTIVE"}, []string{"id", "name", "status", "version"})},
+			{name: "enable", usage: "<id>", short: "Sets a user ACTIVE again", run: patchRun("/v1/users/%s", map[string]any{"status": "ACTIVE"}, []string{"id", "name", "status", "version"})},
+			{name: "delete", usage: "<id>", short: "Deletes a user and revokes all its keys", run: deleteRun("/v1/users/%s")},
+			{name: "history", usage: "<id>", short: "Shows a user's changelog", run: getRun("/v1/users/%s/history", []string{"at", "actor", "action", "target"})},
+		}),
+		resourceCommand("keys", "Manages access keys", []cliVerb{
+			{name: "list", usage: "--user <id>", short: "Lists a user's keys (masked)",
+				flags: userFlag,
+				run: func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+					res, err := cl.call(http.MethodGet, "/v1/users/"+url.PathEscape(fl.String("user"))+"/keys", "", nil)
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "tenant", "status", "expiresAt", "masked", "lastUsedAt"})
+				}},
+			{name: "create", usage: "--user <id> --name <name> [--expires <date|duration>] [--tenant <id>] [--json]", short: "Creates a key and prints it once",
+				flags: func(c *cobra.Command) {
+					userFlag(c)
+					c.Flags().String("name", "", "key name, unique per user (required)")
+					c.Flags().String("expires", "2160h", "expiry: RFC 3339 date or duration from now")
+					c.Flags().String("tenant", "", "tenant the key is valid in (default: the user's primary tenant)")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+					exp, err := parseExpiry(fl.String("expires"))
+					if err != nil {
+						return err
+					}
+					body := map[string]any{"name": fl.String("name"), "expiresAt": exp}
+					if t := fl.String("tenant"); t != "" {
+						body["tenant"] = t
+					}
+					res, err := cl.call(http.MethodPost, "/v1/users/"+url.PathEscape(fl.String("user"))+"/keys", "", body)
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "tenant", "expiresAt", "key"})
+				}},
+			{name: "revoke", usage: "--user <id> <keyId>", short: "Revokes a key for good",
+				flags: userFlag,
+				run: func(cl *cliClient, fl caddycmd.Flags, args []string) error {
+					if len(args) != 1 {
+						return errors.New("usage: keys revoke --user <id> <keyId>")
+					}
+					_, err := cl.call(http.MethodDelete, "/v1/users/"+url.PathEscape(fl.String("user"))+"/keys/"+url.PathEscape(args[0]), "*", nil)
+					if err == nil && !cl.json {
+						fmt.Fprintln(cl.out, "revoked")
+					}
+					return err
+				}},
+			{name: "replace", usage: "--user <id> <keyId> [--grace <duration>]", short: "Issues a new key and disables the old one",
+				flags: func(c *cobra.Command) {
+					userFlag(c)
+					c.Flags().String("grace", "", "keep the old key working this long (default: disable at once)")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, args []string) error {
+					if len(args) != 1 {
+						return errors.New("usage: keys replace --user <id> <keyId>")
+					}
+					body := map[string]any{}
+					if g := fl.String("grace"); g != "" {
+						body["gracePeriod"] = g
+					}
+					res, err := cl.call(http.MethodPost, "/v1/users/"+url.PathEscape(fl.String("user"))+"/keys/"+url.PathEscape(args[0])+"/replace", "", body)
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "expiresAt", "key"})
+				}},
+		}),
+		resourceCommand("secrets", "Manages signing secrets of application users", []cliVerb{
+			{name: "list", usage: "--user <id>", short: "Lists a user's signing secrets",
+				flags: userFlag,
+				run: func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+					res, err := cl.call(http.MethodGet, "/v1/users/"+url.PathEscape(fl.String("user"))+"/secrets", "", nil)
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "status", "createdAt", "lastUsedAt"})
+				}},
+			{name: "create", usage: "--user <id> [--name <name>]", short: "Creates a signing secret and prints it once",
+				flags: func(c *cobra.Command) {
+					userFlag(c)
+					c.Flags().String("name", "", "secret name")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+					res, err := cl.call(http.MethodPost, "/v1/users/"+url.PathEscape(fl.String("user"))+"/secrets", "", map[string]any{"name": fl.String("name")})
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "status", "secret"})
+				}},
+			{name: "deactivate", usage: "--user <id> <secretId>", short: "Deactivates a signing secret",
+				flags: userFlag,
+				run: func(cl *cliClient, fl caddycmd.Flags, args []string) error {
+					if len(args) != 1 {
+						return errors.New("usage: secrets deactivate --user <id> <secretId>")
+					}
+					res, err := cl.call(http.MethodPatch, "/v1/users/"+url.PathEscape(fl.String("user"))+"/secrets/"+url.PathEscape(args[0]), "*", map[string]any{"status": "INACTIVE"})
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "status"})
+				}},
+			{name: "delete", usage: "--user <id> <secretId>", short: "Deletes a signing secret",
+				flags: userFlag,
+				run: func(cl *cliClient, fl caddycmd.Flags, args []string) error {
+					if len(args) != 1 {
+						return errors.New("usage: secrets delete --user <id> <secretId>")
+					}
+					_, err := cl.call(http.MethodDelete, "/v1/users/"+url.PathEscape(fl.String("user"))+"/secrets/"+url.PathEscape(args[0]), "*", nil)
+					if err == nil && !cl.json {
+						fmt.Fprintln(cl.out, "deleted")
+					}
+					return err
+				}},
+		}),
+		resourceCommand("permissions", "Manages users' permissions in tenants", []cliVerb{
+			{name: "list", usage: "--tenant <id> [--status S]", short: "Lists a tenant's permissions",
+				flags: func(c *cobra.Command) {
+					c.Flags().String("tenant", "", "tenant (required)")
+					c.Flags().String("status", "", "ACTIVE, INVITED or ARCHIVED")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+					q := url.Values{}
+					if s := fl.String("status"); s != "" {
+						q.Set("status", s)
+					}
+					res, err := cl.call(http.MethodGet, "/v1/workspaces/"+url.PathEscape(fl.String("tenant"))+"/permissions?"+q.Encode(), "", nil)
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "user.id", "user.name", "workspaceId", "role", "status"})
+				}},
+			{name: "set", usage: "--user <id> --tenant <id> --role R [--status S]", short: "Creates or updates the permission of a user in a tenant",
+				flags: func(c *cobra.Command) {
+					userFlag(c)
+					c.Flags().String("tenant", "", "tenant (required)")
+					c.Flags().String("role", "MEMBER", "ADMIN, MEMBER or VIEWER")
+					c.Flags().String("status", "ACTIVE", "ACTIVE, INVITED or ARCHIVED")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+					res, err := cl.call(http.MethodPost, "/v1/permissions", "", map[string]any{
+						"user": map[string]any{"id": fl.String("user")}, "workspace": map[string]any{"id": fl.String("tenant")},
+						"role": fl.String("role"), "status": fl.String("status"),
+					})
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "user.id", "workspaceId", "role", "status"})
+				}},
+		}),
+		{
+			Name:  "rotate-master-key",
+			Usage: "--new-key <base64> [--config <file>]",
+			Short: "Re-encrypts every stored signing secret and token key under a new master key (server stopped)",
+			Long: `Opens the store named by --config directly (stop the server first), decrypts every
+sealed value with the configured master key and re-encrypts it with --new-key, in one
+transaction. Then set master_key to the new key and start the server again.`,
+			CobraFunc: func(cmd *cobra.Command) {
+				addCommonFlags(cmd)
+				cmd.Flags().String("new-key", "", "the new master key, base64 of 32 bytes (required)")
+				cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+					n, err := rotateMasterKey(fl.String("config"), fl.String("adapter"), fl.String("new-key"))
+					if err != nil {
+						return caddy.ExitCodeFailedStartup, err
+					}
+					fmt.Printf("re-encrypted %d values; now set master_key to the new key\n", n)
+					return caddy.ExitCodeSuccess, nil
+				})
+			},
+		},
+	}
+}
+
+func userFlag(c *cobra.Command) { c.Flags().String("user", "", "user id (required)") }
+
+func addCommonFlags(cmd *cobra.Command) {
+	cmd.Flags().StringP("config", "c", "", "config file of the keygate server (to find its admin address or its store)")
+	cmd.Flags().StringP("adapter", "a", "", "name of the config adapter")
+	cmd.Flags().String("address", "", "admin API address of the running server (default: from the config, else localhost:2019)")
+	cmd.Flags().Bool("json", false, "print JSON for scripts")
+}
+
+// resourceCommand makes `keygate <name> <verb> …` with one sub-command per verb.
+func resourceCommand(name, short string, verbs []cliVerb) caddycmd.Command {
+	return caddycmd.Command{
+		Name:  name,
+		Usage: "<" + verbNames(verbs) + "> [flags]",
+		Short: short,
+		CobraFunc: func(cmd *cobra.Command) {
+			for _, v := range verbs {
+				sub := &cobra.Command{Use: v.name + " " + v.usage, Short: v.short}
+				addCommonFlags(sub)
+				if v.flags != nil {
+					v.flags(sub)
+				}
+				sub.RunE = cliRun(v.run)
+				cmd.AddCommand(sub)
+			}
+		},
+	}
+}
+
+func verbNames(verbs []cliVerb) string {
+	names := make([]string, len(verbs))
+	for i, v := range verbs {
+		names[i] = v.name
+	}
+	return strings.Join(names, "|")
+}
+
+// cliRun adapts a verb to cobra: it builds the client from the flags.
+func cliRun(run func(*cliClient, caddycmd.Flags, []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cmd.SilenceUsage = true
+		fl := caddycmd.Flags{FlagSet: cmd.Flags()}
+		cl := &cliClient{config: fl.String("config"), adapter: fl.String("adapter"), address: fl.String("address"),
+			json: fl.Bool("json"), out: cmd.OutOrStdout()}
+		defer cl.close()
+		return run(cl, fl, args)
+	}
+}
+
+func listRun(path string, queryFlags []string, cols []string) func(*cliClient, caddycmd.Flags, []string) error {
+	return func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
+		q := url.Values{}
+		for _, f := range queryFlags {
+			if v := fl.String(f); v != "" && v != "0" {
+				q.Set(f, v)
+			}
+		}
+		p := path
+		if len(q) > 0 {
+			p += "?" + q.Encode()
+		}
+		res, err := cl.call(http.MethodGet, p, "", nil)
+		if err != nil {
+			return err
+		}
+		return cl.print(res.Data, cols)
+	}
+}
+
+func getRun(pathFmt string, cols []string) func(*cliClient, caddycmd.Flags, []string) error {
+	return func(cl *cliClient, _ caddycmd.Flags, args []string) error {
+		if len(args) != 1 {
+			return errors.New("one id argument is required")
+		}
+		res, err := cl.call(http.MethodGet, fmt.Sprintf(pathFmt, url.PathEscape(args[0])), "", nil)
+		if err != nil {
+			return err
+		}
+		return cl.print(res.Data, cols)
+	}
+}
+
+func patchRun(pathFmt string, body map[string]any, cols []string) func(*cliClient, caddycmd.Flags, []string) error {
+	return func(cl *cliClient, _ caddycmd.Flags, args []string) error {
+		if len(args) != 1 {
+			return errors.New("one id argument is required")
+		}
+		res, err := cl.call(http.MethodPatch, fmt.Sprintf(pathFmt, url.PathEscape(args[0])), "*", body)
+		if err != nil {
+			return err
+		}
+		return cl.print(res.Data, cols)
+	}
+}
+
+func deleteRun(pathFmt string) func(*cliClient, caddycmd.Flags, []string) error {
+	return func(cl *cliClient, _ caddycmd.Flags, args []string) error {
+		if len(args) != 1 {
+			return errors.New("one id argument is required")
+		}
+		_, err := cl.call(http.MethodDelete, fmt.Sprintf(pathFmt, url.PathEscape(args[0])), "*", nil)
+		if err == nil && !cl.json {
+			fmt.Fprintln(cl.out, "deleted")
+		}
+		return err
+	}
+}
+
+// parseExpiry accepts an RFC 3339 time, a date (2027-01-31) or a duration from now.
+func parseExpiry(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	if d, err := caddy.ParseDuration(s); err == nil && d > 0 {
+		return time.Now().Add(d).UTC().Truncate(time.Second), nil
+	}
+	return time.Time{}, fmt.Errorf("expiry %q: use an RFC 3339 time, a date like 2027-01-31, or a duration like 2160h or 90d", s)
+}
+
+// apiResult is the admin API's success envelope.
+type apiResult struct {
+	Status string          `json:"status"`
+	Type   string          `json:"type"`
+	Total  int             `json:"total"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// cliClient sends admin API calls to the running server or, when none
+// answers, to an in-process API over the store.
+type cliClient struct {
+	config, adapter, address string
+	json                     bool
+	out                      io.Writer
+
+	local    http.Handler
+	localApp *App
+}
+
+func (cl *cliClient) close() {
+	if cl.localApp != nil {
+		_ = cl.localApp.Cleanup()
+	}
+}
+
+// call performs one API request; ifMatch "" sends none.
+func (cl *cliClient) call(method, path, ifMatch string, body any) (*apiResult, error) {
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			return nil, err
+		}
+	}
+	status, resp, err := cl.send(method, path, ifMatch, payload)
+	if err != nil {
+		return nil, err
+	}
+	if status >= 400 {
+		var p struct {
+			Title  string `json:"title"`
+			Detail string `json:"detail"`
+			Errors []struct {
+				Field   string `json:"field"`
+				Message string `json:"message"`
+			} `json:"errors"`
+		}
+		if json.Unmarshal(resp, &p) != nil || p.Title == "" {
+			return nil, fmt.Errorf("HTTP %d: %s", status, bytes.TrimSpace(resp))
+		}
+		msg := fmt.Sprintf("%s (HTTP %d)", p.Title, status)
+		if p.Detail != "" {
+			msg += ": " + p.Detail
+		}
+		for _, fe := range p.Errors {
+			msg += fmt.Sprintf("\n  %s: %s", fe.Field, fe.Message)
+		}
+		return nil, errors.New(msg)
+	}
+	res := new(apiResult)
+	if len(resp) > 0 {
+		if err := json.Unmarshal(resp, res); err != nil {
+			return nil, fmt.Errorf("decoding response: %w", err)
+		}
+	}
+	return res, nil
+}
+
+func (cl *cliClient) send(method, path, ifMatch string, payload []byte) (int, []byte, error) {
+	if cl.local == nil {
+		status, resp, err := cl.sendRemote(method, path, ifMatch, payload)
+		if err == nil {
+			return status, resp, nil
+		}
+		if !errors.Is(err, errNoServer) {
+			return 0, nil, err
+		}
+		if err := cl.openLocal(); err != nil {
+			return 0, nil, err
+		}
+	}
+	req := httptest.NewRequest(method, path, bytes.NewReader(payload))
+	req = req.WithContext(admin.WithTrustedCaller(req.Context(), "cli"))
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
+	rec := httptest.NewRecorder()
+	cl.local.ServeHTTP(rec, req)
+	return rec.Code, rec.Body.Bytes(), nil
+}
+
+var errNoServer = errors.New("no keygate server answers")
+
+// sendRemote calls the running server's admin endpoint.
+func (cl *cliClient) sendRemote(method, path, ifMatch string, payload []byte) (int, []byte, error) {
+	addr, err := caddycmd.DetermineAdminAPIAddress(cl.address, nil, cl.config, cl.adapter)
+	if err != nil {
+		return 0, nil, err
+	}
+	na, err := caddy.ParseNetworkAddress(addr)
+	if err != nil {
+		return 0, nil, fmt.Errorf("admin address %s: %w", addr, err)
+	}
+	client := &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			d.Timeout = 2 * time.Second
+			return d.DialContext(ctx, na.Network, na.JoinHostPort(0))
+		}},
+	}
+	origin := "http://" + na.JoinHostPort(0)
+	if na.IsUnixNetwork() {
+		origin = "http://127.0.0.1"
+	}
+	var body io.Reader
+	if payload != nil {
+		body = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequest(method, origin+AdminPathPrefix+path, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	if !na.IsUnixNetwork() {
+		req.Header.Set("Origin", origin)
+	}
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return 0, nil, errNoServer
+		}
+		return 0, nil, fmt.Errorf("calling the admin endpoint at %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return 0, nil, err
+	}
+	// A Caddy without keygate's admin endpoint (404) or without a keygate
+	// app (503 from AdminAPI) does not hold our store: open it directly.
+	if resp.StatusCode == http.StatusNotFound && !bytes.Contains(data, []byte(`"status"`)) ||
+		resp.StatusCode == http.StatusServiceUnavailable && bytes.Contains(data, []byte("no keygate app")) {
+		return 0, nil, errNoServer
+	}
+	return resp.StatusCode, data, nil
+}
+
+// openLocal opens the store named by the config and serves the API in-process.
+func (cl *cliClient) openLocal() error {
+	app, err := loadAppConfig(cl.config, cl.adapter)
+	if err != nil {
+		return err
+	}
+	app.logger = zap.NewNop()
+	if err := app.setup(); err != nil {
+		_ = app.Cleanup()
+		return fmt.Errorf("opening the key store (no running keygate answered on its admin address): %w", err)
+	}
+	cl.localApp = app
+	cl.local = app.adminAPI()
+	return nil
+}
+
+// loadAppConfig reads the keygate app's config from a config file (any
+// adapter); without a file it is the default (the file store).
+func loadAppConfig(configFile, adapter string) (*App, error) {
+	app := new(App)
+	if configFile == "" {
+		return app, nil
+	}
+	cfg, _, _, err := caddycmd.LoadConfig(configFile, adapter)
+	if err != nil {
+		return nil, fmt.Errorf("loading config: %w", err)
+	}
+	var full struct {
+		Apps map[string]json.RawMessage `json:"apps"`
+	}
+	if err := json.Unmarshal(cfg, &full); err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if raw, ok := full.Apps["keygate"]; ok {
+		if err := json.Unmarshal(raw, app); err != nil {
+			return nil, fmt.Errorf("reading keygate app config: %w", err)
+		}
+	}
+	return app, nil
+}
+
+// print writes data as JSON (--json) or as a table of cols (dotted paths).
+func (cl *cliClient) print(data json.RawMessage, cols []string) error {
+	if cl.json {
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			return err
+		}
+		enc := json.NewEncoder(cl.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	var rows []map[string]any
+	if len(data) > 0 && data[0] == '[' {
+		if err := json.Unmarshal(data, &rows); err != nil {
+			return err
+		}
+	} else {
+		var one map[string]any
+		if err := json.Unmarshal(data, &one); err != nil {
+			return err
+		}
+		rows = []map[string]any{one}
+	}
+	tw := tabwriter.NewWriter(cl.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.ToUpper(strings.Join(cols, "\t")))
+	for _, row := range rows {
+		vals := make([]string, len(cols))
+		for i, c := range cols {
+			vals[i] = cell(lookupPath(row, c))
+		}
+		fmt.Fprintln(tw, strings.Join(vals, "\t"))
+	}
+	return tw.Flush()
+}
+
+func lookupPath(m map[string]any, path string) any {
+	var cur any = m
+	for _, part := range strings.Split(path, ".") {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[part]
+	}
+	return cur
+}
+
+func cell(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "-"
+	case string:
+		if v == "" {
+			return "-"
+		}
+		return v
+	case float64:
+		return fmt.Sprint(int64(v))
+	case []any:
+		parts := make([]string, len(v))
+		for i, p := range v {
+			parts[i] = cell(p)
+		}
+		sort.Strings(parts)
+		return strings.Join(parts, ",")
+	default:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+}
+
+// rotateMasterKey re-seals every stored secret under newKey.
+func rotateMasterKey(configFile, adapter, newKey string) (int, error) {
+	if newKey == "" {
+		return 0, errors.New("--new-key is required (generate one with: head -c32 /dev/urandom | base64)")
+	}
+	raw, err := keys.ParseMasterKey(newKey)
+	if err != nil {
+		return 0, err
+	}
+	app, err := loadAppConfig(configFile, adapter)
+	if err != nil {
+		return 0, err
+	}
+	app.logger = zap.NewNop()
+	if err := app.setup(); err != nil {
+		return 0, fmt.Errorf("opening the key store (stop the server first): %w", err)
+	}
+	defer app.Cleanup()
+	if app.sealer == nil {
+		return 0, errors.New("no master key is configured: nothing is sealed yet")
+	}
+	next, err := keys.NewSealer(raw)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n, err := app.shared.store.ResealSecrets(ctx, func(kind, id string, sealed []byte) ([]byte, error) {
+		aad := kind + ":" + id // SecretAAD and SigningKeyAAD
+		pt, err := app.sealer.Open(sealed, aad)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s does not open with the configured master key: %w", kind, id, err)
+		}
+		return next.Seal(pt, aad), nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	// TODO(keys): move the check value inside ResealSecrets' transaction.
+	if err := app.shared.store.PutMeta(ctx, keys.MasterCheckMeta, next.SealCheck()); err != nil {
+		return n, fmt.Errorf("storing the new master key check (secrets are already re-encrypted): %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,469 @@
+package module
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/keygate/keygate/auth"
+	"github.com/keygate/keygate/keys"
+	"github.com/keygate/keygate/ratelimit"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler is the `keygate` gateway handler: it authenticates the request's
+// access key or signature against the key store, checks the user's
+// permission in the route's tenant, enforces the user's request limit and
+// forwards the request with identity headers. Failures are answered here
+// as RFC 9457 problem+json; the next handler is not called.
+type Handler struct {
+	// Tenant whose permission the caller needs: an id or a placeholder
+	// such as {http.request.host.labels.2}. Required.
+	Tenant string `json:"tenant,omitempty"`
+
+	// Schemes accepted on this route: access_key, wallee_mac, wallee_jwt,
+	// http_signature, sigv4, access_token. Default: all of them.
+	Schemes []string `json:"schemes,omitempty"`
+
+	// KeyHeader carries access keys besides Authorization: Bearer.
+	// Default: X-Api-Key.
+	KeyHeader string `json:"key_header,omitempty"`
+
+	// KeyQuery, when set, also accepts access keys in this query parameter.
+	// Default: off (query strings end up in logs).
+	KeyQuery string `json:"key_query,omitempty"`
+
+	// RequireRoles lets a request through only when the user's permission
+	// role in the tenant, or one of its customer roles, is one of these.
+	// Default: any ACTIVE permission.
+	RequireRoles []string `json:"require_roles,omitempty"`
+
+	// Limit is the route's default request limit per window for users
+	// without a requestLimit of their own. Default: 0, only users with a
+	// requestLimit are limited.
+	Limit int64 `json:"limit,omitempty"`
+
+	// Window of the request limit. Default: 2m.
+	Window caddy.Duration `json:"window,omitempty"`
+
+	// MaxLimit caps a user's requestLimit on this route. Default: no cap.
+	MaxLimit int64 `json:"max_limit,omitempty"`
+
+	// OnStoreError is fail_closed (answer 503) or fail_open (allow and
+	// count in-process) when the limiter's store is unreachable.
+	// Default: fail_closed.
+	OnStoreError string `json:"on_store_error,omitempty"`
+
+	// MaxSkew bounds the age of signed requests' timestamps. Default: 5m.
+	MaxSkew caddy.Duration `json:"max_skew,omitempty"`
+
+	// ReplayProtection is on (single-use signatures that carry a nonce and
+	// of unsafe methods), all (every signature single-use) or off.
+	// Default: on.
+	ReplayProtection string `json:"replay_protection,omitempty"`
+
+	// SigV4Region, when set, must be the region of SigV4 credentials.
+	SigV4Region string `json:"sigv4_region,omitempty"`
+
+	// SigV4Service, when set, must be the service of SigV4 credentials.
+	SigV4Service string `json:"sigv4_service,omitempty"`
+
+	// HeaderPrefix of the identity headers. Default: X-Auth-
+	HeaderPrefix string `json:"header_prefix,omitempty"`
+
+	// KeepCredentials forwards the credential (Authorization, key header or
+	// query parameter) to the upstream. Default: removed.
+	KeepCredentials bool `json:"keep_credentials,omitempty"`
+
+	app        *App
+	logger     *zap.Logger
+	detector   *auth.Detector
+	limiter    *ratelimit.Guarded
+	replayMode auth.ReplayMode
+	tenantRepl bool
+	roles      map[string]struct{}
+	hdr        identityHeaders
+	keyHeader  string
+	lastWarn   warnLimiter
+}
+
+// identityHeaders are the canonical names of the headers keygate sets.
+type identityHeaders struct {
+	userID, userName, userType, tenant, role, customerRoles, keyID, scheme string
+}
+
+func (h *identityHeaders) all() [8]string {
+	return [8]string{h.userID, h.userName, h.userType, h.tenant, h.role, h.customerRoles, h.keyID, h.scheme}
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.keygate",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision validates the route's options and takes the keygate app.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	appVal, err := ctx.App("keygate")
+	if err != nil {
+		return fmt.Errorf("loading keygate app: %w", err)
+	}
+	h.app = appVal.(*App)
+
+	if h.Tenant == "" {
+		return errors.New("tenant is required")
+	}
+	h.tenantRepl = strings.Contains(h.Tenant, "{")
+	set, err := auth.ParseSchemeSet(h.Schemes...)
+	if err != nil {
+		return fmt.Errorf("schemes: %w", err)
+	}
+	if h.KeyHeader == "" {
+		h.KeyHeader = "X-Api-Key"
+	}
+	h.keyHeader = textproto.CanonicalMIMEHeaderKey(h.KeyHeader)
+	h.detector = &auth.Detector{Schemes: set, KeyHeader: h.keyHeader, KeyQuery: h.KeyQuery}
+	if h.Window <= 0 {
+		h.Window = caddy.Duration(2 * time.Minute)
+	}
+	if h.Limit < 0 || h.MaxLimit < 0 {
+		return errors.New("limit and max_limit must not be negative")
+	}
+	h.limiter = &ratelimit.Guarded{Primary: h.app.primary, Fallback: h.app.local, Mode: ratelimit.FailClosed}
+	switch h.OnStoreError {
+	case "", "fail_closed":
+	case "fail_open":
+		h.limiter.Mode = ratelimit.FailOpen
+	default:
+		return fmt.Errorf("on_store_error %q: must be fail_closed or fail_open", h.OnStoreError)
+	}
+	if h.MaxSkew <= 0 {
+		h.MaxSkew = caddy.Duration(5 * time.Minute)
+	}
+	switch h.ReplayProtection {
+	case "":
+		h.replayMode = auth.ReplayOn
+	case string(auth.ReplayOn), string(auth.ReplayAll), string(auth.ReplayOff):
+		h.replayMode = auth.ReplayMode(h.ReplayProtection)
+	default:
+		return fmt.Errorf("replay_protection %q: must be on, all or off", h.ReplayProtection)
+	}
+	if len(h.RequireRoles) > 0 {
+		h.roles = make(map[string]struct{}, len(h.RequireRoles))
+		for _, r := range h.RequireRoles {
+			h.roles[r] = struct{}{}
+		}
+	}
+	if h.HeaderPrefix == "" {
+		h.HeaderPrefix = "X-Auth-"
+	}
+	p := h.HeaderPrefix
+	c := textproto.CanonicalMIMEHeaderKey
+	h.hdr = identityHeaders{
+		userID: c(p + "User-Id"), userName: c(p + "User-Name"), userType: c(p + "User-Type"),
+		tenant: c(p + "Tenant"), role: c(p + "Role"), customerRoles: c(p + "Customer-Roles"),
+		keyID: c(p + "Key-Id"), scheme: c(p + "Scheme"),
+	}
+	return nil
+}
+
+// outcome is why a request was refused, for logs and metrics; never sent.
+type outcome struct {
+	status int
+	result string // metrics label: unauthenticated, forbidden, limited, store_error, bad_request
+	reason string // log only
+	err    error
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	start := time.Now()
+	for _, name := range h.hdr.all() {
+		delete(r.Header, name)
+	}
+
+	tenant := h.Tenant
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if h.tenantRepl && repl != nil {
+		tenant = repl.ReplaceKnown(h.Tenant, "")
+	}
+
+	id, out := h.authenticate(r, tenant, start)
+	if out != nil {
+		authDuration.Observe(time.Since(start).Seconds())
+		return h.refuse(w, r, id, out)
+	}
+
+	// Request limit: the user's own, else the route's, capped by max_limit.
+	limit := id.principal.User.RequestLimit
+	if limit <= 0 {
+		limit = h.Limit
+	}
+	if h.MaxLimit > 0 && limit > h.MaxLimit {
+		limit = h.MaxLimit
+	}
+	if limit > 0 {
+		window := time.Duration(h.Window)
+		d, err := h.limiter.Allow(r.Context(), ratelimit.Key(tenant, id.principal.User.ID), limit, window)
+		if b := h.app.breaker; b != nil {
+			circuitState.Set(float64(b.State()))
+		}
+		if err != nil {
+			storeErrors.WithLabelValues("ratelimit").Inc()
+			authDuration.Observe(time.Since(start).Seconds())
+			return h.refuse(w, r, id, &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "rate limiter unavailable", err: err})
+		}
+		ratelimit.WriteHeaders(w.Header(), d, window)
+		switch {
+		case d.Degraded:
+			limiterDecisions.WithLabelValues("degraded").Inc()
+			if h.lastWarn.ok(time.Now()) {
+				h.logger.Warn("rate limiter store unavailable; failing open and counting in-process")
+			}
+		case d.Allowed:
+			limiterDecisions.WithLabelValues("allowed").Inc()
+		default:
+			limiterDecisions.WithLabelValues("limited").Inc()
+		}
+		if !d.Allowed {
+			authDuration.Observe(time.Since(start).Seconds())
+			return h.refuse(w, r, id, &outcome{status: http.StatusTooManyRequests, result: "limited", reason: "request limit reached"})
+		}
+	}
+
+	h.app.usage.Record(id.principal.User.ID, id.keyID, id.secretID, start)
+	h.setIdentity(r, repl, tenant, id)
+	if !h.KeepCredentials {
+		id.cred.Strip(r)
+	}
+	authDuration.Observe(time.Since(start).Seconds())
+	requestsTotal.WithLabelValues("ok", id.scheme.String()).Inc()
+	return next.ServeHTTP(w, r)
+}
+
+// identity is who a request authenticated as.
+type identity struct {
+	cred      auth.Credential
+	scheme    auth.Scheme
+	principal *keys.Principal
+	perm      *keys.Permission
+	keyID     string // access key id, or empty
+	secretID  string // signing secret id, or empty
+}
+
+// authenticate finds and checks the credential and the permission.
+func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (identity, *outcome) {
+	var id identity
+	cred, err := h.detector.Detect(r)
+	if err != nil {
+		if errors.Is(err, auth.ErrAmbiguous) {
+			return id, &outcome{status: http.StatusBadRequest, result: "bad_request", reason: "more than one credential", err: err}
+		}
+		return id, unauthenticated("no valid credential", err)
+	}
+	id.cred = cred
+	id.scheme = cred.Scheme
+	ctx := r.Context()
+	switch {
+	case cred.Scheme == auth.AccessKey:
+		k, err := h.app.resolver.Key(ctx, cred.KeyID, now)
+		if err != nil {
+			return id, lookupFailure("unknown access key", err)
+		}
+		if !h.app.hasher.Verify(cred.AccessKey, k.Hash) {
+			return id, unauthenticated("wrong access key secret", nil)
+		}
+		if !k.Usable(now) {
+			return id, unauthenticated("access key expired, disabled or revoked", nil)
+		}
+		id.keyID = k.ID
+		p, err := h.app.resolver.Principal(ctx, k.UserID, now)
+		if err != nil {
+			return id, lookupFailure("key owner not found", err)
+		}
+		id.principal = p
+		if k.TenantID != tenant {
+			return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "key belongs to another tenant"}
+		}
+	case cred.Scheme.Signed():
+		p, err := h.app.resolver.Principal(ctx, cred.UserID, now)
+		if err != nil {
+			return id, lookupFailure("unknown signing user", err)
+		}
+		secrets, err := h.app.resolver.Secrets(ctx, p)
+		if err != nil {
+			return id, lookupFailure("loading signing secrets", err)
+		}
+		if len(secrets) == 0 {
+			return id, unauthenticated("user has no live signing secret", nil)
+		}
+		var buf [keys.MaxLiveSecrets]auth.Secret
+		cands := buf[:0]
+		for _, s := range secrets {
+			cands = append(cands, auth.Secret{ID: s.ID, Value: s.Value})
+		}
+		v, err := cred.Verify(r, cands, auth.VerifyOptions{
+			Now:         now,
+			MaxSkew:     time.Duration(h.MaxSkew),
+			OriginalURI: originalURI(r),
+			Region:      h.SigV4Region,
+			Service:     h.SigV4Service,
+		})
+		if err != nil {
+			return id, unauthenticated("signature rejected", err)
+		}
+		if auth.NeedsReplayCheck(h.replayMode, r.Method, v.HasNonce) {
+			fresh, err := h.app.replay.Remember(ctx, v.ReplayKey, v.ReplayTTL)
+			if err != nil {
+				storeErrors.WithLabelValues("replay").Inc()
+				return id, &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "replay store unavailable", err: err}
+			}
+			if !fresh {
+				return id, unauthenticated("signature replayed", nil)
+			}
+		}
+		id.principal = p
+		id.secretID = v.SecretID
+	default:
+		return id, unauthenticated("scheme not available on this route", nil)
+	}
+
+	if id.principal.User.Status != keys.UserActive {
+		return id, unauthenticated("user not active", nil)
+	}
+	perm := id.principal.Permission(tenant)
+	if perm == nil || perm.Status != keys.PermissionActive {
+		return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "no active permission in tenant"}
+	}
+	id.perm = perm
+	if h.roles != nil && !h.hasRole(perm) {
+		return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "required role missing"}
+	}
+	return id, nil
+}
+
+func (h *Handler) hasRole(p *keys.Permission) bool {
+	if _, ok := h.roles[string(p.Role)]; ok {
+		return true
+	}
+	for _, cr := range p.CustomerRoles {
+		if _, ok := h.roles[cr]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func unauthenticated(reason string, err error) *outcome {
+	return &outcome{status: http.StatusUnauthorized, result: "unauthenticated", reason: reason, err: err}
+}
+
+// lookupFailure tells a missing record (401) from an unreachable store
+// (503): keygate never answers 401 because its store is down.
+func lookupFailure(reason string, err error) *outcome {
+	if errors.Is(err, keys.ErrNotFound) {
+		return unauthenticated(reason, nil)
+	}
+	return &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "key store unavailable", err: err}
+}
+
+// refuse logs the reason, counts it and answers with the problem body.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, id identity, out *outcome) error {
+	scheme := "none"
+	if id.scheme != 0 {
+		scheme = id.scheme.String()
+	}
+	requestsTotal.WithLabelValues(out.result, scheme).Inc()
+	level := zapcore.InfoLevel
+	if out.status == http.StatusServiceUnavailable {
+		level = zapcore.WarnLevel
+	}
+	if ce := h.logger.Check(level, "request refused"); ce != nil {
+		fields := []zap.Field{zap.Int("status", out.status), zap.String("reason", out.reason), zap.String("scheme", scheme)}
+		if id.principal != nil {
+			fields = append(fields, zap.String("user_id", id.principal.User.ID))
+		}
+		if id.keyID != "" {
+			fields = append(fields, zap.String("key_id", id.keyID))
+		}
+		if out.err != nil {
+			// auth and store errors carry no secrets by contract.
+			fields = append(fields, zap.Error(out.err))
+		}
+		ce.Write(fields...)
+	}
+	writeProblem(w, out.status)
+	return nil
+}
+
+// setIdentity sets the identity headers and placeholders.
+func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, tenant string, id identity) {
+	u := &id.principal.User
+	role := string(id.perm.Role)
+	hd := r.Header
+	hd[h.hdr.userID] = []string{u.ID}
+	hd[h.hdr.userName] = []string{u.Name}
+	hd[h.hdr.userType] = []string{string(u.Type)}
+	hd[h.hdr.tenant] = []string{tenant}
+	hd[h.hdr.role] = []string{role}
+	if len(id.perm.CustomerRoles) > 0 {
+		hd[h.hdr.customerRoles] = []string{strings.Join(id.perm.CustomerRoles, ",")}
+	}
+	if id.keyID != "" {
+		hd[h.hdr.keyID] = []string{id.keyID}
+	} else if id.secretID != "" {
+		hd[h.hdr.keyID] = []string{id.secretID}
+	}
+	hd[h.hdr.scheme] = []string{id.scheme.String()}
+	if repl != nil {
+		repl.Set("http.auth.user.id", u.ID)
+		repl.Set("http.auth.user.name", u.Name)
+		repl.Set("http.auth.user.tenant", tenant)
+		repl.Set("http.auth.user.role", role)
+	}
+}
+
+// originalURI is the request-target as the client sent it, before any
+// rewrite or handle_path strip (signatures cover what the client sent).
+func originalURI(r *http.Request) string {
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.RequestURI != "" {
+		return orig.RequestURI
+	}
+	return r.RequestURI
+}
+
+// warnLimiter lets a warning through at most once per 10 seconds.
+type warnLimiter struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+func (l *warnLimiter) ok(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.last) < 10*time.Second {
+		return false
+	}
+	l.last = now
+	return true
+}
+
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

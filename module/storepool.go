@@ -1,0 +1,92 @@
+package module
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/keygate/keygate/keys"
+	"github.com/keygate/keygate/keys/filestore"
+	"github.com/keygate/keygate/keys/redisstore"
+)
+
+// stores shares open stores between configurations, so a reload neither
+// reopens the bbolt file (which the old config still holds locked) nor
+// dials Redis again. Entries are reference-counted by Caddy's usage pool.
+var stores = caddy.NewUsagePool()
+
+// sharedStore is one open store and, for Redis, its client.
+type sharedStore struct {
+	store keys.Store
+	redis redisClient
+}
+
+// Destruct closes the store when the last configuration using it is gone.
+func (s *sharedStore) Destruct() error {
+	var errs []error
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	if s.redis != nil {
+		errs = append(errs, s.redis.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// poolKey identifies a store by what makes it the same store.
+func poolKey(sc StoreConfig) string {
+	if sc.Backend == "file" {
+		return "file\x00" + sc.Path
+	}
+	return strings.Join([]string{"redis", strings.Join(sc.Addresses, ","), sc.MasterName, sc.Username,
+		sc.Password, strconv.Itoa(sc.DB), strconv.FormatBool(sc.TLS), sc.Prefix,
+		time.Duration(sc.Timeout).String()}, "\x00")
+}
+
+// acquireStore opens the store sc names, or takes another hold on it.
+func acquireStore(sc StoreConfig) (*sharedStore, string, error) {
+	key := poolKey(sc)
+	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return openStore(sc)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return val.(*sharedStore), key, nil
+}
+
+// openStore opens the store without pooling (the CLI uses it directly).
+func openStore(sc StoreConfig) (*sharedStore, error) {
+	switch sc.Backend {
+	case "redis":
+		opts := redisOptions(sc)
+		client := redisstore.NewClient(opts)
+		return &sharedStore{store: redisstore.NewStore(client, opts, keys.StoreOptions{}), redis: client}, nil
+	default:
+		st, err := filestore.NewStore(sc.Path, filestore.Options{Timeout: time.Second}, keys.StoreOptions{})
+		if err != nil {
+			if errors.Is(err, filestore.ErrLocked) {
+				return nil, fmt.Errorf("%s is in use by another process (a running keygate?): %w", sc.Path, err)
+			}
+			return nil, err
+		}
+		return &sharedStore{store: st}, nil
+	}
+}
+
+func redisOptions(sc StoreConfig) redisstore.Options {
+	return redisstore.Options{
+		Addrs:      sc.Addresses,
+		MasterName: sc.MasterName,
+		Username:   sc.Username,
+		Password:   sc.Password,
+		DB:         sc.DB,
+		TLS:        sc.TLS,
+		Prefix:     sc.Prefix,
+		Timeout:    time.Duration(sc.Timeout),
+	}
+}
