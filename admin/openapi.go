@@ -38,8 +38,8 @@ func schemas() obj {
 	userProps := obj{
 		"id": str("decimal digits when generated"), "name": str("unique within the primary tenant"),
 		"description": str(""), "email": str(""),
-		"type":  enum("TECHNICAL", "SERVICE", "APPLICATION"),
-		"role":  enum("ADMIN", "MEMBER", "VIEWER"),
+		"type":          enum("TECHNICAL", "SERVICE", "APPLICATION"),
+		"role":          enum("ADMIN", "MEMBER", "VIEWER"),
 		"customerRoles": strList, "accessControlEntities": strList,
 		"primaryTenant": str(""), "scope": str(""),
 		"requestLimit":     obj{"type": "integer", "minimum": 0, "description": "requests per window; 0 = route default"},

@@ -165,12 +165,12 @@ func rolesView(u *keys.User) RolesView {
 // Export is everything stored about one user (GET /v1/users/{id}/export):
 // no secret values, no key hashes.
 type Export struct {
-	ExportedAt  time.Time            `json:"exportedAt"`
-	User        keys.User            `json:"user"`
-	Permissions []PermissionView     `json:"permissions"`
-	Keys        []KeyView            `json:"keys"`
-	Secrets     []SecretView         `json:"secrets"`
-	History     []keys.HistoryEntry  `json:"history"`
+	ExportedAt  time.Time           `json:"exportedAt"`
+	User        keys.User           `json:"user"`
+	Permissions []PermissionView    `json:"permissions"`
+	Keys        []KeyView           `json:"keys"`
+	Secrets     []SecretView        `json:"secrets"`
+	History     []keys.HistoryEntry `json:"history"`
 }
 
 // BootstrapResult is the data of a POST /v1/bootstrap response.
