@@ -103,7 +103,10 @@ func (b *Backend) Update(ctx context.Context, fn func(keys.Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		var fnErr error
 		// The opening WATCH of the anchor is one round trip like any other;
-		// the transaction's own calls take their deadlines from ctx.
+		// the transaction's own calls take their deadlines from ctx. (On
+		// Redis Cluster, a MOVED answer to EXEC is retried by go-redis under
+		// wctx, usually expired by then: the Update then fails as
+		// unavailable and the caller retries, which is rare and safe.)
 		wctx, wcancel := b.callCtx(ctx)
 		err := b.client.Watch(wctx, func(rtx *redis.Tx) error {
 			t := &txn{b: b, ctx: ctx, rtx: rtx}
