@@ -28,9 +28,10 @@ type Options struct {
 	// MasterName selects Sentinel: the name of the monitored master.
 	// Default: empty (no Sentinel).
 	MasterName string
-	// Username and Password authenticate (Redis ACL, or Password alone for
-	// requirepass). Default: none.
+	// Username is the Redis ACL user. Default: none (the default user).
 	Username string
+	// Password authenticates Username, or alone with requirepass. It never
+	// appears in errors. Default: none.
 	Password string
 	// DB is the database number (single node and Sentinel only; a cluster
 	// has only 0). Default: 0.
