@@ -87,7 +87,8 @@ func adapt(caddyfile string) (string, error) {
 		return "", err
 	}
 	for _, w := range warnings {
-		if w.Message != "" {
+		// Formatting advice is not a problem of the config itself.
+		if w.Message != "" && !strings.Contains(w.Message, "not formatted") {
 			return "", &warningError{w.String()}
 		}
 	}
