@@ -237,31 +237,35 @@ func (r *Resolver) Flush() {
 }
 
 // Run keeps the cache current from the store's change notifications until
-// ctx ends. Stores that are not Notifiers rely on the TTLs alone. When the
-// subscription drops, the cache is flushed and short TTLs apply until it is
-// back; Run re-subscribes by itself.
+// ctx ends. Stores that are not Notifiers rely on the TTLs alone. While
+// notifications may be missed (the subscription dropped and the store is
+// re-establishing it, or subscribing failed) the cache is flushed and short
+// TTLs apply; Run retries a failed subscription by itself.
 func (r *Resolver) Run(ctx context.Context, onError func(error)) {
 	n, ok := r.store.(Notifier)
 	if !ok {
 		return
 	}
 	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	for {
 		err := n.Subscribe(ctx, func(inv Invalidation) {
-			if r.degraded.Swap(false) {
-				backoff = 100 * time.Millisecond
-			}
+			r.degraded.Store(false)
 			r.Invalidate(inv)
 		}, func() {
 			r.degraded.Store(true)
 			r.Flush()
 		})
+		if err == nil {
+			// Subscribed: the store delivers (and reconnects) until ctx ends.
+			<-ctx.Done()
+			return
+		}
 		if ctx.Err() != nil {
 			return
 		}
 		r.degraded.Store(true)
 		r.Flush()
-		if err != nil && onError != nil {
+		if onError != nil {
 			onError(err)
 		}
 		select {
@@ -269,9 +273,7 @@ func (r *Resolver) Run(ctx context.Context, onError func(error)) {
 			return
 		case <-time.After(backoff):
 		}
-		if backoff < 5*time.Second {
-			backoff *= 2
-		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

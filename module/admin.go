@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -50,17 +49,8 @@ func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddy
 	return nil
 }
 
-// adminAPI returns the app's admin API handler, built once.
-func (a *App) adminAPI() *admin.Handler {
-	a.adminOnce.Do(func() {
-		a.admin = admin.New(admin.Config{
-			Store:  a.shared.store,
-			Hasher: a.hasher,
-			Sealer: a.sealer,
-		})
-	})
-	return a.admin
-}
+// adminAPI returns the app's admin API handler (built in setup).
+func (a *App) adminAPI() *admin.Handler { return a.admin }
 
 // AdminAPI is the admin endpoint `admin.api.keygate`: the same REST API
 // under /keygate/ on Caddy's local-only admin address, where callers are
@@ -107,9 +97,3 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*AdminHandler)(nil)
 	_ caddy.AdminRouter           = (*AdminAPI)(nil)
 )
-
-// adminState is embedded in App.
-type adminState struct {
-	adminOnce sync.Once
-	admin     *admin.Handler
-}

@@ -68,7 +68,7 @@ type App struct {
 	breaker *ratelimit.Breaker
 	local   *ratelimit.Local
 	cancel   context.CancelFunc
-	adminState
+	admin    *admin.Handler
 }
 
 // StoreConfig selects the key store.
@@ -203,6 +203,7 @@ func (a *App) setup() error {
 		OnLookup:    observeLookup,
 	}, opener)
 	a.usage = keys.NewUsageRecorder(shared.store, time.Minute)
+	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer})
 
 	a.local = ratelimit.NewLocal(ratelimit.LocalOptions{})
 	a.primary = a.local

@@ -72,7 +72,7 @@ func cliCommands() []caddycmd.Command {
 					if err != nil {
 						return err
 					}
-					return cl.print(res.Data, []string{"tenant", "user.id", "user.name", "key.id", "key"})
+					return cl.print(res.Data, []string{"tenant.id", "user.id", "user.name", "key.id", "key.key"})
 				})
 			},
 		},

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -96,7 +96,7 @@ type Handler struct {
 	roles      map[string]struct{}
 	hdr        identityHeaders
 	keyHeader  string
-	lastWarn   warnLimiter
+	lastWarn   *warnLimiter
 }
 
 // identityHeaders are the canonical names of the headers keygate sets.
@@ -144,6 +144,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Limit < 0 || h.MaxLimit < 0 {
 		return errors.New("limit and max_limit must not be negative")
 	}
+	h.lastWarn = new(warnLimiter)
 	h.limiter = &ratelimit.Guarded{Primary: h.app.primary, Fallback: h.app.local, Mode: ratelimit.FailClosed}
 	switch h.OnStoreError {
 	case "", "fail_closed":
@@ -449,18 +450,15 @@ func originalURI(r *http.Request) string {
 
 // warnLimiter lets a warning through at most once per 10 seconds.
 type warnLimiter struct {
-	mu   sync.Mutex
-	last time.Time
+	last atomic.Int64 // unix nanoseconds of the last warning
 }
 
 func (l *warnLimiter) ok(now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.last) < 10*time.Second {
+	prev := l.last.Load()
+	if now.UnixNano()-prev < int64(10*time.Second) {
 		return false
 	}
-	l.last = now
-	return true
+	return l.last.CompareAndSwap(prev, now.UnixNano())
 }
 
 var (
