@@ -67,8 +67,8 @@ type App struct {
 	primary ratelimit.Limiter
 	breaker *ratelimit.Breaker
 	local   *ratelimit.Local
-	cancel   context.CancelFunc
-	admin    *admin.Handler
+	cancel  context.CancelFunc
+	admin   *admin.Handler
 }
 
 // StoreConfig selects the key store.
