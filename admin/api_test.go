@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -982,4 +981,3 @@ func TestRedisStore(t *testing.T) {
 	}
 }
 
-var _ = http.StatusOK

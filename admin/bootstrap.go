@@ -67,6 +67,14 @@ func (h *Handler) bootstrap(w http.ResponseWriter, r *http.Request, c *caller) e
 func (h *Handler) Bootstrap(ctx context.Context, req BootstrapRequest, actor string) (BootstrapResult, error) {
 	var res BootstrapResult
 	now := h.now()
+	if req.UserID != "" {
+		// Checked before the tenant is created, so a 409 changes nothing.
+		if _, err := h.store.GetUser(ctx, req.UserID); err == nil {
+			return res, errConflict("user " + req.UserID + " exists")
+		} else if !errors.Is(err, keys.ErrNotFound) {
+			return res, err
+		}
+	}
 	v := &keys.ValidationError{}
 	if err := keys.ValidateID(req.Tenant); err != nil {
 		v.Add("tenant", err.Error())

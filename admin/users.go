@@ -349,11 +349,10 @@ func (h *Handler) createUser(w http.ResponseWriter, r *http.Request, c *caller) 
 	if t.Status != keys.TenantActive {
 		return errConflict("tenant " + t.ID + " is archived")
 	}
-	out, perm, err := h.createUserWithPermission(ctx, u, c.actor)
+	out, _, err := h.createUserWithPermission(ctx, u, c.actor)
 	if err != nil {
 		return err
 	}
-	_ = perm
 	w.Header().Set("Location", "/v1/users/"+out.ID)
 	writeOne(w, http.StatusCreated, "User", out.Version, userView(out))
 	return nil
@@ -375,7 +374,6 @@ func (h *Handler) createUserWithPermission(ctx context.Context, u keys.User, act
 		h.rollbackUser(ctx, out.ID)
 		return keys.User{}, perm, fmt.Errorf("granting the permission of new user %s: %w", out.ID, err)
 	}
-	// The permission write does not change the user; reread for the version only if needed.
 	return out, perm, nil
 }
 
