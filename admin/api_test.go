@@ -980,4 +980,3 @@ func TestRedisStore(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newRedisStore) })
 	}
 }
-
