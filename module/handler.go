@@ -118,13 +118,16 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision validates the route's options and takes the keygate app.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
 	appVal, err := ctx.App("keygate")
 	if err != nil {
 		return fmt.Errorf("loading keygate app: %w", err)
 	}
-	h.app = appVal.(*App)
+	return h.provision(appVal.(*App), ctx.Logger())
+}
 
+// provision sets the route up over app (split from Provision for tests).
+func (h *Handler) provision(app *App, logger *zap.Logger) error {
+	h.app, h.logger = app, logger
 	if h.Tenant == "" {
 		return errors.New("tenant is required")
 	}

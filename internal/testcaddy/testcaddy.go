@@ -180,10 +180,11 @@ func (s *Server) CLI(args ...string) string {
 
 // TryCLI is CLI without failing the test.
 func (s *Server) TryCLI(args ...string) (string, error) {
+	bin := Binary(s.t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	args = append(args, "--config", s.Config, "--adapter", "caddyfile")
-	cmd := exec.CommandContext(ctx, Binary(s.t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = s.Dir
 	cmd.Env = append(os.Environ(), append([]string{"XDG_DATA_HOME=" + s.DataHome, "XDG_CONFIG_HOME=" + s.Dir, "HOME=" + s.Dir}, s.Env...)...)
 	var stdout, stderr bytes.Buffer
@@ -201,9 +202,10 @@ func (s *Server) Reload(caddyfile string) {
 	if err := os.WriteFile(s.Config, []byte(strings.ReplaceAll(caddyfile, "{admin}", s.AdminAddr)), 0o600); err != nil {
 		s.t.Fatal(err)
 	}
+	bin := Binary(s.t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, Binary(s.t), "reload", "--config", s.Config, "--adapter", "caddyfile", "--address", s.AdminAddr)
+	cmd := exec.CommandContext(ctx, bin, "reload", "--config", s.Config, "--adapter", "caddyfile", "--address", s.AdminAddr)
 	cmd.Dir = s.Dir
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+s.DataHome, "HOME="+s.Dir)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -1,0 +1,127 @@
+package module_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/testcaddy"
+)
+
+// cli runs the keygate binary with the file store of dataHome and no server.
+type cli struct {
+	t        *testing.T
+	dataHome string
+	config   string
+}
+
+func (c cli) run(args ...string) (string, error) {
+	bin := testcaddy.Binary(c.t) // may build: not under the command's timeout
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args = append(args, "--config", c.config, "--adapter", "caddyfile", "--address", "127.0.0.1:1")
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+c.dataHome, "HOME="+c.dataHome)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if err != nil {
+		return out.String() + errOut.String(), err
+	}
+	return out.String(), nil
+}
+
+func (c cli) must(args ...string) string {
+	c.t.Helper()
+	out, err := c.run(args...)
+	if err != nil {
+		c.t.Fatalf("keygate %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// TestCLIWithoutServer drives the CLI against the file store directly (no
+// server holds the lock), then starts a server on the same store and uses
+// the key the CLI created.
+func TestCLIWithoutServer(t *testing.T) {
+	dataHome := t.TempDir()
+	gw, ad := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	up := newUpstream(t)
+	caddyfile := gatewayCaddyfile("", "", gw, ad, up.addr())
+	config := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(config, []byte(strings.ReplaceAll(caddyfile, "{admin}", fmt.Sprintf("127.0.0.1:%d", testcaddy.FreePort(t)))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := cli{t: t, dataHome: dataHome, config: config}
+
+	out := c.must("bootstrap", "--tenant", "acme", "--user", "ops")
+	if !strings.Contains(out, "kg_") || !strings.Contains(out, "acme") {
+		t.Fatalf("bootstrap table lacks the key or tenant:\n%s", out)
+	}
+	if out, err := c.run("bootstrap", "--tenant", "acme", "--user", "ops"); err == nil || !strings.Contains(out, "409") {
+		t.Fatalf("second bootstrap of the same user: err=%v\n%s", err, out)
+	}
+
+	var user struct{ ID, Name, Status string }
+	if err := json.Unmarshal([]byte(c.must("users", "create", "--tenant", "acme", "--name", "billing", "--type", "SERVICE", "--json")), &user); err != nil || user.ID == "" {
+		t.Fatalf("users create --json: %v %+v", err, user)
+	}
+	if out := c.must("users", "list", "--tenant", "acme"); !strings.Contains(out, "billing") || !strings.Contains(out, "ops") {
+		t.Fatalf("users list:\n%s", out)
+	}
+	if out := c.must("users", "get", user.ID); !strings.Contains(out, "ACTIVE") {
+		t.Fatalf("users get:\n%s", out)
+	}
+
+	var key struct {
+		ID  string `json:"id"`
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal([]byte(c.must("keys", "create", "--user", user.ID, "--name", "ci", "--expires", "24h", "--json")), &key); err != nil || !strings.HasPrefix(key.Key, "kg_") {
+		t.Fatalf("keys create --json: %v %+v", err, key)
+	}
+	list := c.must("keys", "list", "--user", user.ID)
+	if strings.Contains(list, key.Key) || !strings.Contains(list, key.ID) || !strings.Contains(list, "…") {
+		t.Fatalf("keys list must show the masked key only:\n%s", list)
+	}
+	if out, err := c.run("keys", "create", "--user", user.ID, "--name", "ci", "--expires", "24h"); err == nil || !strings.Contains(out, "409") {
+		t.Fatalf("duplicate key name: err=%v\n%s", err, out)
+	}
+	if out, err := c.run("keys", "create", "--user", user.ID, "--name", "x", "--expires", "yesterday"); err == nil || !strings.Contains(out, "expiry") {
+		t.Fatalf("bad expiry: err=%v\n%s", err, out)
+	}
+
+	// A server on the same store accepts the key the CLI made; the CLI then
+	// goes through the server's admin endpoint (the file is locked) to revoke it.
+	srv := testcaddy.Start(t, caddyfile, testcaddy.Options{DataHome: dataHome,
+		Wait: []string{fmt.Sprintf("http://127.0.0.1:%d", gw)}})
+	get := func() int {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/x", gw), nil)
+		req.Header.Set("X-Api-Key", key.Key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != http.StatusOK {
+		t.Fatalf("CLI-made key through the gateway: %d", code)
+	}
+	srv.CLI("keys", "revoke", "--user", user.ID, key.ID)
+	if code := get(); code != http.StatusUnauthorized {
+		t.Fatalf("revoked key: %d", code)
+	}
+	srv.CLI("users", "disable", user.ID)
+	if out := srv.CLI("users", "get", user.ID, "--json"); !strings.Contains(out, `"INACTIVE"`) {
+		t.Fatalf("users get after disable:\n%s", out)
+	}
+}

@@ -1,0 +1,131 @@
+package module
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/keys"
+)
+
+// newBenchApp builds a file-store app with one tenant, one ACTIVE user with
+// an ACTIVE permission, and returns it with the user's access key.
+func newBenchApp(tb testing.TB) (*App, string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	app := &App{Store: &StoreConfig{Backend: "file", Path: filepath.Join(dir, "keygate.db")}, logger: zap.NewNop()}
+	if err := app.setup(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = app.Cleanup() })
+	ctx := context.Background()
+	st := app.shared.store
+	if _, err := st.CreateTenant(ctx, keys.Tenant{ID: "acme", Name: "Acme"}, "test"); err != nil {
+		tb.Fatal(err)
+	}
+	u, err := st.CreateUser(ctx, keys.User{Name: "svc", Type: keys.UserService, Role: keys.RoleMember, PrimaryTenant: "acme"}, "test")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, _, err := st.PutPermission(ctx, keys.Permission{UserID: u.ID, TenantID: "acme", Role: keys.RoleMember, Status: keys.PermissionActive}, "test"); err != nil {
+		tb.Fatal(err)
+	}
+	plain, k := keys.NewAccessKey(app.hasher, u.ID, "acme", "bench", time.Now().Add(time.Hour))
+	if _, err := st.CreateKey(ctx, k, "test"); err != nil {
+		tb.Fatal(err)
+	}
+	return app, plain
+}
+
+type discardWriter struct{ h http.Header }
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *discardWriter) WriteHeader(int)             {}
+
+// BenchmarkHandlerAccessKey measures the hot path of a warm access-key
+// request: detect, cached lookups, constant-time hash check, permission,
+// in-process limit, identity headers, next handler.
+func BenchmarkHandlerAccessKey(b *testing.B) {
+	for _, limited := range []bool{false, true} {
+		name := "no-limit"
+		if limited {
+			name = "local-limit"
+		}
+		b.Run(name, func(b *testing.B) {
+			app, key := newBenchApp(b)
+			h := &Handler{Tenant: "acme"}
+			if limited {
+				h.Limit = 1 << 40
+			}
+			if err := h.provision(app, zap.NewNop()); err != nil {
+				b.Fatal(err)
+			}
+			next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+			repl := caddy.NewReplacer()
+			req := httptest.NewRequest(http.MethodGet, "http://gw/api/x", nil)
+			req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+			w := &discardWriter{h: make(http.Header)}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				req.Header = http.Header{"Authorization": {"Bearer " + key}}
+				clear(w.h)
+				if err := h.ServeHTTP(w, req, next); err != nil {
+					b.Fatal(err)
+				}
+				if req.Header.Get("X-Auth-User-Name") != "svc" {
+					b.Fatal("request not authenticated")
+				}
+			}
+		})
+	}
+}
+
+// TestHandlerUnit checks the in-process path the benchmark measures.
+func TestHandlerUnit(t *testing.T) {
+	app, key := newBenchApp(t)
+	h := &Handler{Tenant: "acme", Limit: 2}
+	if err := h.provision(app, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { calls++; return nil })
+	do := func(auth string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "http://gw/x", nil)
+		req.Header.Set("Authorization", auth)
+		req.Header.Set("X-Auth-User-Id", "spoofed")
+		rec := httptest.NewRecorder()
+		if err := h.ServeHTTP(rec, req, next); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Code == 0 || rec.Code == http.StatusOK {
+			if req.Header.Get("X-Auth-User-Id") == "spoofed" || req.Header.Get("Authorization") != "" {
+				t.Fatalf("identity not replaced or credential forwarded: %v", req.Header)
+			}
+		}
+		return rec
+	}
+	for i := 0; i < 2; i++ {
+		if rec := do("Bearer " + key); rec.Code != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	rec := do("Bearer " + key)
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("third request: %d, Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if rec := do("Bearer kg_x"); rec.Code != http.StatusUnauthorized {
+		t.Fatalf("bad key: %d", rec.Code)
+	}
+	if calls != 2 {
+		t.Fatalf("next called %d times, want 2", calls)
+	}
+}
