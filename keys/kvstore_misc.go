@@ -177,11 +177,16 @@ func (s *kvStore) PutMeta(ctx context.Context, name string, value []byte) error 
 const (
 	SealedSecret     = "secret"
 	SealedSigningKey = "signing-key"
+	// SealedMeta is a sealed meta value (the master key check).
+	SealedMeta = "meta"
 )
 
 // ResealSecrets rewrites every sealed value in one transaction. For kind
 // SealedSecret the id is "<user>:<secret>", for SealedSigningKey the kid,
-// so kind+":"+id is the value's associated data (SecretAAD, SigningKeyAAD).
+// for SealedMeta the meta name (MasterCheckMeta), so kind+":"+id is the
+// value's associated data (SecretAAD, SigningKeyAAD, the check's AAD). The
+// master key check moves in the same transaction, so a failed rotation
+// leaves everything under the old key.
 func (s *kvStore) ResealSecrets(ctx context.Context, reseal func(kind, id string, sealed []byte) ([]byte, error)) (int, error) {
 	var n int
 	err := s.b.Update(ctx, func(tx Tx) error {
@@ -221,7 +226,16 @@ func (s *kvStore) ResealSecrets(ctx context.Context, reseal func(kind, id string
 			}
 			n++
 		}
-		return nil
+		check, err := tx.Get(tblMeta, MasterCheckMeta)
+		if isNotFound(err) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("loading meta %s: %w", MasterCheckMeta, err)
+		}
+		if check, err = reseal(SealedMeta, MasterCheckMeta, check); err != nil {
+			return fmt.Errorf("resealing the master key check: %w", err)
+		}
+		return tx.Put(tblMeta, MasterCheckMeta, check)
 	})
 	return n, err
 }

@@ -98,12 +98,15 @@ const masterCheckPlaintext = "keygate master key check v1"
 // MasterCheckMeta is the meta entry holding the sealed check value.
 const MasterCheckMeta = "master-key-check"
 
+// masterCheckAAD follows ResealSecrets' kind:id rule for SealedMeta.
+const masterCheckAAD = "meta:" + MasterCheckMeta
+
 // SealCheck returns the check value for the current master key.
-func (s *Sealer) SealCheck() []byte { return s.Seal([]byte(masterCheckPlaintext), MasterCheckMeta) }
+func (s *Sealer) SealCheck() []byte { return s.Seal([]byte(masterCheckPlaintext), masterCheckAAD) }
 
 // VerifyCheck reports ErrWrongMasterKey when check was sealed under another key.
 func (s *Sealer) VerifyCheck(check []byte) error {
-	pt, err := s.Open(check, MasterCheckMeta)
+	pt, err := s.Open(check, masterCheckAAD)
 	if err != nil || string(pt) != masterCheckPlaintext {
 		return ErrWrongMasterKey
 	}

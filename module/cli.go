@@ -725,7 +725,7 @@ func rotateMasterKey(configFile, adapter, newKey string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	n, err := app.shared.store.ResealSecrets(ctx, func(kind, id string, sealed []byte) ([]byte, error) {
-		aad := kind + ":" + id // SecretAAD and SigningKeyAAD
+		aad := kind + ":" + id // SecretAAD, SigningKeyAAD and the master key check's AAD
 		pt, err := app.sealer.Open(sealed, aad)
 		if err != nil {
 			return nil, fmt.Errorf("%s %s does not open with the configured master key: %w", kind, id, err)
@@ -734,10 +734,6 @@ func rotateMasterKey(configFile, adapter, newKey string) (int, error) {
 	})
 	if err != nil {
 		return 0, err
-	}
-	// TODO(keys): move the check value inside ResealSecrets' transaction.
-	if err := app.shared.store.PutMeta(ctx, keys.MasterCheckMeta, next.SealCheck()); err != nil {
-		return n, fmt.Errorf("storing the new master key check (secrets are already re-encrypted): %w", err)
 	}
 	return n, nil
 }

@@ -125,3 +125,63 @@ func TestCLIWithoutServer(t *testing.T) {
 		t.Fatalf("users get after disable:\n%s", out)
 	}
 }
+
+// TestCLIRotateMasterKey re-encrypts the secrets under a new master key: the
+// old key is then refused at start-up (never a storm of 401s), the new one works.
+func TestCLIRotateMasterKey(t *testing.T) {
+	const oldKey = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+	const newKey = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="
+	dataHome := t.TempDir()
+	config := filepath.Join(t.TempDir(), "Caddyfile")
+	caddyfile := fmt.Sprintf("{\n\tadmin 127.0.0.1:%d\n\tkeygate {\n\t\tmaster_key {env.KG_TEST_MK}\n\t}\n}\nhttp://127.0.0.1:%d {\n\tkeygate {\n\t\ttenant acme\n\t}\n}\n",
+		testcaddy.FreePort(t), testcaddy.FreePort(t))
+	if err := os.WriteFile(config, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := testcaddy.Binary(t)
+	run := func(mk string, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, append(args, "--config", config, "--adapter", "caddyfile")...)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dataHome, "HOME="+dataHome, "KG_TEST_MK="+mk)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	must := func(mk string, args ...string) string {
+		t.Helper()
+		out, err := run(mk, args...)
+		if err != nil {
+			t.Fatalf("keygate %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	must(oldKey, "bootstrap", "--tenant", "acme", "--user", "ops", "--address", "127.0.0.1:1")
+	var user struct{ ID string }
+	if err := json.Unmarshal([]byte(lastJSON(must(oldKey, "users", "create", "--tenant", "acme", "--name", "app", "--type", "APPLICATION", "--json", "--address", "127.0.0.1:1"))), &user); err != nil {
+		t.Fatal(err)
+	}
+	if out := must(oldKey, "secrets", "create", "--user", user.ID, "--name", "a", "--address", "127.0.0.1:1"); !strings.Contains(out, "ACTIVE") {
+		t.Fatalf("secrets create:\n%s", out)
+	}
+	if out := must(oldKey, "rotate-master-key", "--new-key", newKey); !strings.Contains(out, "re-encrypted 1 values") {
+		t.Fatalf("rotate:\n%s", out)
+	}
+	if out, err := run(oldKey, "validate"); err == nil || !strings.Contains(out, "master_key does not match") {
+		t.Fatalf("old master key after rotation: err=%v\n%s", err, out)
+	}
+	must(newKey, "validate")
+	if out, err := run(oldKey, "rotate-master-key", "--new-key", newKey); err == nil {
+		t.Fatalf("rotating with the wrong current key must fail:\n%s", out)
+	}
+}
+
+// lastJSON returns the JSON document at the end of out (after any log lines).
+func lastJSON(out string) string {
+	if strings.HasPrefix(out, "{\n") {
+		return out
+	}
+	if i := strings.LastIndex(out, "\n{\n"); i >= 0 {
+		return out[i+1:]
+	}
+	return out
+}
