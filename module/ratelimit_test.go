@@ -1,0 +1,367 @@
+package module_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/testcaddy"
+	"github.com/keygate/keygate/internal/testredis"
+)
+
+// testMasterKey is a valid master key (32 zero bytes, base64) for the Redis
+// store, which requires one.
+const testMasterKey = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+// redisGlobal is the keygate global option for a Redis store at addr under
+// prefix; extra goes into the store block (e.g. "timeout 1s").
+func redisGlobal(addr, prefix, extra string) string {
+	return fmt.Sprintf(`keygate {
+		store redis {
+			address %s
+			prefix %s
+			%s
+		}
+		master_key %s
+	}`, addr, prefix, extra, testMasterKey)
+}
+
+// startGateway starts keygate from a Caddyfile template in which {gw} and
+// {api} stand for free ports of the gateway and the admin API sites and
+// {up} for the upstream's address ({admin} is testcaddy's admin address).
+// It does not bootstrap: see (*env).bootstrap.
+func startGateway(t *testing.T, tmpl string, up *upstream, opts testcaddy.Options) *env {
+	t.Helper()
+	gw, ad := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	e := &env{t: t, up: up,
+		gateway:  fmt.Sprintf("http://127.0.0.1:%d", gw),
+		adminURL: fmt.Sprintf("http://127.0.0.1:%d", ad),
+	}
+	cf := strings.NewReplacer("{gw}", strconv.Itoa(gw), "{api}", strconv.Itoa(ad), "{up}", up.addr()).Replace(tmpl)
+	opts.Wait = append(opts.Wait, e.gateway, e.adminURL)
+	e.srv = testcaddy.Start(t, cf, opts)
+	return e
+}
+
+// bootstrap creates tenant acme and its superadmin "ops" through the CLI.
+func (e *env) bootstrap() {
+	e.t.Helper()
+	out := e.srv.CLI("bootstrap", "--tenant", "acme", "--user", "ops", "--json")
+	var boot struct {
+		Key struct {
+			Key string `json:"key"`
+		} `json:"key"`
+		User struct {
+			ID string `json:"id"`
+		} `json:"user"`
+	}
+	if err := json.Unmarshal([]byte(out), &boot); err != nil || !strings.HasPrefix(boot.Key.Key, "kg_") {
+		e.t.Fatalf("bootstrap output %q: %v", out, err)
+	}
+	e.adminKey, e.adminID = boot.Key.Key, boot.User.ID
+}
+
+// setRequestLimit changes a user's requestLimit through the admin API.
+func (e *env) setRequestLimit(userID string, limit int64) {
+	e.t.Helper()
+	e.api(http.MethodPatch, "/v1/users/"+userID, map[string]any{"requestLimit": limit}, http.StatusOK)
+}
+
+// addTenantKey gives an existing user an ACTIVE permission in tenant and a
+// key valid there.
+func (e *env) addTenantKey(userID, tenant string) (keyID, key string) {
+	e.t.Helper()
+	e.api(http.MethodPost, "/v1/permissions", map[string]any{
+		"user": map[string]any{"id": userID}, "workspace": map[string]any{"id": tenant},
+		"role": "MEMBER", "status": "ACTIVE",
+	}, http.StatusOK)
+	var k struct {
+		ID  string `json:"id"`
+		Key string `json:"key"`
+	}
+	_ = json.Unmarshal(e.api(http.MethodPost, "/v1/users/"+userID+"/keys", map[string]any{
+		"name": "k-" + tenant, "expiresAt": time.Now().Add(time.Hour).UTC().Format(time.RFC3339), "tenant": tenant,
+	}, http.StatusCreated), &k)
+	if !strings.HasPrefix(k.Key, "kg_") {
+		e.t.Fatalf("no key in create response")
+	}
+	return k.ID, k.Key
+}
+
+// rlClient keeps enough idle connections for the concurrent bursts.
+var rlClient = &http.Client{
+	Timeout:   10 * time.Second,
+	Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 512},
+}
+
+// result is one gateway answer.
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+	start  time.Time // when the request was sent
+	dur    time.Duration
+	err    error
+}
+
+// call sends GET url with the access key (none when key is empty).
+func call(url, key string) result {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if key != "" {
+		req.Header.Set("X-Api-Key", key)
+	}
+	r := result{start: time.Now()}
+	resp, err := rlClient.Do(req)
+	if err != nil {
+		r.err = err
+		r.dur = time.Since(r.start)
+		return r
+	}
+	r.body, r.err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	r.dur = time.Since(r.start)
+	r.status, r.header = resp.StatusCode, resp.Header
+	return r
+}
+
+// mustCall is call that fails the test on a transport error.
+func mustCall(t *testing.T, url, key string) result {
+	t.Helper()
+	r := call(url, key)
+	if r.err != nil {
+		t.Fatalf("GET %s: %v", url, r.err)
+	}
+	return r
+}
+
+// burst sends n concurrent requests with key, request i to urls[i%len(urls)],
+// all released at once.
+func burst(t *testing.T, urls []string, key string, n int) []result {
+	t.Helper()
+	res := make([]result, n)
+	var ready, done sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		ready.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			ready.Done()
+			<-start
+			res[i] = call(urls[i%len(urls)], key)
+		}()
+	}
+	ready.Wait()
+	close(start)
+	done.Wait()
+	for i, r := range res {
+		if r.err != nil {
+			t.Fatalf("request %d to %s: %v", i, urls[i%len(urls)], r.err)
+		}
+	}
+	return res
+}
+
+var rateLimitRE = regexp.MustCompile(`^"user";r=(\d+);t=(\d+)$`)
+
+// checkRateHeaders checks the rate-limit fields of an authenticated answer
+// against the effective limit and the window (seconds), and returns r and t.
+// want is the expected remaining quota, or -1 for any.
+func checkRateHeaders(t *testing.T, r result, limit, window, want int64) (remaining, reset int64) {
+	t.Helper()
+	h := r.header
+	if got, exp := h.Get("RateLimit-Policy"), fmt.Sprintf(`"user";q=%d;w=%d`, limit, window); got != exp {
+		t.Fatalf("status %d: RateLimit-Policy %q, want %q", r.status, got, exp)
+	}
+	m := rateLimitRE.FindStringSubmatch(h.Get("RateLimit"))
+	if m == nil {
+		t.Fatalf("status %d: RateLimit %q does not match %s", r.status, h.Get("RateLimit"), rateLimitRE)
+	}
+	remaining, _ = strconv.ParseInt(m[1], 10, 64)
+	reset, _ = strconv.ParseInt(m[2], 10, 64)
+	if want >= 0 && remaining != want {
+		t.Fatalf("status %d: RateLimit %q: r=%d, want %d", r.status, h.Get("RateLimit"), remaining, want)
+	}
+	if remaining > limit {
+		t.Fatalf("RateLimit r=%d above the limit %d", remaining, limit)
+	}
+	// Quota frees at most one window plus one sub-bucket (W/12) from now.
+	if maxReset := window + (window+11)/12 + 1; reset < 0 || reset > maxReset {
+		t.Fatalf("RateLimit t=%d outside [0, %d]", reset, maxReset)
+	}
+	for name, exp := range map[string]int64{"X-RateLimit-Limit": limit, "X-RateLimit-Remaining": remaining, "X-RateLimit-Reset": reset} {
+		if got := h.Get(name); got != strconv.FormatInt(exp, 10) {
+			t.Fatalf("status %d: %s = %q, want %d (RateLimit %q)", r.status, name, got, exp, h.Get("RateLimit"))
+		}
+	}
+	return remaining, reset
+}
+
+// checkLimited checks a 429: problem+json, Retry-After, rate-limit fields
+// with nothing remaining.
+func checkLimited(t *testing.T, r result, limit, window int64) {
+	t.Helper()
+	if r.status != http.StatusTooManyRequests {
+		t.Fatalf("status %d, want 429: %s", r.status, r.body)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("429 Content-Type %q", ct)
+	}
+	var p struct {
+		Type   string `json:"type"`
+		Status int    `json:"status"`
+	}
+	if err := json.Unmarshal(r.body, &p); err != nil || p.Status != 429 || p.Type != "https://keygate.dev/problems/rate-limited" {
+		t.Fatalf("429 body %s", r.body)
+	}
+	ra, err := strconv.Atoi(r.header.Get("Retry-After"))
+	if err != nil || ra < 1 || int64(ra) > window+(window+11)/12+1 {
+		t.Fatalf("429 Retry-After %q", r.header.Get("Retry-After"))
+	}
+	checkRateHeaders(t, r, limit, window, 0)
+}
+
+// noRateHeaders fails when an answer carries rate-limit fields.
+func noRateHeaders(t *testing.T, r result) {
+	t.Helper()
+	for _, name := range []string{"RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} {
+		if v := r.header.Get(name); v != "" {
+			t.Fatalf("status %d carries %s: %q", r.status, name, v)
+		}
+	}
+}
+
+// checkExact checks that a burst for a user with limit L over a fresh
+// window got exactly L answers 200 (remaining L-1 … 0, each once) and 429s
+// for the rest, and that the upstream saw exactly L of them.
+func checkExact(t *testing.T, res []result, limit, window int64, upstreamCalls int) {
+	t.Helper()
+	var ok, limited int
+	var remaining []int64
+	for _, r := range res {
+		switch r.status {
+		case http.StatusOK:
+			ok++
+			rem, _ := checkRateHeaders(t, r, limit, window, -1)
+			remaining = append(remaining, rem)
+		case http.StatusTooManyRequests:
+			limited++
+			checkLimited(t, r, limit, window)
+		default:
+			t.Fatalf("unexpected status %d: %s", r.status, r.body)
+		}
+	}
+	if ok != int(limit) || limited != len(res)-int(limit) {
+		t.Fatalf("%d requests, limit %d: %d accepted, %d limited", len(res), limit, ok, limited)
+	}
+	if upstreamCalls != int(limit) {
+		t.Fatalf("upstream called %d times, want %d", upstreamCalls, limit)
+	}
+	// Each accepted request saw its own count: the decisions were atomic.
+	slices.Sort(remaining)
+	for i, rem := range remaining {
+		if rem != int64(i) {
+			t.Fatalf("remaining values of accepted requests %v, want 0…%d each once", remaining, limit-1)
+		}
+	}
+}
+
+const sharedRouteCaddyfile = `{
+	admin {admin}
+	%s
+}
+http://127.0.0.1:{gw} {
+	keygate {
+		tenant acme
+		%s
+	}
+	reverse_proxy {up}
+}
+http://127.0.0.1:{api} {
+	keygate_admin
+}
+`
+
+// TestRateLimitExactAcrossNodes runs three keygate processes on one Redis
+// and sends a burst for one user over all of them: exactly the user's limit
+// gets through. A requestLimit changed on one node then applies on the others.
+func TestRateLimitExactAcrossNodes(t *testing.T) {
+	_, prefix := testredis.Client(t) // shared Redis, keys deleted at the end
+	opt := testredis.Options(t)
+	// A generous store timeout: this test is about exactness, not deadlines
+	// (a timed-out call would be a 503, which checkExact reports).
+	cf := fmt.Sprintf(sharedRouteCaddyfile, redisGlobal(opt.Addr, prefix, "timeout 2s"), "")
+	up := newUpstream(t)
+	nodes := make([]*env, 3)
+	for i := range nodes {
+		nodes[i] = startGateway(t, cf, up, testcaddy.Options{})
+	}
+	e := nodes[0]
+	e.bootstrap()
+	for _, n := range nodes[1:] {
+		n.adminKey, n.adminID = e.adminKey, e.adminID
+	}
+
+	const limit, n = 50, 200
+	userID, _, key := e.newUserKey("acme", "burst", time.Now().Add(time.Hour))
+	// Set before the key is first used, so no node has a stale user cached.
+	e.setRequestLimit(userID, limit)
+
+	urls := make([]string, len(nodes))
+	for i, node := range nodes {
+		urls[i] = node.gateway + "/burst"
+	}
+	before, _ := up.snapshot()
+	res := burst(t, urls, key, n)
+	after, _ := up.snapshot()
+	checkExact(t, res, limit, 120, after-before)
+
+	// None over: a second burst in the same window gets nothing through.
+	res = burst(t, urls, key, 30)
+	for _, r := range res {
+		checkLimited(t, r, limit, 120)
+	}
+	if n, _ := up.snapshot(); n != after {
+		t.Fatalf("upstream called %d more times after the limit", n-after)
+	}
+
+	// Raising the limit through node 0's admin API applies on node 2 at
+	// once (the change is published to every node's cache).
+	nodes[0].setRequestLimit(userID, limit+5)
+	deadline := time.Now().Add(time.Second)
+	for {
+		r := mustCall(t, urls[2], key)
+		if r.status == http.StatusOK {
+			checkRateHeaders(t, r, limit+5, 120, 4)
+			break
+		}
+		checkLimited(t, r, limit, 120)
+		if time.Now().After(deadline) {
+			t.Fatal("raised requestLimit not applied on another node within 1s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRateLimitExactLocal is the same burst against one keygate on the
+// embedded file store (in-process limiter).
+func TestRateLimitExactLocal(t *testing.T) {
+	up := newUpstream(t)
+	e := startGateway(t, fmt.Sprintf(sharedRouteCaddyfile, "", "limit 1000"), up, testcaddy.Options{})
+	e.bootstrap()
+	const limit, n = 50, 200
+	userID, _, key := e.newUserKey("acme", "burst", time.Now().Add(time.Hour))
+	e.setRequestLimit(userID, limit)
+	before, _ := up.snapshot()
+	res := burst(t, []string{e.gateway + "/burst"}, key, n)
+	after, _ := up.snapshot()
+	checkExact(t, res, limit, 120, after-before)
+}
