@@ -136,6 +136,30 @@ func cliCommands() []caddycmd.Command {
 			{name: "enable", usage: "<id>", short: "Sets a user ACTIVE again", run: patchRun("/v1/users/%s", map[string]any{"status": "ACTIVE"}, []string{"id", "name", "status", "version"})},
 			{name: "delete", usage: "<id>", short: "Deletes a user and revokes all its keys", run: deleteRun("/v1/users/%s")},
 			{name: "history", usage: "<id>", short: "Shows a user's changelog", run: getRun("/v1/users/%s/history", []string{"at", "actor", "action", "target"})},
+			{name: "roles", usage: "<id>", short: "Shows a user's standard role and customer roles", run: getRun("/v1/users/%s/roles", []string{"userId", "role", "customerRoles"})},
+			{name: "export", usage: "<id>", short: "Prints everything stored about a user as one JSON document (no secrets)",
+				run: func(cl *cliClient, _ caddycmd.Flags, args []string) error {
+					if len(args) != 1 {
+						return errors.New("one id argument is required")
+					}
+					res, err := cl.call(http.MethodGet, "/v1/users/"+url.PathEscape(args[0])+"/export", "", nil)
+					if err != nil {
+						return err
+					}
+					cl.json = true
+					return cl.print(res.Data, nil)
+				}},
+		}),
+		resourceCommand("activity", "Shows the admin API's activity log", []cliVerb{
+			{name: "list", usage: "[--actor <id>] [--from <RFC 3339>] [--to <RFC 3339>]", short: "Lists admin API calls, newest first",
+				flags: func(c *cobra.Command) {
+					c.Flags().String("actor", "", "only calls by this user id")
+					c.Flags().String("from", "", "not before this time (RFC 3339)")
+					c.Flags().String("to", "", "not after this time (RFC 3339)")
+					c.Flags().Int("page", 1, "page number")
+					c.Flags().Int("size", 30, "page size (max 100)")
+				},
+				run: listRun("/v1/activity", []string{"actor", "from", "to", "page", "size"}, []string{"at", "actor", "method", "path", "status", "tenant"})},
 		}),
 		resourceCommand("keys", "Manages access keys", []cliVerb{
 			{name: "list", usage: "--user <id>", short: "Lists a user's keys (masked)",

@@ -328,3 +328,61 @@ func TestGatewayStoreDown(t *testing.T) {
 		t.Fatal("upstream called while the store was down")
 	}
 }
+
+// TestGatewayFollowsAdminChanges: what the admin API changes applies to
+// the gateway at once: replace (with and without grace), user DELETE,
+// permission ARCHIVED and reactivated.
+func TestGatewayFollowsAdminChanges(t *testing.T) {
+	e := startEnv(t, "", "")
+	status := func(key string) int {
+		resp := e.get("/x", map[string]string{"X-Api-Key": key})
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	userID, keyID, key := e.newUserKey("acme", "lifecycle", time.Now().Add(time.Hour))
+	if got := status(key); got != http.StatusOK {
+		t.Fatalf("new key: %d", got)
+	}
+
+	// Replace without grace: the old key stops at once, the new one works.
+	var next struct {
+		ID  string `json:"id"`
+		Key string `json:"key"`
+	}
+	json.Unmarshal(e.api(http.MethodPost, "/v1/users/"+userID+"/keys/"+keyID+"/replace", map[string]any{}, http.StatusCreated), &next)
+	if got := status(key); got != http.StatusUnauthorized {
+		t.Fatalf("replaced key: %d", got)
+	}
+	if got := status(next.Key); got != http.StatusOK {
+		t.Fatalf("replacement key: %d", got)
+	}
+
+	// Replace with a grace period: both work meanwhile.
+	var third struct {
+		Key string `json:"key"`
+	}
+	json.Unmarshal(e.api(http.MethodPost, "/v1/users/"+userID+"/keys/"+next.ID+"/replace", map[string]any{"gracePeriod": "1h"}, http.StatusCreated), &third)
+	if a, b := status(next.Key), status(third.Key); a != http.StatusOK || b != http.StatusOK {
+		t.Fatalf("during grace: old %d, new %d", a, b)
+	}
+
+	// Archiving the permission makes the credential valid but forbidden.
+	perm := map[string]any{"user": map[string]any{"id": userID}, "workspace": map[string]any{"id": "acme"}, "role": "MEMBER", "status": "ARCHIVED"}
+	e.api(http.MethodPost, "/v1/permissions", perm, http.StatusOK)
+	if got := status(third.Key); got != http.StatusForbidden {
+		t.Fatalf("archived permission: %d", got)
+	}
+	perm["status"] = "ACTIVE"
+	e.api(http.MethodPost, "/v1/permissions", perm, http.StatusOK)
+	if got := status(third.Key); got != http.StatusOK {
+		t.Fatalf("reactivated permission: %d", got)
+	}
+
+	// Deleting the user stops every key at once.
+	e.api(http.MethodDelete, "/v1/users/"+userID, nil, http.StatusOK)
+	for _, k := range []string{next.Key, third.Key} {
+		if got := status(k); got != http.StatusUnauthorized {
+			t.Fatalf("key of a deleted user: %d", got)
+		}
+	}
+}
