@@ -246,10 +246,10 @@ func TestInteropNodeClients(t *testing.T) {
 			var failure struct {
 				Status any `json:"status"`
 			}
-			if err := json.Unmarshal([]byte(lastLine(errOut)), &failure); err != nil || fmt.Sprint(failure.Status) != "401" {
+			if err := json.Unmarshal([]byte(lastOutputLine(errOut)), &failure); err != nil || fmt.Sprint(failure.Status) != "401" {
 				t.Errorf("after deactivation: want a 401, script said %q", errOut)
 			}
-			t.Logf("after deactivation %s printed %s", c.script, lastLine(errOut))
+			t.Logf("after deactivation %s printed %s", c.script, lastOutputLine(errOut))
 			if after, _ := e.up.snapshot(); after != before {
 				t.Fatal("upstream called after the secret was deactivated")
 			}
@@ -257,7 +257,7 @@ func TestInteropNodeClients(t *testing.T) {
 	}
 }
 
-func lastLine(s string) string {
+func lastOutputLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
 		return s[i+1:]

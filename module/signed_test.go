@@ -21,16 +21,16 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 )
 
-// A signer signs req (whose body is body) in place as user with secret,
+// A reqSigner signs req (whose body is body) in place as user with secret,
 // the base64 string keygate issued.
-type signer func(t *testing.T, req *http.Request, user, secret string, body []byte)
+type reqSigner func(t *testing.T, req *http.Request, user, secret string, body []byte)
 
 // signedScheme is one signed scheme under test: how to sign and the
 // X-Auth-Scheme keygate reports for it.
 type signedScheme struct {
 	label string // subtest name
 	name  string // X-Auth-Scheme
-	sign  signer
+	sign  reqSigner
 }
 
 var signedSchemes = []signedScheme{
@@ -41,13 +41,13 @@ var signedSchemes = []signedScheme{
 	{"sigv4", "sigv4", signSigV4},
 }
 
-func hmac512(key []byte, msg string) []byte {
+func signHMAC512(key []byte, msg string) []byte {
 	m := hmac.New(sha512.New, key)
 	m.Write([]byte(msg))
 	return m.Sum(nil)
 }
 
-func hmac256(key []byte, msg string) []byte {
+func signHMAC256(key []byte, msg string) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(msg))
 	return m.Sum(nil)
@@ -70,7 +70,7 @@ func signWalleeMAC(t *testing.T, req *http.Request, user, secret string, _ []byt
 	req.Header.Set("x-mac-version", "1")
 	req.Header.Set("x-mac-userid", user)
 	req.Header.Set("x-mac-timestamp", ts)
-	req.Header.Set("x-mac-value", base64.StdEncoding.EncodeToString(hmac512(decodeSecret(t, secret), data)))
+	req.Header.Set("x-mac-value", base64.StdEncoding.EncodeToString(signHMAC512(decodeSecret(t, secret), data)))
 }
 
 // signWalleeJWT signs like the wallee 5.x SDKs: an HS256 JWT keyed with the
@@ -83,7 +83,7 @@ func signWalleeJWT(t *testing.T, req *http.Request, user, secret string, _ []byt
 		"requestPath": req.URL.RequestURI(), "requestMethod": req.Method,
 	})
 	in := enc.EncodeToString(hdr) + "." + enc.EncodeToString(claims)
-	req.Header.Set("Authorization", "Bearer "+in+"."+enc.EncodeToString(hmac256(decodeSecret(t, secret), in)))
+	req.Header.Set("Authorization", "Bearer "+in+"."+enc.EncodeToString(signHMAC256(decodeSecret(t, secret), in)))
 }
 
 // signCavageHS2019 signs per draft-cavage-12 with hs2019 (HMAC-SHA512 keyed
@@ -103,7 +103,7 @@ func signCavageHS2019(_ *testing.T, req *http.Request, user, secret string, body
 		headers = append(headers, "digest")
 		lines = append(lines, "digest: "+req.Header.Get("Digest"))
 	}
-	sig := base64.StdEncoding.EncodeToString(hmac512([]byte(secret), strings.Join(lines, "\n")))
+	sig := base64.StdEncoding.EncodeToString(signHMAC512([]byte(secret), strings.Join(lines, "\n")))
 	req.Header.Set("Authorization", fmt.Sprintf(`Signature keyId="%s",algorithm="hs2019",created=%d,headers="%s",signature="%s"`,
 		user, created, strings.Join(headers, " "), sig))
 }
@@ -127,7 +127,7 @@ func signRFC9421(_ *testing.T, req *http.Request, user, secret string, body []by
 	}
 	base.WriteString(`"@signature-params": ` + params)
 	req.Header.Set("Signature-Input", "sig1="+params)
-	req.Header.Set("Signature", "sig1=:"+base64.StdEncoding.EncodeToString(hmac256([]byte(secret), base.String()))+":")
+	req.Header.Set("Signature", "sig1=:"+base64.StdEncoding.EncodeToString(signHMAC256([]byte(secret), base.String()))+":")
 }
 
 // signSigV4 signs with the AWS SDK for Go v2 signer (header form): access
@@ -142,7 +142,7 @@ func signSigV4(t *testing.T, req *http.Request, user, secret string, body []byte
 }
 
 // signedReq builds a request to the gateway, signed by s.
-func (e *env) signedReq(s signer, method, path string, body []byte, user, secret string) *http.Request {
+func (e *env) signedReq(s reqSigner, method, path string, body []byte, user, secret string) *http.Request {
 	e.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -159,8 +159,8 @@ func (e *env) signedReq(s signer, method, path string, body []byte, user, secret
 	return req
 }
 
-// send sends req (again, when called twice: the body is replayable).
-func (e *env) send(req *http.Request) *http.Response {
+// sendSigned sends req (again, when called twice: the body is replayable).
+func (e *env) sendSigned(req *http.Request) *http.Response {
 	e.t.Helper()
 	if req.GetBody != nil {
 		req.Body, _ = req.GetBody()
@@ -249,20 +249,20 @@ func TestSignedSchemes(t *testing.T) {
 			e.t = t
 
 			// Either live secret passes, on GET with a query and on POST with a body.
-			e.expectPass(e.send(e.signedReq(s.sign, http.MethodGet, "/api/transaction/read?spaceId=405&id=17", nil, user, secA)), user, s.name, idA)
-			e.expectPass(e.send(e.signedReq(s.sign, http.MethodGet, "/api/transaction/read?spaceId=405&id=17", nil, user, secB)), user, s.name, idB)
-			e.expectPass(e.send(e.signedReq(s.sign, http.MethodPost, "/api/transaction/create?spaceId=405", body, user, secA)), user, s.name, idA)
+			e.expectPass(e.sendSigned(e.signedReq(s.sign, http.MethodGet, "/api/transaction/read?spaceId=405&id=17", nil, user, secA)), user, s.name, idA)
+			e.expectPass(e.sendSigned(e.signedReq(s.sign, http.MethodGet, "/api/transaction/read?spaceId=405&id=17", nil, user, secB)), user, s.name, idB)
+			e.expectPass(e.sendSigned(e.signedReq(s.sign, http.MethodPost, "/api/transaction/create?spaceId=405", body, user, secA)), user, s.name, idA)
 
 			// Two identical GETs (same signature, same second) both pass.
 			get := e.signedReq(s.sign, http.MethodGet, "/api/transaction/read?spaceId=405&id=18", nil, user, secB)
-			e.expectPass(e.send(get), user, s.name, idB)
-			e.expectPass(e.send(get), user, s.name, idB)
+			e.expectPass(e.sendSigned(get), user, s.name, idB)
+			e.expectPass(e.sendSigned(get), user, s.name, idB)
 
 			// A POST is single-use: the replay is refused.
 			post := e.signedReq(s.sign, http.MethodPost, "/api/transaction/create?spaceId=405", body, user, secB)
-			e.expectPass(e.send(post), user, s.name, idB)
+			e.expectPass(e.sendSigned(post), user, s.name, idB)
 			before, _ := e.up.snapshot()
-			expectProblem(t, e.send(post), http.StatusUnauthorized)
+			expectProblem(t, e.sendSigned(post), http.StatusUnauthorized)
 
 			// Tampered requests are refused: path, query, method, secret,
 			// claimed user, and the body where the scheme covers it (stale
@@ -301,7 +301,7 @@ func TestSignedSchemes(t *testing.T) {
 			}
 			for name, mk := range tamper {
 				t.Run(name, func(t *testing.T) {
-					expectProblem(t, e.send(mk()), http.StatusUnauthorized)
+					expectProblem(t, e.sendSigned(mk()), http.StatusUnauthorized)
 				})
 			}
 			if after, _ := e.up.snapshot(); after != before {
@@ -316,12 +316,12 @@ func TestSignedSchemes(t *testing.T) {
 		t.Run("rotated/"+s.label, func(t *testing.T) {
 			e := *e
 			e.t = t
-			expectProblem(t, e.send(e.signedReq(s.sign, http.MethodGet, "/api/transaction/read?spaceId=405&id=17", nil, user, secA)), http.StatusUnauthorized)
-			e.expectPass(e.send(e.signedReq(s.sign, http.MethodGet, "/api/transaction/read?spaceId=405&id=17", nil, user, secB)), user, s.name, idB)
+			expectProblem(t, e.sendSigned(e.signedReq(s.sign, http.MethodGet, "/api/transaction/read?spaceId=405&id=17", nil, user, secA)), http.StatusUnauthorized)
+			e.expectPass(e.sendSigned(e.signedReq(s.sign, http.MethodGet, "/api/transaction/read?spaceId=405&id=17", nil, user, secB)), user, s.name, idB)
 		})
 	}
 	// With A inactive a new secret may be issued, and works at once.
 	idC, secC := e.newSecret(user, "c")
-	e.expectPass(e.send(e.signedReq(signWalleeMAC, http.MethodGet, "/api/x", nil, user, secC)), user, "wallee_mac", idC)
+	e.expectPass(e.sendSigned(e.signedReq(signWalleeMAC, http.MethodGet, "/api/x", nil, user, secC)), user, "wallee_mac", idC)
 	e.api(http.MethodPost, "/v1/users/"+user+"/secrets", map[string]any{"name": "d"}, http.StatusConflict)
 }
