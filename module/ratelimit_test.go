@@ -82,7 +82,7 @@ func (e *env) addTenantKey(userID, tenant string) (keyID, key string) {
 	e.api(http.MethodPost, "/v1/permissions", map[string]any{
 		"user": map[string]any{"id": userID}, "workspace": map[string]any{"id": tenant},
 		"role": "MEMBER", "status": "ACTIVE",
-	}, http.StatusOK)
+	}, http.StatusCreated)
 	var k struct {
 		ID  string `json:"id"`
 		Key string `json:"key"`
@@ -364,4 +364,244 @@ func TestRateLimitExactLocal(t *testing.T) {
 	res := burst(t, []string{e.gateway + "/burst"}, key, n)
 	after, _ := up.snapshot()
 	checkExact(t, res, limit, 120, after-before)
+}
+
+// TestRateLimitWindowSlides uses one short real window (limit 5 per 2 s, on
+// Redis): quota comes back as the window slides, not before one window has
+// passed, and no interval shorter than a window ever sees more than the
+// limit accepted, so there is no burst at window boundaries.
+func TestRateLimitWindowSlides(t *testing.T) {
+	_, prefix := testredis.Client(t)
+	opt := testredis.Options(t)
+	up := newUpstream(t)
+	e := startGateway(t, fmt.Sprintf(sharedRouteCaddyfile, redisGlobal(opt.Addr, prefix, "timeout 1s"), "limit 5 2s"), up, testcaddy.Options{})
+	e.bootstrap()
+	_, _, key := e.newUserKey("acme", "slider", time.Now().Add(time.Hour))
+	const limit, window = 5, 2 * time.Second
+	url := e.gateway + "/w"
+
+	var accepted []result
+	for i := range limit {
+		r := mustCall(t, url, key)
+		if r.status != http.StatusOK {
+			t.Fatalf("request %d: status %d", i, r.status)
+		}
+		checkRateHeaders(t, r, limit, 2, int64(limit-1-i))
+		accepted = append(accepted, r)
+	}
+	checkLimited(t, mustCall(t, url, key), limit, 2)
+
+	// Poll until quota returns: between one window and one window plus a
+	// sub-bucket (2 s / 12) after the first accepted request.
+	first := accepted[0].start
+	for {
+		r := mustCall(t, url, key)
+		if r.status == http.StatusOK {
+			checkRateHeaders(t, r, limit, 2, -1)
+			accepted = append(accepted, r)
+			if back := r.start.Add(r.dur).Sub(first); back < window {
+				t.Fatalf("quota returned %v after the first request, before one window", back)
+			}
+			t.Logf("quota returned %v after the first accepted request", r.start.Sub(first))
+			break
+		}
+		checkLimited(t, r, limit, 2)
+		if time.Since(first) > window+window/12+time.Second {
+			t.Fatal("quota did not return within one window plus a sub-bucket and 1 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A steady stream for 2.75 windows keeps getting quota back.
+	streamStart := len(accepted)
+	for end := time.Now().Add(5500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		r := mustCall(t, url, key)
+		switch r.status {
+		case http.StatusOK:
+			checkRateHeaders(t, r, limit, 2, -1)
+			accepted = append(accepted, r)
+		default:
+			checkLimited(t, r, limit, 2)
+		}
+	}
+	if got := len(accepted) - streamStart; got < 2*limit {
+		t.Fatalf("only %d accepted in 5.5 s of steady traffic with %d per 2 s", got, limit)
+	}
+	// Requests i … j whose server-side decisions certainly fell within less
+	// than one window (j's answer arrived less than a window after i was
+	// sent) must number at most the limit.
+	for i := range accepted {
+		n := 0
+		for j := i; j < len(accepted) && accepted[j].start.Add(accepted[j].dur).Sub(accepted[i].start) < window; j++ {
+			n++
+		}
+		if n > limit {
+			t.Fatalf("%d requests accepted within one window starting at request %d", n, i)
+		}
+	}
+	if calls, _ := up.snapshot(); calls != len(accepted) {
+		t.Fatalf("upstream called %d times for %d accepted requests", calls, len(accepted))
+	}
+	t.Logf("%d accepted in %v", len(accepted), time.Since(first).Round(time.Millisecond))
+}
+
+const policyCaddyfile = `{
+	admin {admin}
+	%s
+}
+http://127.0.0.1:{gw} {
+	handle /a/* {
+		keygate {
+			tenant acme
+			limit 3
+		}
+		reverse_proxy {up}
+	}
+	handle /b/* {
+		keygate {
+			tenant acme
+			limit 5
+		}
+		reverse_proxy {up}
+	}
+	handle /capped/* {
+		keygate {
+			tenant acme
+			limit 3
+			max_limit 4
+		}
+		reverse_proxy {up}
+	}
+	handle /other/* {
+		keygate {
+			tenant other
+			limit 3
+		}
+		reverse_proxy {up}
+	}
+}
+http://127.0.0.1:{api} {
+	keygate_admin
+}
+`
+
+// TestRateLimitPolicy checks the effective limit and the headers: route
+// default, per-user override, max_limit ceiling, one counter per user and
+// tenant shared by the tenant's routes, separate counters per tenant,
+// rejected requests not counted, requestLimit changes applied on the next
+// request, and no rate-limit fields on 401s.
+func TestRateLimitPolicy(t *testing.T) {
+	_, prefix := testredis.Client(t)
+	opt := testredis.Options(t)
+	up := newUpstream(t)
+	e := startGateway(t, fmt.Sprintf(policyCaddyfile, redisGlobal(opt.Addr, prefix, "timeout 1s")), up, testcaddy.Options{})
+	e.bootstrap()
+	e.api(http.MethodPost, "/v1/tenants", map[string]any{"id": "other", "name": "Other"}, http.StatusCreated)
+
+	u1, _, k1 := e.newUserKey("acme", "u1", time.Now().Add(time.Hour))
+	_, k1other := e.addTenantKey(u1, "other")
+	u2, _, k2 := e.newUserKey("acme", "u2", time.Now().Add(time.Hour))
+	e.setRequestLimit(u2, 6)
+	u3, _, k3 := e.newUserKey("acme", "u3", time.Now().Add(time.Hour))
+	e.setRequestLimit(u3, 10)
+
+	ok := 0
+	expectOK := func(path, key string, limit, remaining int64) {
+		t.Helper()
+		r := mustCall(t, e.gateway+path, key)
+		if r.status != http.StatusOK {
+			t.Fatalf("%s: status %d, want 200: %s", path, r.status, r.body)
+		}
+		checkRateHeaders(t, r, limit, 120, remaining)
+		ok++
+	}
+	expectLimited := func(path, key string, limit int64) {
+		t.Helper()
+		checkLimited(t, mustCall(t, e.gateway+path, key), limit, 120)
+	}
+
+	// Unauthenticated answers carry no rate-limit fields.
+	for _, key := range []string{"", "kg_aaaaaaaaaaaaaaaa_" + strings.Repeat("b", 52), k1[:len(k1)-4] + "zzzz"} {
+		r := mustCall(t, e.gateway+"/a/x", key)
+		if r.status != http.StatusUnauthorized {
+			t.Fatalf("bad key: status %d", r.status)
+		}
+		noRateHeaders(t, r)
+	}
+
+	// Route default: 3, then 429s, which do not count.
+	for i := range int64(3) {
+		expectOK("/a/x", k1, 3, 2-i)
+	}
+	for range 5 {
+		expectLimited("/a/x", k1, 3)
+	}
+	// Another route of the tenant shares the counter and decides against
+	// its own limit: 5 - 3 used = 2 left, so the five 429s cost nothing.
+	expectOK("/b/x", k1, 5, 1)
+	expectOK("/b/x", k1, 5, 0)
+	expectLimited("/b/x", k1, 5)
+	expectLimited("/a/x", k1, 3)
+
+	// Another tenant has its own counter for the same user.
+	for i := range int64(3) {
+		expectOK("/other/x", k1other, 3, 2-i)
+	}
+	expectLimited("/other/x", k1other, 3)
+
+	// A user's requestLimit beats the route's default.
+	for i := range int64(6) {
+		expectOK("/a/x", k2, 6, 5-i)
+	}
+	expectLimited("/a/x", k2, 6)
+
+	// max_limit caps a user's requestLimit (10 → 4) but does not lift the
+	// route default of a user without one.
+	for i := range int64(4) {
+		expectOK("/capped/x", k3, 4, 3-i)
+	}
+	expectLimited("/capped/x", k3, 4)
+	expectLimited("/capped/x", k1, 3)
+
+	// Raising u1's requestLimit to 8 applies to the next request (u1 has
+	// used 5 in acme): allow the change notification a moment to arrive.
+	e.setRequestLimit(u1, 8)
+	polls := 0
+	for deadline := time.Now().Add(time.Second); ; polls++ {
+		r := mustCall(t, e.gateway+"/a/x", k1)
+		if r.status == http.StatusOK {
+			checkRateHeaders(t, r, 8, 120, 2)
+			ok++
+			break
+		}
+		checkLimited(t, r, 3, 120)
+		if time.Now().After(deadline) {
+			t.Fatal("raised requestLimit not applied within 1s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("raised requestLimit applied after %d refused requests", polls)
+	// Back to 0: the route default applies again; lowering u3 to 2 too.
+	e.setRequestLimit(u1, 0)
+	e.setRequestLimit(u3, 2)
+	waitLimit := func(path, key string, limit int64) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Second); ; {
+			r := mustCall(t, e.gateway+path, key)
+			if r.status == http.StatusTooManyRequests && r.header.Get("X-RateLimit-Limit") == strconv.FormatInt(limit, 10) {
+				checkLimited(t, r, limit, 120)
+				return
+			}
+			if r.status != http.StatusTooManyRequests || time.Now().After(deadline) {
+				t.Fatalf("%s: status %d, X-RateLimit-Limit %q; want 429 with limit %d", path, r.status, r.header.Get("X-RateLimit-Limit"), limit)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitLimit("/a/x", k1, 3)
+	waitLimit("/capped/x", k3, 2)
+
+	if calls, _ := up.snapshot(); calls != ok {
+		t.Fatalf("upstream called %d times for %d accepted requests", calls, ok)
+	}
 }
