@@ -52,9 +52,13 @@ func (o *CacheOptions) setDefaults() {
 type Principal struct {
 	User        User
 	Permissions map[string]*Permission
-	secrets     []OpenSecret
-	secretsErr  error
-	secretsOnce sync.Once
+	// IDValue and NameValue are User.ID and User.Name as interface values,
+	// boxed once per cached principal so that setting request placeholders
+	// costs no allocation per request.
+	IDValue, NameValue any
+	secrets            []OpenSecret
+	secretsErr         error
+	secretsOnce        sync.Once
 }
 
 // Permission returns the user's permission in tenant, or nil.
@@ -169,7 +173,7 @@ func (r *Resolver) Principal(ctx context.Context, id string, now time.Time) (*Pr
 	if err != nil {
 		return nil, err
 	}
-	p := &Principal{User: u, Permissions: make(map[string]*Permission, len(perms))}
+	p := &Principal{User: u, Permissions: make(map[string]*Permission, len(perms)), IDValue: u.ID, NameValue: u.Name}
 	for i := range perms {
 		p.Permissions[perms[i].TenantID] = &perms[i]
 	}

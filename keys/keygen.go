@@ -8,8 +8,11 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"fmt"
+	"hash"
+	"io"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -54,12 +57,20 @@ func NewUserID() string {
 // the pepper when one is configured (a leaked store then cannot be
 // brute-forced offline without the pepper as well).
 type Hasher struct {
-	pepper []byte
+	pepper  []byte
+	digests sync.Pool // of *digest
 }
 
 // NewHasher returns a Hasher; an empty pepper means plain SHA-256.
 func NewHasher(pepper []byte) *Hasher {
-	return &Hasher{pepper: append([]byte(nil), pepper...)}
+	h := &Hasher{pepper: append([]byte(nil), pepper...)}
+	h.digests.New = func() any {
+		if len(h.pepper) == 0 {
+			return &digest{h: sha256.New()}
+		}
+		return &digest{h: hmac.New(sha256.New, h.pepper)}
+	}
+	return h
 }
 
 // Sum returns the stored hash of a full access key string.
@@ -73,13 +84,30 @@ func (h *Hasher) Sum(key string) []byte {
 	return m.Sum(nil)
 }
 
-// Verify reports, in constant time, whether key hashes to stored.
+// Verify reports, in constant time, whether key hashes to stored. It does
+// not allocate: digests are pooled.
 func (h *Hasher) Verify(key string, stored []byte) bool {
-	if len(h.pepper) == 0 {
-		s := sha256.Sum256([]byte(key))
-		return subtle.ConstantTimeCompare(s[:], stored) == 1
+	d := h.digests.Get().(*digest)
+	d.h.Reset()
+	if len(key) <= len(d.scratch) {
+		// Copying into pooled scratch space avoids the []byte(key) allocation.
+		n := copy(d.scratch[:], key)
+		d.h.Write(d.scratch[:n])
+		clear(d.scratch[:n])
+	} else {
+		_, _ = io.WriteString(d.h, key)
 	}
-	return subtle.ConstantTimeCompare(h.Sum(key), stored) == 1
+	sum := d.h.Sum(d.buf[:0])
+	ok := subtle.ConstantTimeCompare(sum, stored) == 1
+	h.digests.Put(d)
+	return ok
+}
+
+// digest is a reusable hash with room for its sum.
+type digest struct {
+	h       hash.Hash
+	buf     [sha256.Size]byte
+	scratch [128]byte
 }
 
 // ParseAccessKey splits kg_<id>_<secret> and returns the id. It does not

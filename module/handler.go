@@ -93,10 +93,12 @@ type Handler struct {
 	limiter    *ratelimit.Guarded
 	replayMode auth.ReplayMode
 	tenantRepl bool
-	roles      map[string]struct{}
-	hdr        identityHeaders
-	keyHeader  string
-	lastWarn   *warnLimiter
+	// tenantValue is Tenant boxed once, for the placeholder.
+	tenantValue any
+	roles       map[string]struct{}
+	hdr         identityHeaders
+	keyHeader   string
+	lastWarn    *warnLimiter
 }
 
 // identityHeaders are the canonical names of the headers keygate sets.
@@ -132,6 +134,7 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 		return errors.New("tenant is required")
 	}
 	h.tenantRepl = strings.Contains(h.Tenant, "{")
+	h.tenantValue = h.Tenant
 	set, err := auth.ParseSchemeSet(h.Schemes...)
 	if err != nil {
 		return fmt.Errorf("schemes: %w", err)
@@ -415,30 +418,48 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, id identity, ou
 	return nil
 }
 
-// setIdentity sets the identity headers and placeholders.
+// roleValues box the standard roles once, for placeholders.
+var roleValues = map[keys.Role]any{keys.RoleAdmin: string(keys.RoleAdmin), keys.RoleMember: string(keys.RoleMember), keys.RoleViewer: string(keys.RoleViewer)}
+
+// setIdentity sets the identity headers and placeholders. The header values
+// share one backing array (each slice capped at length 1, so an append by a
+// later handler copies instead of overwriting its neighbour).
 func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, tenant string, id identity) {
 	u := &id.principal.User
 	role := string(id.perm.Role)
+	v := new([8]string)
+	v[0], v[1], v[2], v[3], v[4], v[5] = u.ID, u.Name, string(u.Type), tenant, role, id.scheme.String()
 	hd := r.Header
-	hd[h.hdr.userID] = []string{u.ID}
-	hd[h.hdr.userName] = []string{u.Name}
-	hd[h.hdr.userType] = []string{string(u.Type)}
-	hd[h.hdr.tenant] = []string{tenant}
-	hd[h.hdr.role] = []string{role}
+	hd[h.hdr.userID] = v[0:1:1]
+	hd[h.hdr.userName] = v[1:2:2]
+	hd[h.hdr.userType] = v[2:3:3]
+	hd[h.hdr.tenant] = v[3:4:4]
+	hd[h.hdr.role] = v[4:5:5]
+	hd[h.hdr.scheme] = v[5:6:6]
 	if len(id.perm.CustomerRoles) > 0 {
-		hd[h.hdr.customerRoles] = []string{strings.Join(id.perm.CustomerRoles, ",")}
+		v[6] = strings.Join(id.perm.CustomerRoles, ",")
+		hd[h.hdr.customerRoles] = v[6:7:7]
 	}
 	if id.keyID != "" {
-		hd[h.hdr.keyID] = []string{id.keyID}
+		v[7] = id.keyID
+		hd[h.hdr.keyID] = v[7:8:8]
 	} else if id.secretID != "" {
-		hd[h.hdr.keyID] = []string{id.secretID}
+		v[7] = id.secretID
+		hd[h.hdr.keyID] = v[7:8:8]
 	}
-	hd[h.hdr.scheme] = []string{id.scheme.String()}
 	if repl != nil {
-		repl.Set("http.auth.user.id", u.ID)
-		repl.Set("http.auth.user.name", u.Name)
-		repl.Set("http.auth.user.tenant", tenant)
-		repl.Set("http.auth.user.role", role)
+		repl.Set("http.auth.user.id", id.principal.IDValue)
+		repl.Set("http.auth.user.name", id.principal.NameValue)
+		if h.tenantValue != nil && !h.tenantRepl {
+			repl.Set("http.auth.user.tenant", h.tenantValue)
+		} else {
+			repl.Set("http.auth.user.tenant", tenant)
+		}
+		if rv, ok := roleValues[id.perm.Role]; ok {
+			repl.Set("http.auth.user.role", rv)
+		} else {
+			repl.Set("http.auth.user.role", role)
+		}
 	}
 }
 
