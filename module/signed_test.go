@@ -19,6 +19,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/keygate/keygate/internal/testcaddy"
+	"github.com/keygate/keygate/internal/testredis"
 )
 
 // A reqSigner signs req (whose body is body) in place as user with secret,
@@ -234,8 +237,72 @@ func (e *env) deactivateSecret(user, id string) {
 	e.api(http.MethodPatch, "/v1/users/"+user+"/secrets/"+id, map[string]any{"status": "INACTIVE"}, http.StatusOK)
 }
 
+// TestSignedSchemes runs every signed scheme through a real keygate on the
+// embedded store (in-process replay cache).
 func TestSignedSchemes(t *testing.T) {
-	e := startEnv(t, "", "replay_protection on")
+	testSignedSchemes(t, startEnv(t, "", "replay_protection on"))
+}
+
+// signedRedisGlobal is the global option for a Redis store under prefix.
+func signedRedisGlobal(addr, prefix string) string {
+	return fmt.Sprintf(`keygate {
+		store redis {
+			address %s
+			prefix %s
+			timeout 2s
+		}
+		master_key a2V5Z2F0ZSBzaWduZWQtcmVxdWVzdCB0ZXN0IGtleSE=
+	}`, addr, prefix)
+}
+
+// TestSignedSchemesRedis runs the same on the Redis store (replay guard in
+// Redis), then checks that deactivating a secret through one node's admin
+// API refuses it on a second node well under a second later.
+func TestSignedSchemesRedis(t *testing.T) {
+	_, prefix := testredis.Client(t)
+	global := signedRedisGlobal(testredis.Options(t).Addr, prefix)
+	e := startEnv(t, global, "replay_protection on")
+	testSignedSchemes(t, e)
+
+	// A second node on the same store.
+	up2 := newUpstream(t)
+	gw2 := testcaddy.FreePort(t)
+	e2 := *e
+	e2.up = up2
+	e2.gateway = fmt.Sprintf("http://127.0.0.1:%d", gw2)
+	e2.srv = testcaddy.Start(t, gatewayCaddyfile(global, "replay_protection on", gw2, testcaddy.FreePort(t), up2.addr()),
+		testcaddy.Options{Wait: []string{e2.gateway}})
+
+	user := e.appUser("acme", "two-nodes")
+	idA, secA := e.newSecret(user, "a")
+	idB, secB := e.newSecret(user, "b")
+	// Both nodes have A cached and accept it. A POST replayed on the other
+	// node is refused: the replay guard is shared (wallee MAC does not
+	// sign the host, so only the guard can refuse it).
+	e.expectPass(e.sendSigned(e.signedReq(signWalleeMAC, http.MethodGet, "/x", nil, user, secA)), user, "wallee_mac", idA)
+	e2.expectPass(e2.sendSigned(e2.signedReq(signWalleeMAC, http.MethodGet, "/x", nil, user, secA)), user, "wallee_mac", idA)
+	post := e.signedReq(signWalleeMAC, http.MethodPost, "/x", []byte(`{"n":1}`), user, secB)
+	e.expectPass(e.sendSigned(post), user, "wallee_mac", idB)
+	post.URL.Host = strings.TrimPrefix(e2.gateway, "http://")
+	post.Host = ""
+	expectProblem(t, e2.sendSigned(post), http.StatusUnauthorized)
+	e.deactivateSecret(user, idA)
+	deadline := time.Now().Add(time.Second)
+	for {
+		resp := e2.sendSigned(e2.signedReq(signWalleeMAC, http.MethodGet, "/x", nil, user, secA))
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deactivated secret still accepted on the other node after 1s: %d", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e2.expectPass(e2.sendSigned(e2.signedReq(signWalleeMAC, http.MethodGet, "/x", nil, user, secB)), user, "wallee_mac", idB)
+}
+
+func testSignedSchemes(t *testing.T, e *env) {
 	user := e.appUser("acme", "shop-app")
 	idA, secA := e.newSecret(user, "a")
 	idB, secB := e.newSecret(user, "b")
