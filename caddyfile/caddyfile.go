@@ -1,5 +1,6 @@
 // Package caddyfile adapts keygate's Caddyfile syntax: the `keygate` global
-// option and the `keygate` and `keygate_admin` directives. It builds
+// option and the `keygate`, `keygate_admin`, `keygate_token` and
+// `keygate_jwks` directives. It builds
 // module/ types from tokens; module/ never imports it.
 package caddyfile
 
@@ -21,6 +22,10 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("keygate", httpcaddyfile.After, "basic_auth")
 	httpcaddyfile.RegisterHandlerDirective("keygate_admin", parseAdmin)
 	httpcaddyfile.RegisterDirectiveOrder("keygate_admin", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterHandlerDirective("keygate_token", parseToken)
+	httpcaddyfile.RegisterDirectiveOrder("keygate_token", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterHandlerDirective("keygate_jwks", parseJWKS)
+	httpcaddyfile.RegisterDirectiveOrder("keygate_jwks", httpcaddyfile.Before, "respond")
 }
 
 // parseGlobal sets up the keygate app from the global option. Syntax:
@@ -44,6 +49,13 @@ func init() {
 //			ttl <duration>
 //			negative_ttl <duration>
 //			size <n>
+//		}
+//		token {
+//			issuer <string>
+//			audience <string>
+//			lifetime <duration>
+//			algorithm RS256|EdDSA
+//			rotate <duration>
 //		}
 //	}
 func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -104,6 +116,15 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 					return nil, d.Errf("unrecognized cache option '%s'", d.Val())
 				}
 			}
+		case "token":
+			if app.Token != nil {
+				return nil, d.Err("token already specified")
+			}
+			tc, err := parseTokenOptions(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Token = tc
 		default:
 			return nil, d.Errf("unrecognized keygate option '%s'", d.Val())
 		}
@@ -301,6 +322,88 @@ func parseAdmin(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		return nil, d.Err("keygate_admin takes no options")
 	}
 	return new(module.AdminHandler), nil
+}
+
+// parseTokenOptions reads the token block of the global option.
+func parseTokenOptions(d *caddyfile.Dispenser) (*module.TokenConfig, error) {
+	tc := new(module.TokenConfig)
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("token %s already specified", opt)
+		}
+		seen[opt] = true
+		var err error
+		switch opt {
+		case "issuer":
+			err = oneArg(d, &tc.Issuer)
+		case "audience":
+			err = oneArg(d, &tc.Audience)
+		case "lifetime":
+			err = durationArg(d, &tc.Lifetime)
+		case "rotate":
+			err = durationArg(d, &tc.Rotate)
+		case "algorithm":
+			err = oneArg(d, &tc.Algorithm)
+			if err == nil && tc.Algorithm != "RS256" && tc.Algorithm != "EdDSA" {
+				return nil, d.Errf("token algorithm: '%s' must be RS256 or EdDSA", tc.Algorithm)
+			}
+		default:
+			return nil, d.Errf("unrecognized token option '%s'", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return tc, nil
+}
+
+// parseToken sets up the token endpoint (OAuth2 client credentials).
+// Syntax:
+//
+//	keygate_token [<matcher>]
+func parseToken(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	d := h.Dispenser
+	d.Next()
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	if d.NextBlock(d.Nesting()) {
+		return nil, d.Err("keygate_token takes no options (see the keygate global option's token block)")
+	}
+	return new(module.TokenHandler), nil
+}
+
+// parseJWKS sets up the JWKS endpoint. Syntax:
+//
+//	keygate_jwks [<matcher>] {
+//		max_age <duration>
+//	}
+func parseJWKS(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	d := h.Dispenser
+	d.Next()
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	jh := new(module.JWKSHandler)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "max_age":
+			if jh.MaxAge != 0 {
+				return nil, d.Err("max_age already specified")
+			}
+			if err := durationArg(d, &jh.MaxAge); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, d.Errf("unrecognized subdirective '%s'", d.Val())
+		}
+	}
+	return jh, nil
 }
 
 func oneArg(d *caddyfile.Dispenser, dst *string) error {

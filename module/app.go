@@ -52,6 +52,10 @@ type App struct {
 	// date are removed. Default: 1h.
 	PurgeInterval caddy.Duration `json:"purge_interval,omitempty"`
 
+	// Token configures token exchange (keygate_token, keygate_jwks and the
+	// access_token scheme). Default: the TokenConfig defaults.
+	Token *TokenConfig `json:"token,omitempty"`
+
 	ctx      caddy.Context
 	logger   *zap.Logger
 	shared   *sharedStore
@@ -69,6 +73,7 @@ type App struct {
 	local   *ratelimit.Local
 	cancel  context.CancelFunc
 	admin   *admin.Handler
+	tokens  *tokenKeys
 }
 
 // StoreConfig selects the key store.
@@ -220,6 +225,13 @@ func (a *App) setup() error {
 	if a.PurgeInterval <= 0 {
 		a.PurgeInterval = caddy.Duration(time.Hour)
 	}
+	logger := a.logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if a.tokens, err = newTokenKeys(a.Token, shared.store, a.sealer, logger); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -318,6 +330,7 @@ func (a *App) Start() error {
 		a.logger.Warn("writing last-used times", zap.Error(err))
 	})
 	go a.purgeLoop(runCtx)
+	go a.tokens.run(runCtx)
 	return nil
 }
 

@@ -143,7 +143,7 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 		h.KeyHeader = "X-Api-Key"
 	}
 	h.keyHeader = textproto.CanonicalMIMEHeaderKey(h.KeyHeader)
-	h.detector = &auth.Detector{Schemes: set, KeyHeader: h.keyHeader, KeyQuery: h.KeyQuery}
+	h.detector = &auth.Detector{Schemes: set, KeyHeader: h.keyHeader, KeyQuery: h.KeyQuery, IsTokenKID: app.isTokenKID}
 	if h.Window <= 0 {
 		h.Window = caddy.Duration(2 * time.Minute)
 	}
@@ -288,25 +288,28 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 	ctx := r.Context()
 	switch {
 	case cred.Scheme == auth.AccessKey:
-		k, err := h.app.resolver.Key(ctx, cred.KeyID, now)
-		if err != nil {
-			return id, lookupFailure("unknown access key", err)
+		k, p, out := h.app.verifyAccessKey(ctx, cred.AccessKey, cred.KeyID, now)
+		if k != nil {
+			id.keyID = k.ID
 		}
-		if !h.app.hasher.Verify(cred.AccessKey, k.Hash) {
-			return id, unauthenticated("wrong access key secret", nil)
-		}
-		if !k.Usable(now) {
-			return id, unauthenticated("access key expired, disabled or revoked", nil)
-		}
-		id.keyID = k.ID
-		p, err := h.app.resolver.Principal(ctx, k.UserID, now)
-		if err != nil {
-			return id, lookupFailure("key owner not found", err)
+		if out != nil {
+			return id, out
 		}
 		id.principal = p
 		if k.TenantID != tenant {
 			return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "key belongs to another tenant"}
 		}
+	case cred.Scheme == auth.AccessToken:
+		// Verified locally; the minting key and its user still come from
+		// the cache so that revocation applies before exp.
+		k, p, out := h.app.verifyAccessToken(ctx, cred.Token, tenant, now)
+		if k != nil {
+			id.keyID = k.ID
+		}
+		if out != nil {
+			return id, out
+		}
+		id.principal = p
 	case cred.Scheme.Signed():
 		p, err := h.app.resolver.Principal(ctx, cred.UserID, now)
 		if err != nil {

@@ -1,0 +1,374 @@
+package module
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/auth"
+	"github.com/keygate/keygate/keys"
+)
+
+// TokenConfig configures token exchange: the access tokens the
+// `keygate_token` handler issues for API tokens (OAuth2 client
+// credentials) and the `access_token` gateway scheme verifies.
+type TokenConfig struct {
+	// Issuer is the "iss" claim of issued tokens, checked on verification.
+	// Default: keygate
+	Issuer string `json:"issuer,omitempty"`
+	// Audience, when set, is the "aud" claim of issued tokens and must be
+	// the "aud" of every access token the gateway accepts. Default: none.
+	Audience string `json:"audience,omitempty"`
+	// Lifetime of an access token; expires_in is one second less.
+	// Default: 1h
+	Lifetime caddy.Duration `json:"lifetime,omitempty"`
+	// Algorithm signs tokens: RS256 (2048-bit RSA) or EdDSA (Ed25519).
+	// Only this algorithm is accepted on verification. Default: RS256
+	Algorithm string `json:"algorithm,omitempty"`
+	// Rotate is how long one signing key signs before a new one is made;
+	// the old key stays in the JWKS until its last token has expired.
+	// Default: 720h
+	Rotate caddy.Duration `json:"rotate,omitempty"`
+}
+
+// Token defaults and bounds.
+const (
+	defaultTokenIssuer   = "keygate"
+	defaultTokenLifetime = time.Hour
+	defaultTokenRotate   = 720 * time.Hour
+	// maxTokenLeeway tolerates clock differences between nodes and clients.
+	maxTokenLeeway = 30 * time.Second
+	// tokenReloadGap is the shortest time between two key-set reloads
+	// triggered by tokens naming an unknown kid.
+	tokenReloadGap = 2 * time.Second
+	// tokenStoreTimeout bounds each store call of key management.
+	tokenStoreTimeout = 2 * time.Second
+)
+
+// errTokensUnavailable: tokens cannot be signed (no master key, or the
+// signing key could not be created or opened).
+var errTokensUnavailable = errors.New("token signing unavailable")
+
+// tokenKeySet is an immutable snapshot of the live token-signing keys.
+type tokenKeySet struct {
+	byKID   map[string]*auth.TokenKey
+	signing *auth.TokenKey // current signing key, nil when none is usable
+	signEnd time.Time      // signing's SignUntil
+	jwks    []byte         // rendered JWKS document
+}
+
+// tokenKeys manages the signing keys of an App: it keeps them in the store
+// (private keys sealed), loads them into memory, creates and rotates them,
+// and verifies access tokens against the in-memory set.
+type tokenKeys struct {
+	store    keys.Store
+	sealer   *keys.Sealer // nil: this node cannot sign
+	logger   *zap.Logger
+	alg      string
+	lifetime time.Duration
+	rotate   time.Duration
+	leeway   time.Duration
+	issuer   auth.TokenIssuer
+	verifier auth.TokenVerifier
+
+	set        atomic.Pointer[tokenKeySet]
+	mu         sync.Mutex // serializes reloads and key creation
+	lastReload time.Time  // guarded by mu
+	warned     atomic.Bool
+}
+
+// newTokenKeys validates cfg (nil means defaults) and applies defaults.
+func newTokenKeys(cfg *TokenConfig, store keys.Store, sealer *keys.Sealer, logger *zap.Logger) (*tokenKeys, error) {
+	c := TokenConfig{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Issuer == "" {
+		c.Issuer = defaultTokenIssuer
+	}
+	if c.Lifetime == 0 {
+		c.Lifetime = caddy.Duration(defaultTokenLifetime)
+	}
+	if time.Duration(c.Lifetime) < 2*time.Second {
+		return nil, fmt.Errorf("token lifetime %s: must be at least 2s", time.Duration(c.Lifetime))
+	}
+	if c.Rotate == 0 {
+		c.Rotate = caddy.Duration(defaultTokenRotate)
+	}
+	if c.Rotate < caddy.Duration(time.Second) {
+		return nil, errors.New("token rotate: must be at least 1s")
+	}
+	switch c.Algorithm {
+	case "":
+		c.Algorithm = auth.AlgRS256
+	case auth.AlgRS256, auth.AlgEdDSA:
+	default:
+		return nil, fmt.Errorf("token algorithm %q: must be RS256 or EdDSA", c.Algorithm)
+	}
+	lifetime := time.Duration(c.Lifetime)
+	// A quarter of the lifetime at most, so a short-lived token does not
+	// live many times its lifetime.
+	leeway := min(maxTokenLeeway, lifetime/4)
+	m := &tokenKeys{
+		store: store, sealer: sealer, logger: logger,
+		alg: c.Algorithm, lifetime: lifetime, rotate: time.Duration(c.Rotate), leeway: leeway,
+		issuer: auth.TokenIssuer{Issuer: c.Issuer, Audience: c.Audience, Lifetime: lifetime},
+	}
+	m.verifier = auth.TokenVerifier{Alg: c.Algorithm, Issuer: c.Issuer, Audience: c.Audience, Leeway: leeway, Key: m.key}
+	m.set.Store(&tokenKeySet{jwks: []byte(`{"keys":[]}`)})
+	return m, nil
+}
+
+// key returns the live key named kid, or nil (no reload).
+func (m *tokenKeys) key(kid string) *auth.TokenKey { return m.set.Load().byKID[kid] }
+
+// known reports whether kid names a live key, reloading the set (at most
+// once per tokenReloadGap) when it does not: another node may have just
+// rotated.
+func (m *tokenKeys) known(kid string) bool {
+	if m.key(kid) != nil {
+		return true
+	}
+	if len(kid) > 128 {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.key(kid) != nil {
+		return true
+	}
+	if time.Since(m.lastReload) < tokenReloadGap {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tokenStoreTimeout)
+	defer cancel()
+	if err := m.reloadLocked(ctx, time.Now()); err != nil {
+		m.logger.Warn("reloading token-signing keys", zap.Error(err))
+	}
+	return m.key(kid) != nil
+}
+
+// reloadLocked reads the keys from the store, deletes retired ones and
+// publishes a new set. Callers hold m.mu.
+func (m *tokenKeys) reloadLocked(ctx context.Context, now time.Time) error {
+	m.lastReload = now
+	stored, err := m.store.SigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("listing signing keys: %w", err)
+	}
+	prev := m.set.Load()
+	next := &tokenKeySet{byKID: make(map[string]*auth.TokenKey, len(stored))}
+	var jwks struct {
+		Keys []auth.JWK `json:"keys"`
+	}
+	jwks.Keys = []auth.JWK{}
+	var newest keys.SigningKey
+	for _, sk := range stored {
+		if !now.Before(sk.RetireAt) {
+			if err := m.store.DeleteSigningKey(ctx, sk.ID); err != nil && !errors.Is(err, keys.ErrNotFound) {
+				m.logger.Warn("deleting retired token-signing key", zap.String("kid", sk.ID), zap.Error(err))
+			} else if err == nil {
+				m.logger.Info("retired token-signing key", zap.String("kid", sk.ID))
+			}
+			continue
+		}
+		var tk *auth.TokenKey
+		canSign := sk.Algorithm == m.alg && now.Before(sk.SignUntil)
+		if old := prev.byKID[sk.ID]; old != nil && (old.CanSign() || !canSign) {
+			tk = old
+		} else {
+			var priv []byte
+			if canSign && m.sealer != nil {
+				if priv, err = m.sealer.Open(sk.SealedPrivate, keys.SigningKeyAAD(sk.ID)); err != nil {
+					m.logger.Error("opening token-signing key: wrong master key?", zap.String("kid", sk.ID), zap.Error(err))
+					priv = nil
+				}
+			}
+			if tk, err = auth.NewTokenKey(sk.ID, sk.Algorithm, sk.Public, priv); err != nil {
+				m.logger.Error("loading token-signing key", zap.String("kid", sk.ID), zap.Error(err))
+				continue
+			}
+		}
+		next.byKID[sk.ID] = tk
+		jwks.Keys = append(jwks.Keys, tk.JWK())
+		if canSign && tk.CanSign() && (next.signing == nil || sk.CreatedAt.After(newest.CreatedAt)) {
+			next.signing, next.signEnd, newest = tk, sk.SignUntil, sk
+		}
+	}
+	sort.Slice(jwks.Keys, func(i, j int) bool { return jwks.Keys[i].Kid < jwks.Keys[j].Kid })
+	if next.jwks, err = json.Marshal(jwks); err != nil {
+		return fmt.Errorf("rendering JWKS: %w", err)
+	}
+	m.set.Store(next)
+	return nil
+}
+
+// ensureSigningKey reloads the set and, when no key may sign at now,
+// creates one. Two nodes racing here both create a key; both are valid.
+func (m *tokenKeys) ensureSigningKey(ctx context.Context, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.reloadLocked(ctx, now); err != nil {
+		return err
+	}
+	if m.set.Load().signing != nil {
+		return nil
+	}
+	if m.sealer == nil {
+		return fmt.Errorf("%w: no master key (set master_key, e.g. {env.KEYGATE_MASTER_KEY})", errTokensUnavailable)
+	}
+	priv, pub, err := auth.GenerateTokenKey(m.alg)
+	if err != nil {
+		return err
+	}
+	kid := keys.RandomToken(10)
+	signUntil := now.Add(m.rotate)
+	sk := keys.SigningKey{
+		ID:            kid,
+		Algorithm:     m.alg,
+		SealedPrivate: m.sealer.Seal(priv, keys.SigningKeyAAD(kid)),
+		Public:        pub,
+		CreatedAt:     now,
+		SignUntil:     signUntil,
+		RetireAt:      signUntil.Add(m.lifetime + m.leeway),
+	}
+	if err := m.store.PutSigningKey(ctx, sk); err != nil {
+		return fmt.Errorf("storing signing key: %w", err)
+	}
+	m.logger.Info("created token-signing key", zap.String("kid", kid), zap.String("alg", m.alg), zap.Time("sign_until", signUntil))
+	return m.reloadLocked(ctx, now)
+}
+
+// signingKey returns the key to sign with at now, creating or rotating
+// one when needed.
+func (m *tokenKeys) signingKey(ctx context.Context, now time.Time) (*auth.TokenKey, error) {
+	if s := m.set.Load(); s.signing != nil && now.Before(s.signEnd) {
+		return s.signing, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, tokenStoreTimeout)
+	defer cancel()
+	if err := m.ensureSigningKey(ctx, now); err != nil {
+		return nil, err
+	}
+	if s := m.set.Load(); s.signing != nil {
+		return s.signing, nil
+	}
+	return nil, errTokensUnavailable
+}
+
+// refreshInterval is how often the set is reloaded in the background.
+func (m *tokenKeys) refreshInterval() time.Duration {
+	return min(max(m.rotate/2, 500*time.Millisecond), time.Minute)
+}
+
+// run loads the keys, makes sure a signing key exists (when this node can
+// sign) and refreshes the set until ctx ends.
+func (m *tokenKeys) run(ctx context.Context) {
+	t := time.NewTicker(m.refreshInterval())
+	defer t.Stop()
+	for {
+		m.refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *tokenKeys) refresh(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, tokenStoreTimeout)
+	defer cancel()
+	var err error
+	if m.sealer != nil {
+		err = m.ensureSigningKey(cctx, time.Now())
+	} else {
+		if m.warned.CompareAndSwap(false, true) {
+			m.logger.Warn("token exchange disabled: no master key to seal token-signing keys with; " +
+				"the token endpoint answers 503 (set master_key, e.g. {env.KEYGATE_MASTER_KEY}); access tokens of other nodes are still verified")
+		}
+		m.mu.Lock()
+		err = m.reloadLocked(cctx, time.Now())
+		m.mu.Unlock()
+	}
+	if err != nil && ctx.Err() == nil {
+		m.logger.Warn("refreshing token-signing keys", zap.Error(err))
+	}
+}
+
+// isTokenKID is the gateway detector's test for access tokens.
+func (a *App) isTokenKID(kid string) bool {
+	return a.tokens != nil && a.tokens.known(kid)
+}
+
+// verifyAccessKey checks an access key exactly as every keygate endpoint
+// does: known id, matching secret, usable (status, expiry, grace), owner
+// found. It returns what it found so far for logging; out is nil on success.
+// The caller checks the tenant, the user's status and the permission.
+func (a *App) verifyAccessKey(ctx context.Context, raw, keyID string, now time.Time) (*keys.Key, *keys.Principal, *outcome) {
+	k, err := a.resolver.Key(ctx, keyID, now)
+	if err != nil {
+		return nil, nil, lookupFailure("unknown access key", err)
+	}
+	if !a.hasher.Verify(raw, k.Hash) {
+		return nil, nil, unauthenticated("wrong access key secret", nil)
+	}
+	if !k.Usable(now) {
+		return nil, nil, unauthenticated("access key expired, disabled or revoked", nil)
+	}
+	p, err := a.resolver.Principal(ctx, k.UserID, now)
+	if err != nil {
+		return k, nil, lookupFailure("key owner not found", err)
+	}
+	return k, p, nil
+}
+
+// verifyAccessToken checks an access token for a route of tenant: the
+// JWT locally against the in-memory keys, then, so that revocation bites
+// before exp, the API key that minted it and its owner through the
+// resolver's cache. The caller checks the permission in tenant.
+func (a *App) verifyAccessToken(ctx context.Context, tok, tenant string, now time.Time) (*keys.Key, *keys.Principal, *outcome) {
+	if a.tokens == nil {
+		return nil, nil, unauthenticated("token exchange not configured", nil)
+	}
+	vt, err := a.tokens.verifier.Verify(tok, now)
+	if err != nil {
+		reason := "bad_token"
+		if errors.Is(err, auth.ErrTokenExpired) {
+			reason = "expired"
+		}
+		tokensRejected.WithLabelValues(reason).Inc()
+		return nil, nil, unauthenticated("access token rejected", err)
+	}
+	if vt.Tenant != tenant {
+		tokensRejected.WithLabelValues("wrong_tenant").Inc()
+		return nil, nil, &outcome{status: 403, result: "forbidden", reason: "access token of another tenant"}
+	}
+	k, err := a.resolver.Key(ctx, vt.KeyID, now)
+	if err != nil {
+		if errors.Is(err, keys.ErrNotFound) {
+			tokensRejected.WithLabelValues("revoked").Inc()
+		}
+		return nil, nil, lookupFailure("access token's API key not found", err)
+	}
+	if !k.Usable(now) || k.UserID != vt.Subject || k.TenantID != vt.Tenant {
+		tokensRejected.WithLabelValues("revoked").Inc()
+		return k, nil, unauthenticated("access token's API key expired, disabled or revoked", nil)
+	}
+	p, err := a.resolver.Principal(ctx, k.UserID, now)
+	if err != nil {
+		return k, nil, lookupFailure("access token's user not found", err)
+	}
+	if p.User.Status != keys.UserActive {
+		tokensRejected.WithLabelValues("revoked").Inc()
+	}
+	return k, p, nil
+}
