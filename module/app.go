@@ -210,7 +210,9 @@ func (a *App) setup() error {
 	a.usage = keys.NewUsageRecorder(shared.store, time.Minute)
 	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer})
 
-	a.local = ratelimit.NewLocal(ratelimit.LocalOptions{})
+	// The in-process limiter lives with the pooled store, so a config
+	// reload keeps its counts (a new one would hand every user a fresh quota).
+	a.local = shared.local
 	a.primary = a.local
 	if shared.redis != nil {
 		a.replay = auth.NewRedisReplayGuard(shared.redis, sc.Prefix, time.Duration(sc.Timeout))
@@ -387,9 +389,6 @@ func (a *App) Stop() error {
 
 // Cleanup releases this config's hold on the shared store.
 func (a *App) Cleanup() error {
-	if a.local != nil {
-		_ = a.local.Close()
-	}
 	if a.poolKey != "" {
 		_, _ = stores.Delete(a.poolKey)
 		a.poolKey = ""

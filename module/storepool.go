@@ -12,6 +12,7 @@ import (
 	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/keys/filestore"
 	"github.com/keygate/keygate/keys/redisstore"
+	"github.com/keygate/keygate/ratelimit"
 )
 
 // stores shares open stores between configurations, so a reload neither
@@ -19,15 +20,20 @@ import (
 // dials Redis again. Entries are reference-counted by Caddy's usage pool.
 var stores = caddy.NewUsagePool()
 
-// sharedStore is one open store and, for Redis, its client.
+// sharedStore is one open store and, for Redis, its client, with the
+// in-process limiter, whose counts must survive reloads like the store.
 type sharedStore struct {
 	store keys.Store
 	redis redisClient
+	local *ratelimit.Local
 }
 
 // Destruct closes the store when the last configuration using it is gone.
 func (s *sharedStore) Destruct() error {
 	var errs []error
+	if s.local != nil {
+		errs = append(errs, s.local.Close())
+	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
 	}
@@ -51,7 +57,12 @@ func poolKey(sc StoreConfig) string {
 func acquireStore(sc StoreConfig) (*sharedStore, string, error) {
 	key := poolKey(sc)
 	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return openStore(sc)
+		s, err := openStore(sc)
+		if err != nil {
+			return nil, err
+		}
+		s.local = ratelimit.NewLocal(ratelimit.LocalOptions{})
+		return s, nil
 	})
 	if err != nil {
 		return nil, "", err
