@@ -1,0 +1,587 @@
+// Command bench compares keygate with bare Caddy on the same upstream:
+// it builds ./cmd/keygate, uses the Redis at REDIS_URL (or starts its own
+// redis-server on a spare port when none answers), seeds 10,000 users with
+// one access key each under a fresh key prefix, starts one Caddy process
+// with four sites and a small upstream, and loads each site in turn,
+// interleaved over several repeats, with a bounded load generator on
+// 127.0.0.1:
+//
+//	bare     Caddy reverse_proxy, no keygate
+//	key      keygate, access key + Redis per-user limit (fail_closed, never reached)
+//	signed   keygate, wallee MAC (HMAC-SHA512) signed requests + the same limit
+//	limited  keygate, access key, ~10% of the requests over their user's limit
+//
+// It prints requests/s, p50, p99, Caddy CPU-µs per request (from
+// /proc/<pid>/stat), Redis CPU-µs per request and the ratio to bare Caddy,
+// then (with -profile) a pprof top of Caddy under the key scenario.
+//
+// Usage:
+//
+//	go run ./bench [-duration 10s] [-conns 32] [-repeats 2] [-users 10000]
+//
+// Every process it starts is stopped by PID; its keys are deleted at the end.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/keygate/keys"
+)
+
+// benchMasterKey seals the seeded signing secrets (32 ASCII bytes:
+// a benchmark fixture, never a real key).
+const benchMasterKey = "YmVuY2htYXJrLW1hc3Rlci1rZXktMzItYnl0ZXMhISE="
+
+type config struct {
+	duration, warmup time.Duration
+	conns, repeats   int
+	users            int
+	profile          time.Duration
+	keygateOpts      string
+	keep             bool
+	ownRedis         bool
+}
+
+func main() {
+	var cfg config
+	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each measured run")
+	flag.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured load before each run")
+	flag.IntVar(&cfg.conns, "conns", 32, "concurrent keep-alive connections")
+	flag.IntVar(&cfg.repeats, "repeats", 2, "interleaved repeats of every scenario")
+	flag.IntVar(&cfg.users, "users", 10000, "seeded users (one access key each)")
+	flag.DurationVar(&cfg.profile, "profile", 10*time.Second, "CPU profile length of Caddy under the key scenario (0: none)")
+	flag.StringVar(&cfg.keygateOpts, "keygate-opts", "", "extra lines for the keygate global option block (e.g. a limiter batching option, when the module has one)")
+	flag.BoolVar(&cfg.ownRedis, "own-redis", false, "start a private redis-server even when REDIS_URL answers (Redis CPU then counts keygate's calls only)")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (Caddyfile, logs, profile)")
+	flag.Parse()
+	if cfg.duration <= 0 || cfg.conns <= 0 || cfg.repeats <= 0 || cfg.users < 10 {
+		fmt.Fprintln(os.Stderr, "bench: -duration, -conns, -repeats must be positive and -users at least 10")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// scenario is one site of the Caddy process under load.
+type scenario struct {
+	name   string
+	port   int
+	signed bool
+	creds  []credential
+	// results of every repeat
+	runs []runStats
+}
+
+type runStats struct {
+	load      *loadResult
+	caddyCPU  time.Duration
+	redisCPU  time.Duration
+	redisOK   bool
+	hits      float64
+	misses    float64
+	metricsOK bool
+}
+
+func run(ctx context.Context, cfg config) error {
+	tmp, err := os.MkdirTemp("", "keygate-bench-")
+	if err != nil {
+		return err
+	}
+	if cfg.keep {
+		fmt.Println("temporary directory:", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+
+	fmt.Println("building ./cmd/keygate …")
+	bin, err := buildKeygate(tmp)
+	if err != nil {
+		return err
+	}
+
+	// Redis: REDIS_URL (default local 6379), else a private redis-server.
+	url := os.Getenv("REDIS_URL")
+	if url == "" {
+		url = "redis://127.0.0.1:6379"
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL %q: %w", url, err)
+	}
+	client := redis.NewClient(opt)
+	defer client.Close()
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = client.Ping(pctx).Err()
+	cancel()
+	if cfg.ownRedis && err == nil {
+		err = errors.New("-own-redis")
+	}
+	if err != nil {
+		fmt.Printf("not using the Redis at %s (%v): starting a private redis-server\n", opt.Addr, err)
+		rp, addr, err := startRedis(tmp)
+		if err != nil {
+			return err
+		}
+		defer rp.stop()
+		client.Close()
+		opt = &redis.Options{Addr: addr}
+		client = redis.NewClient(opt)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			err := client.Ping(pctx).Err()
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("private redis-server on %s: %w", addr, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	prefix := "kgbench:" + randomHex(6) + ":"
+	defer deletePrefix(client, prefix)
+	redisVersion := redisInfoField(ctx, client, "server", "redis_version")
+
+	// Seed 10,000 users before Caddy starts.
+	raw, err := keys.ParseMasterKey(benchMasterKey)
+	if err != nil {
+		return err
+	}
+	sealer, err := keys.NewSealer(raw)
+	if err != nil {
+		return err
+	}
+	plan := seedPlan{users: cfg.users, signed: max(cfg.users/10, 1), limited: cfg.users / 10, bigLimit: 1_000_000_000}
+	fmt.Printf("seeding %d users (%d with a signing secret, %d limited on the limited route) under %s …\n",
+		plan.users, plan.signed, plan.limited, prefix)
+	t0 := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	data, err := seed(sctx, client, opt.Addr, prefix, sealer, plan, 16)
+	cancel()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("seeded in %v\n", time.Since(t0).Round(time.Millisecond))
+
+	// Upstream: a tiny Go HTTP server answering 200 "ok".
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	upSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = upSrv.Serve(ln) }()
+	defer upSrv.Close()
+
+	scen := []*scenario{
+		{name: "bare", creds: data.keys},
+		{name: "key", creds: data.keys},
+		{name: "signed", creds: data.signers, signed: true},
+		{name: "limited", creds: data.keys},
+	}
+	for _, s := range scen {
+		if s.port, err = freePort(); err != nil {
+			return err
+		}
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
+	caddyfile := fmt.Sprintf(`{
+	admin %[1]s
+	auto_https off
+	persist_config off
+	metrics
+	keygate {
+		store redis {
+			address %[2]s
+			prefix %[3]s
+		}
+		master_key %[4]s
+		%[5]s
+	}
+}
+http://127.0.0.1:%[6]d {
+	reverse_proxy %[10]s
+}
+http://127.0.0.1:%[7]d {
+	keygate {
+		tenant bench
+		schemes access_key
+		limit 1000000000
+		on_store_error fail_closed
+	}
+	reverse_proxy %[10]s
+}
+http://127.0.0.1:%[8]d {
+	keygate {
+		tenant bench
+		schemes wallee_mac
+		limit 1000000000
+		on_store_error fail_closed
+	}
+	reverse_proxy %[10]s
+}
+http://127.0.0.1:%[9]d {
+	keygate {
+		tenant bench
+		schemes access_key
+		limit 1
+		on_store_error fail_closed
+	}
+	reverse_proxy %[10]s
+}
+`, admin, opt.Addr, prefix, benchMasterKey, cfg.keygateOpts,
+		scen[0].port, scen[1].port, scen[2].port, scen[3].port, ln.Addr().String())
+	if opt.Password != "" || opt.Username != "" || opt.DB != 0 {
+		return errors.New("REDIS_URL with a password, user or db is not supported by the harness")
+	}
+	cfPath := filepath.Join(tmp, "Caddyfile")
+	if err := os.WriteFile(cfPath, []byte(caddyfile), 0o600); err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "run", "--config", cfPath, "--adapter", "caddyfile")
+	cmd.Dir = tmp
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp, "HOME="+tmp)
+	caddy, err := start("keygate", cmd, filepath.Join(tmp, "caddy.log"))
+	if err != nil {
+		return err
+	}
+	defer caddy.stop()
+	for _, s := range scen {
+		if err := waitHTTP(caddy, s.url(), 30*time.Second); err != nil {
+			return fmt.Errorf("%w; log in %s (use -keep)", err, filepath.Join(tmp, "caddy.log"))
+		}
+	}
+
+	// Warm the caches: every key once through the key route, every signer
+	// through the signed route.
+	fmt.Println("warming caches …")
+	if err := warm(scen[1], scen[2], cfg.conns); err != nil {
+		return err
+	}
+
+	fmt.Printf("load: %d connections, %v per run after %v warm-up, %d repeats, interleaved\n",
+		cfg.conns, cfg.duration, cfg.warmup, cfg.repeats)
+	for r := range cfg.repeats {
+		for _, s := range scen {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if cfg.warmup > 0 {
+				runLoad(s.url(), s.creds, s.signed, cfg.conns, cfg.warmup)
+			}
+			st := measure(ctx, s, caddy.pid(), client, admin, cfg)
+			s.runs = append(s.runs, st)
+			fmt.Printf("  repeat %d %-8s %8.0f req/s  p50 %-9v p99 %-9v caddy %5.1f µs/req  statuses %v errors %d\n",
+				r+1, s.name, rps(st.load), st.load.lat.quantile(.5).Round(time.Microsecond),
+				st.load.lat.quantile(.99).Round(time.Microsecond), perReq(st.caddyCPU, st.load.requests),
+				st.load.byStatus, st.load.errors)
+		}
+	}
+
+	printTable(os.Stdout, scen)
+	printMachine(os.Stdout, redisVersion)
+
+	if cfg.profile > 0 {
+		if err := profile(ctx, scen[1], bin, admin, tmp, cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+		}
+	}
+	return nil
+}
+
+func (s *scenario) url() string { return fmt.Sprintf("http://127.0.0.1:%d/bench", s.port) }
+
+func measure(ctx context.Context, s *scenario, pid int, rc redis.UniversalClient, admin string, cfg config) runStats {
+	var st runStats
+	h0, m0, mok0 := cacheLookups(admin)
+	r0, rerr0 := redisCPU(ctx, rc)
+	c0, _ := procCPU(pid)
+	st.load = runLoad(s.url(), s.creds, s.signed, cfg.conns, cfg.duration)
+	c1, _ := procCPU(pid)
+	r1, rerr1 := redisCPU(ctx, rc)
+	h1, m1, mok1 := cacheLookups(admin)
+	st.caddyCPU = c1 - c0
+	st.redisCPU, st.redisOK = r1-r0, rerr0 == nil && rerr1 == nil
+	st.hits, st.misses, st.metricsOK = h1-h0, m1-m0, mok0 && mok1
+	return st
+}
+
+// warm sends one request per credential of the key and signed scenarios.
+func warm(key, signed *scenario, conns int) error {
+	for _, s := range []*scenario{key, signed} {
+		work := make(chan int)
+		errs := make(chan error, conns)
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conns}}
+		for range conns {
+			go func() {
+				mac := newMACSigner()
+				var first error
+				for i := range work {
+					req, _ := http.NewRequest(http.MethodGet, s.url(), nil)
+					if s.signed {
+						mac.sign(req, &s.creds[i], "/bench")
+					} else {
+						req.Header.Set("X-Api-Key", s.creds[i].apiKey)
+					}
+					resp, err := client.Do(req)
+					if err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							err = fmt.Errorf("%s: warm-up request answered %d", s.name, resp.StatusCode)
+						}
+					}
+					if first == nil {
+						first = err
+					}
+				}
+				errs <- first
+			}()
+		}
+		for i := range s.creds {
+			work <- i
+		}
+		close(work)
+		for range conns {
+			if err := <-errs; err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cacheLookups reads keygate's cache hit and miss counters from /metrics.
+func cacheLookups(admin string) (hits, misses float64, ok bool) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return 0, 0, false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, false
+	}
+	for line := range strings.Lines(string(body)) {
+		if !strings.HasPrefix(line, "caddy_keygate_cache_lookups_total{") {
+			continue
+		}
+		var v float64
+		f := strings.Fields(line)
+		fmt.Sscan(f[len(f)-1], &v)
+		if strings.Contains(line, `result="hit"`) {
+			hits = v
+		} else if strings.Contains(line, `result="miss"`) {
+			misses = v
+		}
+	}
+	return hits, misses, true
+}
+
+func rps(l *loadResult) float64 { return float64(l.requests) / l.elapsed.Seconds() }
+
+func perReq(d time.Duration, n uint64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(d.Microseconds()) / float64(n)
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func printTable(w io.Writer, scen []*scenario) {
+	type row struct {
+		rpsMed, rpsMin, rpsMax float64
+		p50, p99               time.Duration
+		cpu, redis             float64
+		redisOK                bool
+		missPct                float64
+		metricsOK              bool
+		non2xx                 float64
+	}
+	rows := make([]row, len(scen))
+	for i, s := range scen {
+		var all hist
+		var rs []float64
+		var cpu, rcpu time.Duration
+		var n, bad uint64
+		var hits, misses float64
+		r := row{redisOK: true, metricsOK: true}
+		for _, st := range s.runs {
+			rs = append(rs, rps(st.load))
+			all.merge(&st.load.lat)
+			cpu += st.caddyCPU
+			rcpu += st.redisCPU
+			r.redisOK = r.redisOK && st.redisOK
+			r.metricsOK = r.metricsOK && st.metricsOK
+			n += st.load.requests
+			hits += st.hits
+			misses += st.misses
+			for code, c := range st.load.byStatus {
+				if code < 200 || code > 299 {
+					bad += c
+				}
+			}
+		}
+		r.rpsMed, r.rpsMin, r.rpsMax = median(rs), slices.Min(rs), slices.Max(rs)
+		r.p50, r.p99 = all.quantile(.5), all.quantile(.99)
+		r.cpu, r.redis = perReq(cpu, n), perReq(rcpu, n)
+		if hits+misses > 0 {
+			r.missPct = 100 * misses / (hits + misses)
+		}
+		if n > 0 {
+			r.non2xx = 100 * float64(bad) / float64(n)
+		}
+		rows[i] = r
+	}
+	base := rows[0]
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\treq/s (median)\tmin–max\tp50\tp99\tCaddy CPU-µs/req\tΔ CPU-µs vs bare\tRedis CPU-µs/req\tcache miss %\tnon-2xx %\t× bare req/s\t")
+	for i, s := range scen {
+		r := rows[i]
+		redisCol := fmt.Sprintf("%.1f", r.redis)
+		if !r.redisOK {
+			redisCol = "n/a"
+		}
+		missCol := fmt.Sprintf("%.2f", r.missPct)
+		if i == 0 || !r.metricsOK {
+			missCol = "–"
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f–%.0f\t%v\t%v\t%.1f\t%+.1f\t%s\t%s\t%.1f\t%.2f\t\n",
+			s.name, r.rpsMed, r.rpsMin, r.rpsMax, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond),
+			r.cpu, r.cpu-base.cpu, redisCol, missCol, r.non2xx, r.rpsMed/base.rpsMed)
+	}
+	tw.Flush()
+}
+
+func printMachine(w io.Writer, redisVersion string) {
+	model := "unknown"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(data)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	mem := "unknown"
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		line, _, _ := strings.Cut(string(data), "\n")
+		mem = strings.Join(strings.Fields(line)[1:], " ")
+	}
+	load := ""
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		load = strings.Join(strings.Fields(string(data))[:3], " ")
+	}
+	gov, _ := exec.Command("go", "version").Output()
+	fmt.Fprintf(w, "\nmachine: %d CPUs (%s), MemTotal %s, load average %s, %s, Redis %s\n",
+		numCPU(), model, mem, load, strings.TrimSpace(string(gov)), redisVersion)
+}
+
+func numCPU() int {
+	out, err := exec.Command("nproc").Output()
+	if err != nil {
+		return 0
+	}
+	var n int
+	fmt.Sscan(string(out), &n)
+	return n
+}
+
+func redisInfoField(ctx context.Context, c redis.UniversalClient, section, field string) string {
+	info, err := c.Info(ctx, section).Result()
+	if err != nil {
+		return "unknown"
+	}
+	for line := range strings.Lines(info) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == field {
+			return v
+		}
+	}
+	return "unknown"
+}
+
+// profile captures a CPU profile of Caddy while s runs under load and
+// prints the top entries.
+func profile(ctx context.Context, s *scenario, bin, admin, dir string, cfg config) error {
+	fmt.Printf("\nprofiling Caddy for %v under the %s scenario …\n", cfg.profile, s.name)
+	done := make(chan *loadResult, 1)
+	go func() { done <- runLoad(s.url(), s.creds, s.signed, cfg.conns, cfg.profile+2*time.Second) }()
+	time.Sleep(time.Second)
+	client := &http.Client{Timeout: cfg.profile + 30*time.Second}
+	resp, err := client.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, int(cfg.profile.Seconds())))
+	if err != nil {
+		<-done
+		return err
+	}
+	defer resp.Body.Close()
+	prof, err := io.ReadAll(resp.Body)
+	<-done
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof endpoint: %s: %s", resp.Status, bytes.TrimSpace(prof))
+	}
+	path := filepath.Join(dir, "cpu.pprof")
+	if err := os.WriteFile(path, prof, 0o600); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=30", bin, path)
+	out, err := cmd.CombinedOutput()
+	fmt.Printf("%s", out)
+	if err != nil {
+		return err
+	}
+	cmd = exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount=40", bin, path)
+	out, err = cmd.CombinedOutput()
+	fmt.Printf("\ncumulative:\n%s", out)
+	return err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
