@@ -23,6 +23,10 @@ type CacheOptions struct {
 	DegradedTTL time.Duration
 	// Size bounds the number of entries of each kind. Default: 100000.
 	Size int
+	// StaleIfError is how long past its expiry an entry may still answer
+	// the *OrStale lookups when the store cannot be reached (routes that
+	// fail open). Default: 10m.
+	StaleIfError time.Duration
 	// OnLookup, when set, is told of every lookup whether it was a hit
 	// (for metrics). It must be cheap and safe for concurrent use.
 	OnLookup func(hit bool)
@@ -43,6 +47,9 @@ func (o *CacheOptions) setDefaults() {
 	}
 	if o.Size <= 0 {
 		o.Size = 100_000
+	}
+	if o.StaleIfError <= 0 {
+		o.StaleIfError = 10 * time.Minute
 	}
 }
 
@@ -128,6 +135,16 @@ func (r *Resolver) ttl(found bool) time.Duration {
 
 // Key returns the key with id; ErrNotFound (also cached, briefly) when none.
 func (r *Resolver) Key(ctx context.Context, id string, now time.Time) (*Key, error) {
+	return r.key(ctx, id, now, false)
+}
+
+// KeyOrStale is Key, except that when the store cannot be reached a stale
+// cached key (see CacheOptions.StaleIfError) answers instead of the error.
+func (r *Resolver) KeyOrStale(ctx context.Context, id string, now time.Time) (*Key, error) {
+	return r.key(ctx, id, now, true)
+}
+
+func (r *Resolver) key(ctx context.Context, id string, now time.Time, allowStale bool) (*Key, error) {
 	if k, ok := r.keys.get(id, now); ok {
 		r.count(true)
 		if k == nil {
@@ -143,6 +160,9 @@ func (r *Resolver) Key(ctx context.Context, id string, now time.Time) (*Key, err
 		fill(r, r.keys, id, nil, seq, now, false)
 		return nil, ErrNotFound
 	case err != nil:
+		if stale, ok := r.keys.stale(id, now, r.opts.StaleIfError); ok && allowStale {
+			return stale, nil
+		}
 		return nil, err
 	}
 	kp := &k
@@ -152,6 +172,15 @@ func (r *Resolver) Key(ctx context.Context, id string, now time.Time) (*Key, err
 
 // Principal returns the user with id and its permissions.
 func (r *Resolver) Principal(ctx context.Context, id string, now time.Time) (*Principal, error) {
+	return r.principal(ctx, id, now, false)
+}
+
+// PrincipalOrStale is Principal with KeyOrStale's fallback.
+func (r *Resolver) PrincipalOrStale(ctx context.Context, id string, now time.Time) (*Principal, error) {
+	return r.principal(ctx, id, now, true)
+}
+
+func (r *Resolver) principal(ctx context.Context, id string, now time.Time, allowStale bool) (*Principal, error) {
 	if p, ok := r.users.get(id, now); ok {
 		r.count(true)
 		if p == nil {
@@ -161,12 +190,24 @@ func (r *Resolver) Principal(ctx context.Context, id string, now time.Time) (*Pr
 	}
 	r.count(false)
 	seq := r.seq.Load()
-	u, err := r.store.GetUser(ctx, id)
+	p, err := r.loadPrincipal(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		fill(r, r.users, id, nil, seq, now, false)
 		return nil, ErrNotFound
 	case err != nil:
+		if stale, ok := r.users.stale(id, now, r.opts.StaleIfError); ok && allowStale {
+			return stale, nil
+		}
+		return nil, err
+	}
+	fill(r, r.users, id, p, seq, now, true)
+	return p, nil
+}
+
+func (r *Resolver) loadPrincipal(ctx context.Context, id string) (*Principal, error) {
+	u, err := r.store.GetUser(ctx, id)
+	if err != nil {
 		return nil, err
 	}
 	perms, err := r.store.UserPermissions(ctx, id)
@@ -177,7 +218,6 @@ func (r *Resolver) Principal(ctx context.Context, id string, now time.Time) (*Pr
 	for i := range perms {
 		p.Permissions[perms[i].TenantID] = &perms[i]
 	}
-	fill(r, r.users, id, p, seq, now, true)
 	return p, nil
 }
 
@@ -233,11 +273,12 @@ func (r *Resolver) Invalidate(inv Invalidation) {
 	}
 }
 
-// Flush drops every entry.
+// Flush makes every entry stale: lookups go to the store again, and only
+// the *OrStale lookups may still use an entry when the store cannot answer.
 func (r *Resolver) Flush() {
 	r.seq.Add(1)
-	r.keys.clear()
-	r.users.clear()
+	r.keys.expireAll()
+	r.users.expireAll()
 }
 
 // Run keeps the cache current from the store's change notifications until
@@ -286,6 +327,8 @@ type ttlCache[V any] struct {
 	seed   maphash.Seed
 	shards [64]ttlShard[V]
 	per    int
+	// epoch moves on with expireAll; entries of older epochs are stale.
+	epoch atomic.Uint64
 }
 
 type ttlShard[V any] struct {
@@ -294,8 +337,9 @@ type ttlShard[V any] struct {
 }
 
 type ttlEntry[V any] struct {
-	v   V
-	exp int64 // unix nanoseconds
+	v     V
+	exp   int64 // unix nanoseconds
+	epoch uint64
 }
 
 func newTTLCache[V any](size int) *ttlCache[V] {
@@ -315,12 +359,29 @@ func (c *ttlCache[V]) get(k string, now time.Time) (V, bool) {
 	s.mu.RLock()
 	e, ok := s.m[k]
 	s.mu.RUnlock()
-	if !ok || now.UnixNano() >= e.exp {
+	if !ok || now.UnixNano() >= e.exp || e.epoch != c.epoch.Load() {
 		var zero V
 		return zero, false
 	}
 	return e.v, true
 }
+
+// stale returns a present, non-nil entry, fresh or not, up to maxStale past
+// its expiry.
+func (c *ttlCache[V]) stale(k string, now time.Time, maxStale time.Duration) (V, bool) {
+	s := c.shard(k)
+	s.mu.RLock()
+	e, ok := s.m[k]
+	s.mu.RUnlock()
+	var zero V
+	if !ok || now.UnixNano() >= e.exp+int64(maxStale) || any(e.v) == any(zero) {
+		return zero, false
+	}
+	return e.v, true
+}
+
+// expireAll makes every present entry stale.
+func (c *ttlCache[V]) expireAll() { c.epoch.Add(1) }
 
 func (c *ttlCache[V]) set(k string, v V, exp time.Time) {
 	s := c.shard(k)
@@ -340,7 +401,7 @@ func (c *ttlCache[V]) set(k string, v V, exp time.Time) {
 			delete(s.m, key)
 		}
 	}
-	s.m[k] = ttlEntry[V]{v: v, exp: exp.UnixNano()}
+	s.m[k] = ttlEntry[V]{v: v, exp: exp.UnixNano(), epoch: c.epoch.Load()}
 	s.mu.Unlock()
 }
 
@@ -349,15 +410,6 @@ func (c *ttlCache[V]) delete(k string) {
 	s.mu.Lock()
 	delete(s.m, k)
 	s.mu.Unlock()
-}
-
-func (c *ttlCache[V]) clear() {
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		clear(s.m)
-		s.mu.Unlock()
-	}
 }
 
 // UsageRecorder batches credential uses and writes them with

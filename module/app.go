@@ -213,16 +213,14 @@ func (a *App) setup() error {
 	// The in-process limiter lives with the pooled store, so a config
 	// reload keeps its counts (a new one would hand every user a fresh quota).
 	a.local = shared.local
+	a.replay = shared.replay
 	a.primary = a.local
 	if shared.redis != nil {
-		a.replay = auth.NewRedisReplayGuard(shared.redis, sc.Prefix, time.Duration(sc.Timeout))
 		a.breaker = ratelimit.NewBreaker(ratelimit.NewRedis(shared.redis, ratelimit.RedisOptions{
 			Prefix:  sc.Prefix,
 			Timeout: time.Duration(sc.Timeout),
 		}), ratelimit.BreakerOptions{})
 		a.primary = a.breaker
-	} else {
-		a.replay = auth.NewMemoryReplayGuard(1 << 20)
 	}
 	if a.PurgeInterval <= 0 {
 		a.PurgeInterval = caddy.Duration(time.Hour)

@@ -1,6 +1,7 @@
 package module
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -311,7 +312,7 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 		}
 		id.principal = p
 	case cred.Scheme.Signed():
-		p, err := h.app.resolver.Principal(ctx, cred.UserID, now)
+		p, err := h.lookupPrincipal(ctx, cred.UserID, now)
 		if err != nil {
 			return id, lookupFailure("unknown signing user", err)
 		}
@@ -365,6 +366,23 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 		return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "required role missing"}
 	}
 	return id, nil
+}
+
+// lookupKey reads a key through the cache; a fail_open route accepts a
+// stale cached key while the store is unreachable.
+func (h *Handler) lookupKey(ctx context.Context, id string, now time.Time) (*keys.Key, error) {
+	if h.limiter.Mode == ratelimit.FailOpen {
+		return h.app.resolver.KeyOrStale(ctx, id, now)
+	}
+	return h.app.resolver.Key(ctx, id, now)
+}
+
+// lookupPrincipal is lookupKey for users and their permissions.
+func (h *Handler) lookupPrincipal(ctx context.Context, id string, now time.Time) (*keys.Principal, error) {
+	if h.limiter.Mode == ratelimit.FailOpen {
+		return h.app.resolver.PrincipalOrStale(ctx, id, now)
+	}
+	return h.app.resolver.Principal(ctx, id, now)
 }
 
 func (h *Handler) hasRole(p *keys.Permission) bool {

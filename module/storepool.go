@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/keygate/keygate/auth"
 	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/keys/filestore"
 	"github.com/keygate/keygate/keys/redisstore"
@@ -21,11 +22,14 @@ import (
 var stores = caddy.NewUsagePool()
 
 // sharedStore is one open store and, for Redis, its client, with the
-// in-process limiter, whose counts must survive reloads like the store.
+// in-process limiter and replay cache, whose state must survive reloads like
+// the store's (a reload must not hand out fresh quota or make a used
+// signature usable again).
 type sharedStore struct {
-	store keys.Store
-	redis redisClient
-	local *ratelimit.Local
+	store  keys.Store
+	redis  redisClient
+	local  *ratelimit.Local
+	replay auth.ReplayGuard
 }
 
 // Destruct closes the store when the last configuration using it is gone.
@@ -62,6 +66,11 @@ func acquireStore(sc StoreConfig) (*sharedStore, string, error) {
 			return nil, err
 		}
 		s.local = ratelimit.NewLocal(ratelimit.LocalOptions{})
+		if s.redis != nil {
+			s.replay = auth.NewRedisReplayGuard(s.redis, sc.Prefix, time.Duration(sc.Timeout))
+		} else {
+			s.replay = auth.NewMemoryReplayGuard(1 << 20)
+		}
 		return s, nil
 	})
 	if err != nil {
