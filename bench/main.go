@@ -348,19 +348,25 @@ func warm(key, signed *scenario, conns int) error {
 				mac := newMACSigner()
 				var first error
 				for i := range work {
-					req, _ := http.NewRequest(http.MethodGet, s.url(), nil)
-					if s.signed {
-						mac.sign(req, &s.creds[i], "/bench")
-					} else {
-						req.Header.Set("X-Api-Key", s.creds[i].apiKey)
-					}
-					resp, err := client.Do(req)
-					if err == nil {
+					// A loaded box may time out a store read (503): retry a few times.
+					var err error
+					for range 3 {
+						req, _ := http.NewRequest(http.MethodGet, s.url(), nil)
+						if s.signed {
+							mac.sign(req, &s.creds[i], "/bench")
+						} else {
+							req.Header.Set("X-Api-Key", s.creds[i].apiKey)
+						}
+						var resp *http.Response
+						if resp, err = client.Do(req); err != nil {
+							continue
+						}
 						_, _ = io.Copy(io.Discard, resp.Body)
 						resp.Body.Close()
-						if resp.StatusCode != http.StatusOK {
-							err = fmt.Errorf("%s: warm-up request answered %d", s.name, resp.StatusCode)
+						if resp.StatusCode == http.StatusOK {
+							break
 						}
+						err = fmt.Errorf("%s: warm-up request answered %d", s.name, resp.StatusCode)
 					}
 					if first == nil {
 						first = err
