@@ -291,25 +291,89 @@ type VerifiedToken struct {
 	ExpiresAt time.Time
 }
 
-// tokenHeader is the JOSE header of an access token.
+// tokenHeader is the JOSE header of an access token; fields alias the
+// scratch buffer.
 type tokenHeader struct {
-	Alg  string          `json:"alg"`
-	Typ  string          `json:"typ"`
-	Kid  string          `json:"kid"`
-	Crit json.RawMessage `json:"crit"`
+	alg, typ, kid []byte
+	crit          bool
+}
+
+func (h *tokenHeader) set(key, val []byte) bool {
+	var dst *[]byte
+	switch string(key) {
+	case "alg":
+		dst = &h.alg
+	case "typ":
+		dst = &h.typ
+	case "kid":
+		dst = &h.kid
+	case "crit":
+		h.crit = true
+		return true
+	default:
+		return true
+	}
+	if *dst != nil {
+		return false // duplicate member
+	}
+	s, ok := jsonStringBytes(val)
+	if !ok {
+		return false
+	}
+	*dst = s
+	return true
 }
 
 // verifyClaims is the part of the claims verification reads (principal is
-// skipped).
+// skipped); byte fields alias the scratch buffer.
 type verifyClaims struct {
-	Iss    string `json:"iss"`
-	Sub    string `json:"sub"`
-	Aud    string `json:"aud"`
-	Iat    int64  `json:"iat"`
-	Nbf    int64  `json:"nbf"`
-	Exp    int64  `json:"exp"`
-	KeyID  string `json:"keyId"`
-	Tenant string `json:"tenant"`
+	Iss, Sub, Aud, KeyID, Tenant []byte
+	Iat, Nbf, Exp                int64
+}
+
+func (c *verifyClaims) set(key, val []byte) bool {
+	var dst *[]byte
+	var num *int64
+	switch string(key) {
+	case "iss":
+		dst = &c.Iss
+	case "sub":
+		dst = &c.Sub
+	case "aud":
+		dst = &c.Aud
+	case "keyId":
+		dst = &c.KeyID
+	case "tenant":
+		dst = &c.Tenant
+	case "iat":
+		num = &c.Iat
+	case "nbf":
+		num = &c.Nbf
+	case "exp":
+		num = &c.Exp
+	default:
+		return true
+	}
+	if dst != nil {
+		if *dst != nil {
+			return false
+		}
+		s, ok := jsonStringBytes(val)
+		if !ok {
+			return false
+		}
+		*dst = s
+		return true
+	}
+	if *num != 0 {
+		return false
+	}
+	n, ok := jsonInt(val)
+	if !ok || n <= 0 {
+		return false
+	}
+	*num = n
+	return true
 }
 
 // tokenScratch holds per-verification buffers, pooled.
@@ -348,14 +412,14 @@ func (v *TokenVerifier) Verify(tok string, now time.Time) (VerifiedToken, error)
 	if !sc.decode(hb, &hdr) {
 		return out, fmt.Errorf("access token header: %w", ErrMalformed)
 	}
-	if hdr.Alg != v.Alg || len(hdr.Crit) > 0 || (hdr.Typ != "" && !strings.EqualFold(hdr.Typ, "JWT")) {
+	if string(hdr.alg) != v.Alg || hdr.crit || (hdr.typ != nil && !strings.EqualFold(string(hdr.typ), "JWT")) {
 		return out, fmt.Errorf("access token header: alg, typ or crit not accepted: %w", ErrMalformed)
 	}
-	key := v.Key(hdr.Kid)
+	key := v.Key(string(hdr.kid))
 	if key == nil {
 		return out, fmt.Errorf("access token: %w", ErrUnknownTokenKey)
 	}
-	if key.Alg != hdr.Alg {
+	if key.Alg != v.Alg {
 		return out, fmt.Errorf("access token: key algorithm mismatch: %w", ErrMalformed)
 	}
 
@@ -401,30 +465,30 @@ func (v *TokenVerifier) Verify(tok string, now time.Time) (VerifiedToken, error)
 		return out, fmt.Errorf("access token: %w", ErrTokenExpired)
 	case time.Unix(cl.Nbf, 0).After(notAfter) || time.Unix(cl.Iat, 0).After(notAfter):
 		return out, fmt.Errorf("access token: not yet valid: %w", ErrTokenClaims)
-	case cl.Iss != v.Issuer:
+	case string(cl.Iss) != v.Issuer:
 		return out, fmt.Errorf("access token: issuer: %w", ErrTokenClaims)
-	case v.Audience != "" && cl.Aud != v.Audience:
+	case v.Audience != "" && string(cl.Aud) != v.Audience:
 		return out, fmt.Errorf("access token: audience: %w", ErrTokenClaims)
-	case cl.Sub == "" || cl.KeyID == "" || cl.Tenant == "":
+	case len(cl.Sub) == 0 || len(cl.KeyID) == 0 || len(cl.Tenant) == 0:
 		return out, fmt.Errorf("access token: sub, keyId or tenant missing: %w", ErrTokenClaims)
 	}
+	out.Subject, out.KeyID, out.Tenant = string(cl.Sub), string(cl.KeyID), string(cl.Tenant)
 	out.ExpiresAt = exp
-	out.Subject, out.KeyID, out.Tenant = cl.Sub, cl.KeyID, cl.Tenant
 	return out, nil
 }
 
 // decode base64url-decodes (strict, unpadded) one JWT part into the
-// scratch buffer and unmarshals it into v, a struct pointer; the JSON must
-// be an object.
-func (sc *tokenScratch) decode(part []byte, v any) bool {
+// scratch buffer and hands its members to m. The part must be a JSON
+// object; a repeated member of interest is malformed.
+func (sc *tokenScratch) decode(part []byte, m interface{ set(key, val []byte) bool }) bool {
 	need := base64.RawURLEncoding.DecodedLen(len(part))
 	if cap(sc.dec) < need {
 		sc.dec = make([]byte, 0, need)
 	}
 	buf := sc.dec[:need]
 	n, err := base64.RawURLEncoding.Strict().Decode(buf, part)
-	if err != nil || n == 0 || buf[0] != '{' {
+	if err != nil || n == 0 {
 		return false
 	}
-	return json.Unmarshal(buf[:n], v) == nil
+	return jsonMembers(buf[:n], m.set)
 }

@@ -1,11 +1,13 @@
 package auth
 
 import (
+	"crypto"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -172,6 +174,40 @@ func TestTokenRejections(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}
 		})
+	}
+
+	// Signed by the right key but with repeated or mistyped members.
+	signRaw := func(hdr, payload string) string {
+		in := b64(hdr) + "." + b64(payload)
+		sum := sha256.Sum256([]byte(in))
+		sig, err := k.private.Sign(nil, sum[:], crypto.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	exp := now.Add(time.Hour).Unix()
+	okHdr := `{"alg":"RS256","typ":"JWT","kid":"kid1"}`
+	body := func(extra string) string {
+		return fmt.Sprintf(`{"iss":"keygate","sub":"42","iat":%d,"nbf":%d,"exp":%d,"keyId":"key1","tenant":"acme"%s}`, now.Unix(), now.Unix(), exp, extra)
+	}
+	if _, err := v.Verify(signRaw(okHdr, body(`,"principal":{"a":[1,"}",{"b":"\"]"}]}`)), now); err != nil {
+		t.Errorf("nested principal: %v", err)
+	}
+	if got, err := v.Verify(signRaw(okHdr, strings.Replace(body(""), `"acme"`, `"acme"`, 1)), now); err != nil || got.Tenant != "acme" {
+		t.Errorf("escaped tenant: %+v %v", got, err)
+	}
+	for name, tok := range map[string]string{
+		"repeated tenant": signRaw(okHdr, body(`,"tenant":"other"`)),
+		"repeated alg":    signRaw(`{"alg":"RS256","alg":"none","kid":"kid1"}`, body("")),
+		"float exp":       signRaw(okHdr, strings.Replace(body(""), fmt.Sprint(exp), fmt.Sprint(exp)+".5", 1)),
+		"numeric sub":     signRaw(okHdr, strings.Replace(body(""), `"sub":"42"`, `"sub":42`, 1)),
+		"array payload":   signRaw(okHdr, `[1]`),
+		"trailing data":   signRaw(okHdr, body("")+"x"),
+	} {
+		if _, err := v.Verify(tok, now); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 
 	// Audience: required when configured; a token for another is refused.
