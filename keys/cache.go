@@ -111,13 +111,18 @@ func (r *Resolver) count(hit bool) {
 // secret (nil: signing secrets are unavailable).
 func NewResolver(store Store, opts CacheOptions, opener func(Secret) (string, error)) *Resolver {
 	opts.setDefaults()
-	return &Resolver{
+	r := &Resolver{
 		store:  store,
 		opts:   opts,
 		opener: opener,
 		keys:   newTTLCache[*Key](opts.Size),
 		users:  newTTLCache[*Principal](opts.Size),
 	}
+	// Until Run has a live subscription, changes may go unnoticed: use the
+	// short TTL.
+	_, notifies := store.(Notifier)
+	r.degraded.Store(notifies)
+	return r
 }
 
 // Stats returns the number of cache hits and misses so far.
@@ -293,15 +298,15 @@ func (r *Resolver) Run(ctx context.Context, onError func(error)) {
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		err := n.Subscribe(ctx, func(inv Invalidation) {
-			r.degraded.Store(false)
-			r.Invalidate(inv)
-		}, func() {
-			r.degraded.Store(true)
+		err := n.Subscribe(ctx, r.Invalidate, func(live bool) {
+			r.degraded.Store(!live)
 			r.Flush()
 		})
 		if err == nil {
-			// Subscribed: the store delivers (and reconnects) until ctx ends.
+			// Subscribed: what was cached before may have missed changes;
+			// from now on the store delivers (and reconnects) until ctx ends.
+			r.Flush()
+			r.degraded.Store(false)
 			<-ctx.Done()
 			return
 		}

@@ -130,3 +130,60 @@ func BenchmarkResolverKeyHit(b *testing.B) {
 		}
 	})
 }
+
+// notifyingFlaky is a flakyStore that is a Notifier the test drives.
+type notifyingFlaky struct {
+	flakyStore
+	fn  chan func(Invalidation)
+	gap chan func(bool)
+}
+
+func (s *notifyingFlaky) Subscribe(_ context.Context, fn func(Invalidation), gap func(bool)) error {
+	s.fn <- fn
+	s.gap <- gap
+	return nil
+}
+
+func TestResolverDegradedUntilSubscribed(t *testing.T) {
+	st := &notifyingFlaky{fn: make(chan func(Invalidation), 1), gap: make(chan func(bool), 1)}
+	r := NewResolver(st, CacheOptions{TTL: time.Minute, DegradedTTL: time.Second}, nil)
+	ctx := context.Background()
+	now := time.Now()
+	expiresWithin := func(d time.Duration) bool {
+		before := st.reads.Load()
+		r.Key(ctx, "k1", now.Add(d))
+		return st.reads.Load() != before
+	}
+	// Before Run subscribes: short TTL.
+	r.Key(ctx, "k1", now)
+	if !expiresWithin(2 * time.Second) {
+		t.Fatal("entry loaded before the subscription kept the long TTL")
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go r.Run(runCtx, nil)
+	<-st.fn
+	gap := <-st.gap
+	deadline := time.Now().Add(5 * time.Second)
+	for r.degraded.Load() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	now = now.Add(10 * time.Second)
+	r.Key(ctx, "k1", now)
+	if expiresWithin(30 * time.Second) {
+		t.Fatal("live subscription: entry should keep the long TTL")
+	}
+	// The connection drops: short TTL until it is back.
+	gap(false)
+	now = now.Add(time.Minute)
+	r.Key(ctx, "k1", now)
+	if !expiresWithin(2 * time.Second) {
+		t.Fatal("while disconnected entries must use the degraded TTL")
+	}
+	gap(true)
+	now = now.Add(time.Minute)
+	r.Key(ctx, "k1", now)
+	if expiresWithin(30 * time.Second) {
+		t.Fatal("after the subscription is back the long TTL applies again")
+	}
+}

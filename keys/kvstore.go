@@ -66,8 +66,8 @@ type notifyingStore struct {
 }
 
 // Subscribe delegates to the backend.
-func (s *notifyingStore) Subscribe(ctx context.Context, fn func(Invalidation), lost func()) error {
-	return s.n.Subscribe(ctx, fn, lost)
+func (s *notifyingStore) Subscribe(ctx context.Context, fn func(Invalidation), gap func(live bool)) error {
+	return s.n.Subscribe(ctx, fn, gap)
 }
 
 var (

@@ -141,10 +141,12 @@ type Invalidation struct {
 // Notifier is implemented by stores that tell subscribers about changes, on
 // this node and (for shared stores) on every other node.
 type Notifier interface {
-	// Subscribe calls fn for every change until ctx ends. lost is called when
-	// notifications may have been missed (e.g. a dropped connection), so the
-	// subscriber can drop its whole cache.
-	Subscribe(ctx context.Context, fn func(Invalidation), lost func()) error
+	// Subscribe calls fn for every change until ctx ends. gap(false) says
+	// notifications stopped arriving (e.g. the connection dropped);
+	// gap(true) says they flow again after some may have been missed. A
+	// subscriber drops its whole cache at both, and may trust it again
+	// only after gap(true).
+	Subscribe(ctx context.Context, fn func(Invalidation), gap func(live bool)) error
 }
 
 // Sort is one sort field.

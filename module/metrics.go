@@ -119,8 +119,8 @@ type instrumentedNotifier struct {
 	n keys.Notifier
 }
 
-func (s instrumentedNotifier) Subscribe(ctx context.Context, fn func(keys.Invalidation), lost func()) error {
-	return s.n.Subscribe(ctx, fn, lost)
+func (s instrumentedNotifier) Subscribe(ctx context.Context, fn func(keys.Invalidation), gap func(live bool)) error {
+	return s.n.Subscribe(ctx, fn, gap)
 }
 
 func observeStore(op string, start time.Time, err error) {

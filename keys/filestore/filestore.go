@@ -118,9 +118,9 @@ func (b *Backend) Close() error {
 
 // Subscribe calls fn for every invalidation committed after it returns,
 // until ctx ends. A subscriber that falls behind loses notifications and
-// gets lost called; the writer never waits for it.
-func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), lost func()) error {
-	return b.hub.subscribe(ctx, fn, lost)
+// gets gap(true) called; the writer never waits for it.
+func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), gap func(live bool)) error {
+	return b.hub.subscribe(ctx, fn, gap)
 }
 
 // mapErr turns bbolt's closed-database error into keys.ErrUnavailable.
@@ -395,7 +395,7 @@ type subscriber struct {
 	done chan struct{}
 }
 
-func (h *hub) subscribe(ctx context.Context, fn func(keys.Invalidation), lost func()) error {
+func (h *hub) subscribe(ctx context.Context, fn func(keys.Invalidation), gap func(live bool)) error {
 	if fn == nil {
 		return errors.New("subscribe: nil callback")
 	}
@@ -429,8 +429,8 @@ func (h *hub) subscribe(ctx context.Context, fn func(keys.Invalidation), lost fu
 			case inv := <-s.ch:
 				fn(inv)
 			case <-s.lost:
-				if lost != nil {
-					lost()
+				if gap != nil {
+					gap(true) // still subscribed, but some notifications were dropped
 				}
 			}
 		}

@@ -141,7 +141,7 @@ func TestSlowSubscriberLoses(t *testing.T) {
 	defer b.Close()
 	release := make(chan struct{})
 	lost := make(chan struct{}, 1)
-	err = b.Subscribe(t.Context(), func(keys.Invalidation) { <-release }, func() {
+	err = b.Subscribe(t.Context(), func(keys.Invalidation) { <-release }, func(bool) {
 		select {
 		case lost <- struct{}{}:
 		default:

@@ -638,7 +638,7 @@ type recorder struct {
 func newRecorder() *recorder { return &recorder{invs: make(chan keys.Invalidation, 100)} }
 
 func (r *recorder) fn(inv keys.Invalidation) { r.invs <- inv }
-func (r *recorder) onLost()                  { r.lost.Add(1) }
+func (r *recorder) onLost(bool)              { r.lost.Add(1) }
 
 func (r *recorder) next(t *testing.T) keys.Invalidation {
 	t.Helper()

@@ -31,19 +31,19 @@ var errNoPong = errors.New("subscription connection does not answer")
 // channel and returns once Redis has confirmed the subscription (within the
 // timeout), or with an error wrapping keys.ErrUnavailable when it could not;
 // then fn is called for every invalidation published, from a goroutine that
-// ends with ctx. fn and lost run on that goroutine, one at a time.
+// ends with ctx. fn and gap run on that goroutine, one at a time.
 //
-// When the connection drops (an error, or no answer to a health PING), lost
-// is called, since notifications may be missed from then on, and the
-// goroutine subscribes again with a backoff; when the new subscription is
-// confirmed, lost is called again, for what was published during the gap.
+// When the connection drops (an error, or no answer to a health PING),
+// gap(false) is called, since notifications may be missed from then on, and
+// the goroutine subscribes again with a backoff; when the new subscription
+// is confirmed, gap(true) is called, for what was published meanwhile.
 // Messages that are not a JSON keys.Invalidation are ignored.
-func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), lost func()) error {
+func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), gap func(live bool)) error {
 	if fn == nil {
 		return errors.New("redisstore: subscribe: nil callback")
 	}
-	if lost == nil {
-		lost = func() {}
+	if gap == nil {
+		gap = func(bool) {}
 	}
 	if err := b.checkOpen("subscribe"); err != nil {
 		return err
@@ -52,7 +52,7 @@ func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), los
 	if err != nil {
 		return unavailable("subscribe", err)
 	}
-	go b.deliver(ctx, ps, fn, lost)
+	go b.deliver(ctx, ps, fn, gap)
 	return nil
 }
 
@@ -88,14 +88,14 @@ func (b *Backend) subscribe(ctx context.Context) (*redis.PubSub, error) {
 
 // deliver runs the subscription until ctx ends, subscribing again after a
 // drop.
-func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, fn func(keys.Invalidation), lost func()) {
+func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, fn func(keys.Invalidation), gap func(live bool)) {
 	for {
-		_ = b.receive(ctx, ps, fn, lost)
+		_ = b.receive(ctx, ps, fn, gap)
 		_ = ps.Close()
 		if ctx.Err() != nil || b.closed.Load() {
 			return
 		}
-		lost()
+		gap(false)
 		for backoff := minResubscribe; ; backoff = min(2*backoff, maxResubscribe) {
 			if sleep(ctx, backoff) != nil || b.closed.Load() {
 				return
@@ -105,13 +105,13 @@ func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, fn func(keys.In
 				break
 			}
 		}
-		lost()
+		gap(true)
 	}
 }
 
 // receive delivers the messages of ps until the connection fails or ctx
 // ends.
-func (b *Backend) receive(ctx context.Context, ps *redis.PubSub, fn func(keys.Invalidation), lost func()) error {
+func (b *Backend) receive(ctx context.Context, ps *redis.PubSub, fn func(keys.Invalidation), gap func(live bool)) error {
 	// Closing the PubSub interrupts a blocked receive when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
@@ -144,7 +144,7 @@ func (b *Backend) receive(ctx context.Context, ps *redis.PubSub, fn func(keys.In
 			// go-redis reconnected and subscribed again by itself:
 			// messages of the gap are lost.
 			if m.Kind == "subscribe" && m.Channel == b.channel {
-				lost()
+				gap(true)
 			}
 		case *redis.Message:
 			var inv keys.Invalidation
