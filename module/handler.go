@@ -289,7 +289,7 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 	ctx := r.Context()
 	switch {
 	case cred.Scheme == auth.AccessKey:
-		k, p, out := h.app.verifyAccessKey(ctx, cred.AccessKey, cred.KeyID, now)
+		k, p, out := h.app.verifyAccessKeyFrom(ctx, h.lookupKey, h.lookupPrincipal, cred.AccessKey, cred.KeyID, now)
 		if k != nil {
 			id.keyID = k.ID
 		}

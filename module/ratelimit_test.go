@@ -637,10 +637,9 @@ http://127.0.0.1:{api} {
 // request may take while Redis is down or paused: the deadline plus a
 // margin for the key lookups, the breaker and a loaded test machine.
 // cacheSurvivesOutage enables the check that a fail_open route keeps
-// serving keys it has cached while Redis is down (issue 6). It fails until
-// keys.Resolver stops flushing its cache on a dropped subscription (it could
-// flush when the subscription is re-established instead).
-const cacheSurvivesOutage = false
+// serving keys it has cached while Redis is down (issue 6): such routes use
+// the resolver's stale-if-error lookups.
+const cacheSurvivesOutage = true
 
 const (
 	storeDeadline = 50 * time.Millisecond

@@ -314,7 +314,17 @@ func (a *App) isTokenKID(kid string) bool {
 // found. It returns what it found so far for logging; out is nil on success.
 // The caller checks the tenant, the user's status and the permission.
 func (a *App) verifyAccessKey(ctx context.Context, raw, keyID string, now time.Time) (*keys.Key, *keys.Principal, *outcome) {
-	k, err := a.resolver.Key(ctx, keyID, now)
+	return a.verifyAccessKeyFrom(ctx, a.resolver.Key, a.resolver.Principal, raw, keyID, now)
+}
+
+// verifyAccessKeyFrom is verifyAccessKey over the given lookups, so that
+// fail_open routes can use the resolver's stale-if-error variants.
+func (a *App) verifyAccessKeyFrom(ctx context.Context,
+	keyOf func(context.Context, string, time.Time) (*keys.Key, error),
+	principalOf func(context.Context, string, time.Time) (*keys.Principal, error),
+	raw, keyID string, now time.Time,
+) (*keys.Key, *keys.Principal, *outcome) {
+	k, err := keyOf(ctx, keyID, now)
 	if err != nil {
 		return nil, nil, lookupFailure("unknown access key", err)
 	}
@@ -324,7 +334,7 @@ func (a *App) verifyAccessKey(ctx context.Context, raw, keyID string, now time.T
 	if !k.Usable(now) {
 		return nil, nil, unauthenticated("access key expired, disabled or revoked", nil)
 	}
-	p, err := a.resolver.Principal(ctx, k.UserID, now)
+	p, err := principalOf(ctx, k.UserID, now)
 	if err != nil {
 		return k, nil, lookupFailure("key owner not found", err)
 	}
