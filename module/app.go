@@ -349,8 +349,8 @@ func (a *App) retryMasterKeyCheck() {
 			return
 		}
 		if !errors.Is(err, keys.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
-			a.logger.Error("master key check failed: signed requests will fail", zap.Error(err))
-			a.sealer = nil
+			// Secrets then fail to open and signed requests get 503, never 401.
+			a.logger.Error("master key check failed: signed requests and token signing will fail until master_key is fixed", zap.Error(err))
 			return
 		}
 	}
