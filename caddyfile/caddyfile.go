@@ -313,15 +313,23 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //
 //	keygate_admin [<matcher>]
 func parseAdmin(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	d := h.Dispenser
-	d.Next()
-	if d.NextArg() {
-		return nil, d.ArgErr()
-	}
-	if d.NextBlock(d.Nesting()) {
-		return nil, d.Err("keygate_admin takes no options")
+	if err := noOptions(h.Dispenser, "keygate_admin takes no options"); err != nil {
+		return nil, err
 	}
 	return new(module.AdminHandler), nil
+}
+
+// noOptions consumes a directive that takes neither arguments (besides its
+// matcher, already consumed by Caddy) nor a block.
+func noOptions(d *caddyfile.Dispenser, blockErr string) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(d.Nesting()) {
+		return d.Err(blockErr)
+	}
+	return nil
 }
 
 // parseTokenOptions reads the token block of the global option.
@@ -367,13 +375,8 @@ func parseTokenOptions(d *caddyfile.Dispenser) (*module.TokenConfig, error) {
 //
 //	keygate_token [<matcher>]
 func parseToken(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	d := h.Dispenser
-	d.Next()
-	if d.NextArg() {
-		return nil, d.ArgErr()
-	}
-	if d.NextBlock(d.Nesting()) {
-		return nil, d.Err("keygate_token takes no options (see the keygate global option's token block)")
+	if err := noOptions(h.Dispenser, "keygate_token takes no options (see the keygate global option's token block)"); err != nil {
+		return nil, err
 	}
 	return new(module.TokenHandler), nil
 }
