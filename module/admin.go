@@ -35,11 +35,11 @@ func (AdminHandler) CaddyModule() caddy.ModuleInfo {
 
 // Provision takes the keygate app's store.
 func (h *AdminHandler) Provision(ctx caddy.Context) error {
-	appVal, err := ctx.App("keygate")
+	app, err := keygateApp(ctx)
 	if err != nil {
-		return fmt.Errorf("loading keygate app: %w", err)
+		return err
 	}
-	h.api = appVal.(*App).adminAPI()
+	h.api = app.adminAPI()
 	return nil
 }
 

@@ -405,6 +405,16 @@ func (a *App) Cleanup() error {
 	return nil
 }
 
+// keygateApp returns the config's keygate app for a handler's Provision
+// (a zero-config app, the file store, when there is no global option).
+func keygateApp(ctx caddy.Context) (*App, error) {
+	appVal, err := ctx.App("keygate")
+	if err != nil {
+		return nil, fmt.Errorf("loading keygate app: %w", err)
+	}
+	return appVal.(*App), nil
+}
+
 // KeyStore returns the app's store.
 func (a *App) KeyStore() keys.Store { return a.shared.store }
 

@@ -121,11 +121,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision validates the route's options and takes the keygate app.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	appVal, err := ctx.App("keygate")
+	app, err := keygateApp(ctx)
 	if err != nil {
-		return fmt.Errorf("loading keygate app: %w", err)
+		return err
 	}
-	return h.provision(appVal.(*App), ctx.Logger())
+	return h.provision(app, ctx.Logger())
 }
 
 // provision sets the route up over app (split from Provision for tests).

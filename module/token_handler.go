@@ -3,7 +3,6 @@ package module
 import (
 	"crypto/subtle"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -54,11 +53,11 @@ func (TokenHandler) CaddyModule() caddy.ModuleInfo {
 
 // Provision takes the keygate app.
 func (h *TokenHandler) Provision(ctx caddy.Context) error {
-	appVal, err := ctx.App("keygate")
+	app, err := keygateApp(ctx)
 	if err != nil {
-		return fmt.Errorf("loading keygate app: %w", err)
+		return err
 	}
-	h.app, h.logger = appVal.(*App), ctx.Logger()
+	h.app, h.logger = app, ctx.Logger()
 	return nil
 }
 
@@ -307,11 +306,11 @@ func (JWKSHandler) CaddyModule() caddy.ModuleInfo {
 
 // Provision takes the keygate app and applies defaults.
 func (h *JWKSHandler) Provision(ctx caddy.Context) error {
-	appVal, err := ctx.App("keygate")
+	app, err := keygateApp(ctx)
 	if err != nil {
-		return fmt.Errorf("loading keygate app: %w", err)
+		return err
 	}
-	h.app = appVal.(*App)
+	h.app = app
 	if h.MaxAge <= 0 {
 		h.MaxAge = caddy.Duration(5 * time.Minute)
 	}
