@@ -14,6 +14,11 @@ import (
 type StoreOptions struct {
 	// Now returns the current time for timestamps. Default: time.Now.
 	Now func() time.Time
+	// OnCommit, when set, is called synchronously after every committed
+	// change with each invalidation it published, before the change's method
+	// returns. Caches in the same process use it to read their own writes at
+	// once; other processes learn of changes through the Notifier.
+	OnCommit func(Invalidation)
 }
 
 // NewStore returns the Store that implements every rule of the model over a
@@ -46,7 +51,7 @@ func NewStore(b Backend, opts StoreOptions) Store {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &kvStore{b: b, now: opts.Now}
+	s := &kvStore{b: b, now: opts.Now, onCommit: opts.OnCommit}
 	if n, ok := b.(Notifier); ok {
 		return &notifyingStore{kvStore: s, n: n}
 	}
@@ -55,8 +60,9 @@ func NewStore(b Backend, opts StoreOptions) Store {
 
 // kvStore is the Store over a Backend.
 type kvStore struct {
-	b   Backend
-	now func() time.Time
+	b        Backend
+	now      func() time.Time
+	onCommit func(Invalidation)
 }
 
 // notifyingStore is a kvStore whose backend publishes invalidations.
@@ -420,6 +426,7 @@ type recorder struct {
 	tx    Tx
 	now   time.Time
 	actor string
+	invs  []Invalidation // queued with tx.Notify, for OnCommit
 }
 
 // record appends a history entry to a user's changelog.
@@ -447,12 +454,23 @@ func (r *recorder) record(userID, action, target string, changes map[string]Chan
 
 // notify queues an invalidation.
 func (r *recorder) notify(userID, keyID string) {
-	r.tx.Notify(Invalidation{UserID: userID, KeyID: keyID})
+	inv := Invalidation{UserID: userID, KeyID: keyID}
+	r.tx.Notify(inv)
+	r.invs = append(r.invs, inv)
 }
 
-// update runs fn in a write transaction with a recorder.
+// update runs fn in a write transaction with a recorder and, once it has
+// committed, tells OnCommit what it invalidated.
 func (s *kvStore) update(ctx context.Context, actor string, fn func(r *recorder) error) error {
-	return s.b.Update(ctx, func(tx Tx) error {
-		return fn(&recorder{tx: tx, now: s.clock(), actor: actor})
+	var last *recorder
+	err := s.b.Update(ctx, func(tx Tx) error {
+		last = &recorder{tx: tx, now: s.clock(), actor: actor} // fresh per attempt
+		return fn(last)
 	})
+	if err == nil && s.onCommit != nil && last != nil {
+		for _, inv := range last.invs {
+			s.onCommit(inv)
+		}
+	}
+	return err
 }

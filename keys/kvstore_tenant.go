@@ -109,7 +109,7 @@ func (s *kvStore) UpdateTenant(ctx context.Context, id string, version int64, mu
 		if err := syncIndexes(r.tx, id, tenantIndexes(&cur), tenantIndexes(&next)); err != nil {
 			return err
 		}
-		r.tx.Notify(Invalidation{})
+		r.notify("", "")
 		out = next
 		return nil
 	})

@@ -209,6 +209,7 @@ func (a *App) setup() error {
 		Size:        cc.Size,
 		OnLookup:    observeLookup,
 	}, opener)
+	shared.attach(a.resolver)
 	a.usage = keys.NewUsageRecorder(shared.store, time.Minute)
 	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer})
 
@@ -397,6 +398,9 @@ func (a *App) Cleanup() error {
 	if a.redisLimiter != nil {
 		_ = a.redisLimiter.Close()
 		a.redisLimiter = nil
+	}
+	if a.shared != nil && a.resolver != nil {
+		a.shared.detach(a.resolver)
 	}
 	if a.poolKey != "" {
 		_, _ = stores.Delete(a.poolKey)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -30,6 +31,9 @@ type sharedStore struct {
 	redis  redisClient
 	local  *ratelimit.Local
 	replay auth.ReplayGuard
+
+	mu        sync.Mutex
+	resolvers map[*keys.Resolver]struct{} // the caches of the configs using this store
 }
 
 // Destruct closes the store when the last configuration using it is gone.
@@ -81,21 +85,49 @@ func acquireStore(sc StoreConfig) (*sharedStore, string, error) {
 
 // openStore opens the store without pooling (the CLI uses it directly).
 func openStore(sc StoreConfig) (*sharedStore, error) {
+	s := &sharedStore{resolvers: make(map[*keys.Resolver]struct{})}
+	sopts := keys.StoreOptions{OnCommit: s.committed}
 	switch sc.Backend {
 	case "redis":
 		opts := redisOptions(sc)
-		client := redisstore.NewClient(opts)
-		return &sharedStore{store: redisstore.NewStore(client, opts, keys.StoreOptions{}), redis: client}, nil
+		s.redis = redisstore.NewClient(opts)
+		s.store = redisstore.NewStore(s.redis, opts, sopts)
 	default:
-		st, err := filestore.NewStore(sc.Path, filestore.Options{Timeout: time.Second}, keys.StoreOptions{})
+		st, err := filestore.NewStore(sc.Path, filestore.Options{Timeout: time.Second}, sopts)
 		if err != nil {
 			if errors.Is(err, filestore.ErrLocked) {
 				return nil, fmt.Errorf("%s is in use by another process (a running keygate?): %w", sc.Path, err)
 			}
 			return nil, err
 		}
-		return &sharedStore{store: st}, nil
+		s.store = st
 	}
+	return s, nil
+}
+
+// committed drops what a change made through this process touched from
+// this process's caches before the change's call returns, so an admin API
+// call is followed at once by the gateway on the same node (other nodes
+// follow through pub/sub).
+func (s *sharedStore) committed(inv keys.Invalidation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for r := range s.resolvers {
+		r.Invalidate(inv)
+	}
+}
+
+// attach and detach register a config's resolver for committed.
+func (s *sharedStore) attach(r *keys.Resolver) {
+	s.mu.Lock()
+	s.resolvers[r] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *sharedStore) detach(r *keys.Resolver) {
+	s.mu.Lock()
+	delete(s.resolvers, r)
+	s.mu.Unlock()
 }
 
 func redisOptions(sc StoreConfig) redisstore.Options {
