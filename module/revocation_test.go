@@ -134,13 +134,22 @@ func (c *cluster) warm(key string) {
 		if got := status(e, key); got != http.StatusOK {
 			c.t.Fatalf("%s: warming request: %d", e.gateway, got)
 		}
-		h0, m0 := cacheLookups(c.t, e)
-		if got := status(e, key); got != http.StatusOK {
-			c.t.Fatalf("%s: warm request: %d", e.gateway, got)
-		}
-		h1, m1 := cacheLookups(c.t, e)
-		if h1-h0 < 2 || m1 != m0 {
-			c.t.Fatalf("%s: warm request did not come from the cache: hits +%v, misses +%v", e.gateway, h1-h0, m1-m0)
+		// An invalidation of the writes that created the key may still be
+		// in flight (pub/sub); a fill that races with one is not cached, by
+		// design. So allow a few rounds for the entries to settle.
+		for try := 1; ; try++ {
+			h0, m0 := cacheLookups(c.t, e)
+			if got := status(e, key); got != http.StatusOK {
+				c.t.Fatalf("%s: warm request: %d", e.gateway, got)
+			}
+			h1, m1 := cacheLookups(c.t, e)
+			if h1-h0 >= 2 && m1 == m0 {
+				break
+			}
+			if try == 10 {
+				c.t.Fatalf("%s: warm request did not come from the cache: hits +%v, misses +%v", e.gateway, h1-h0, m1-m0)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 }
