@@ -271,6 +271,7 @@ type identity struct {
 	principal *keys.Principal
 	perm      *keys.Permission
 	keyID     string // access key id, or empty
+	keyTenant string // the tenant an access key is valid in
 	secretID  string // signing secret id, or empty
 }
 
@@ -297,9 +298,7 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 			return id, out
 		}
 		id.principal = p
-		if k.TenantID != tenant {
-			return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "key belongs to another tenant"}
-		}
+		id.keyTenant = k.TenantID
 	case cred.Scheme == auth.AccessToken:
 		// Verified locally; the minting key and its user still come from
 		// the cache so that revocation applies before exp.
@@ -356,6 +355,12 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 
 	if id.principal.User.Status != keys.UserActive {
 		return id, unauthenticated("user not active", nil)
+	}
+	// A key is valid in exactly one tenant: elsewhere it is a valid
+	// credential without permission (checked after the user's status, so an
+	// inactive user's key is 401 everywhere).
+	if id.keyTenant != "" && id.keyTenant != tenant {
+		return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "key belongs to another tenant"}
 	}
 	perm := id.principal.Permission(tenant)
 	if perm == nil || perm.Status != keys.PermissionActive {

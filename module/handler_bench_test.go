@@ -132,3 +132,49 @@ func TestHandlerUnit(t *testing.T) {
 		t.Fatalf("next called %d times, want 2", calls)
 	}
 }
+
+// TestHandlerForeignKeyOfInactiveUser: a key of another tenant is 403 for
+// an ACTIVE user, but 401 when the user is not ACTIVE (not a valid credential).
+func TestHandlerForeignKeyOfInactiveUser(t *testing.T) {
+	app, _ := newBenchApp(t)
+	ctx := context.Background()
+	st := app.shared.store
+	if _, err := st.CreateTenant(ctx, keys.Tenant{ID: "other", Name: "Other"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := st.CreateUser(ctx, keys.User{Name: "foreign", Type: keys.UserService, Role: keys.RoleMember, PrimaryTenant: "other"}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.PutPermission(ctx, keys.Permission{UserID: u.ID, TenantID: "other", Role: keys.RoleMember, Status: keys.PermissionActive}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	plain, k := keys.NewAccessKey(app.hasher, u.ID, "other", "k", time.Now().Add(time.Hour))
+	if _, err := st.CreateKey(ctx, k, "test"); err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Tenant: "acme"}
+	if err := h.provision(app, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { t.Fatal("next called"); return nil })
+	call := func() int {
+		req := httptest.NewRequest(http.MethodGet, "http://gw/x", nil)
+		req.Header.Set("X-Api-Key", plain)
+		rec := httptest.NewRecorder()
+		if err := h.ServeHTTP(rec, req, next); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Code
+	}
+	if got := call(); got != http.StatusForbidden {
+		t.Fatalf("foreign key of an active user: %d, want 403", got)
+	}
+	if _, err := st.UpdateUser(ctx, u.ID, 0, func(u *keys.User) error { u.Status = keys.UserInactive; return nil }, "test"); err != nil {
+		t.Fatal(err)
+	}
+	app.resolver.Invalidate(keys.Invalidation{UserID: u.ID})
+	if got := call(); got != http.StatusUnauthorized {
+		t.Fatalf("foreign key of an inactive user: %d, want 401", got)
+	}
+}
