@@ -311,7 +311,7 @@ func (h *Handler) serve(rt route, w http.ResponseWriter, r *http.Request, st *ca
 			return err
 		}
 		c = &caller{actor: u.ID, user: u, keyID: k.ID}
-	default:
+	case authAdmin: // the zero value of a route's Auth
 		var err error
 		if c, err = h.authenticate(ctx, r); err != nil {
 			return err
@@ -320,6 +320,8 @@ func (h *Handler) serve(rt route, w http.ResponseWriter, r *http.Request, st *ca
 		if err := c.requireAdmin(); err != nil {
 			return err
 		}
+	default:
+		return fmt.Errorf("route %s %s: unknown authentication mode %d", rt.Method, rt.Pattern, rt.Auth)
 	}
 	st.actor = c.actor
 	return rt.handle(h, w, r, c)

@@ -123,8 +123,6 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-func (a *App) isRedis() bool { return a.Store != nil && a.Store.Backend == "redis" }
-
 // Provision opens (or reuses, across reloads) the store and sets up the
 // hasher, sealer, cache and limiter. It does no network round trip: Redis
 // is pinged in Start.

@@ -328,7 +328,7 @@ func (t *tx) IndexRange(index string, offset, count int, desc bool) ([]string, e
 	c := ix.Cursor()
 	var k, v []byte
 	if fromEnd {
-		k, v = c.Seek([]byte(index + "\x01"))
+		k, _ = c.Seek([]byte(index + "\x01"))
 		if k == nil {
 			k, v = c.Last()
 		} else {
