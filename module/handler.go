@@ -239,14 +239,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		ratelimit.WriteHeaders(w.Header(), d, window)
 		switch {
 		case d.Degraded:
-			limiterDecisions.WithLabelValues("degraded").Inc()
+			decisionDegraded.Inc()
 			if h.lastWarn.ok(time.Now()) {
 				h.logger.Warn("rate limiter store unavailable; failing open and counting in-process")
 			}
 		case d.Allowed:
-			limiterDecisions.WithLabelValues("allowed").Inc()
+			decisionAllowed.Inc()
 		default:
-			limiterDecisions.WithLabelValues("limited").Inc()
+			decisionLimited.Inc()
 		}
 		if !d.Allowed {
 			authDuration.Observe(time.Since(start).Seconds())
@@ -260,7 +260,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		id.cred.Strip(r)
 	}
 	authDuration.Observe(time.Since(start).Seconds())
-	requestsTotal.WithLabelValues("ok", id.scheme.String()).Inc()
+	if c := okByScheme[id.scheme]; c != nil {
+		c.Inc()
+	}
 	return next.ServeHTTP(w, r)
 }
 

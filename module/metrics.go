@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/keygate/keygate/auth"
 	"github.com/keygate/keygate/keys"
 )
 
@@ -72,6 +73,17 @@ var (
 
 	cacheHit  = cacheLookups.WithLabelValues("hit")
 	cacheMiss = cacheLookups.WithLabelValues("miss")
+
+	// The children counted on every request, resolved once.
+	decisionAllowed  = limiterDecisions.WithLabelValues("allowed")
+	decisionLimited  = limiterDecisions.WithLabelValues("limited")
+	decisionDegraded = limiterDecisions.WithLabelValues("degraded")
+	okByScheme       = func() (m [auth.AccessToken + 1]prometheus.Counter) {
+		for s := auth.AccessKey; s <= auth.AccessToken; s++ {
+			m[s] = requestsTotal.WithLabelValues("ok", s.String())
+		}
+		return m
+	}()
 )
 
 var collectors = []prometheus.Collector{
