@@ -227,13 +227,7 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return nil, d.Errf("%s already specified", opt)
-		}
-		seen[opt] = true
+	err := eachOption(d, "", func(opt string) error {
 		var err error
 		switch opt {
 		case "tenant":
@@ -241,7 +235,7 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		case "schemes":
 			hd.Schemes = d.RemainingArgs()
 			if len(hd.Schemes) == 0 {
-				return nil, d.ArgErr()
+				return d.ArgErr()
 			}
 		case "key_header":
 			err = oneArg(d, &hd.KeyHeader)
@@ -250,22 +244,22 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		case "require_role":
 			hd.RequireRoles = d.RemainingArgs()
 			if len(hd.RequireRoles) == 0 {
-				return nil, d.ArgErr()
+				return d.ArgErr()
 			}
 		case "limit":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
-				return nil, d.ArgErr()
+				return d.ArgErr()
 			}
 			n, perr := strconv.ParseInt(args[0], 10, 64)
 			if perr != nil || n < 0 {
-				return nil, d.Errf("limit: '%s' is not a non-negative integer", args[0])
+				return d.Errf("limit: '%s' is not a non-negative integer", args[0])
 			}
 			hd.Limit = n
 			if len(args) == 2 {
 				w, perr := caddy.ParseDuration(args[1])
 				if perr != nil || w <= 0 {
-					return nil, d.Errf("limit window: '%s' is not a positive duration", args[1])
+					return d.Errf("limit window: '%s' is not a positive duration", args[1])
 				}
 				hd.Window = caddy.Duration(w)
 			}
@@ -276,14 +270,14 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		case "on_store_error":
 			err = oneArg(d, &hd.OnStoreError)
 			if err == nil && hd.OnStoreError != "fail_closed" && hd.OnStoreError != "fail_open" {
-				return nil, d.Errf("on_store_error: '%s' must be fail_closed or fail_open", hd.OnStoreError)
+				return d.Errf("on_store_error: '%s' must be fail_closed or fail_open", hd.OnStoreError)
 			}
 		case "max_skew":
 			err = durationArg(d, &hd.MaxSkew)
 		case "replay_protection":
 			err = oneArg(d, &hd.ReplayProtection)
 			if err == nil && hd.ReplayProtection != "on" && hd.ReplayProtection != "all" && hd.ReplayProtection != "off" {
-				return nil, d.Errf("replay_protection: '%s' must be on, all or off", hd.ReplayProtection)
+				return d.Errf("replay_protection: '%s' must be on, all or off", hd.ReplayProtection)
 			}
 		case "sigv4_region":
 			err = oneArg(d, &hd.SigV4Region)
@@ -293,15 +287,16 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			err = oneArg(d, &hd.HeaderPrefix)
 		case "keep_credentials":
 			if d.NextArg() {
-				return nil, d.ArgErr()
+				return d.ArgErr()
 			}
 			hd.KeepCredentials = true
 		default:
-			return nil, d.Errf("unrecognized subdirective '%s'", opt)
+			return d.Errf("unrecognized subdirective '%s'", opt)
 		}
-		if err != nil {
-			return nil, err
-		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if hd.Tenant == "" {
 		return nil, d.Err("keygate: tenant is required")
@@ -338,13 +333,7 @@ func parseTokenOptions(d *caddyfile.Dispenser) (*module.TokenConfig, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return nil, d.Errf("token %s already specified", opt)
-		}
-		seen[opt] = true
+	err := eachOption(d, "token ", func(opt string) error {
 		var err error
 		switch opt {
 		case "issuer":
@@ -358,14 +347,15 @@ func parseTokenOptions(d *caddyfile.Dispenser) (*module.TokenConfig, error) {
 		case "algorithm":
 			err = oneArg(d, &tc.Algorithm)
 			if err == nil && tc.Algorithm != "RS256" && tc.Algorithm != "EdDSA" {
-				return nil, d.Errf("token algorithm: '%s' must be RS256 or EdDSA", tc.Algorithm)
+				return d.Errf("token algorithm: '%s' must be RS256 or EdDSA", tc.Algorithm)
 			}
 		default:
-			return nil, d.Errf("unrecognized token option '%s'", opt)
+			return d.Errf("unrecognized token option '%s'", opt)
 		}
-		if err != nil {
-			return nil, err
-		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return tc, nil
 }
@@ -393,20 +383,33 @@ func parseJWKS(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		return nil, d.ArgErr()
 	}
 	jh := new(module.JWKSHandler)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "max_age":
-			if jh.MaxAge != 0 {
-				return nil, d.Err("max_age already specified")
-			}
-			if err := durationArg(d, &jh.MaxAge); err != nil {
-				return nil, err
-			}
-		default:
-			return nil, d.Errf("unrecognized subdirective '%s'", d.Val())
+	err := eachOption(d, "", func(opt string) error {
+		if opt != "max_age" {
+			return d.Errf("unrecognized subdirective '%s'", opt)
 		}
+		return durationArg(d, &jh.MaxAge)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return jh, nil
+}
+
+// eachOption calls fn for every option of the block at d, refusing an
+// option given twice (what prefixes the option's name in that error).
+func eachOption(d *caddyfile.Dispenser, what string, fn func(opt string) error) error {
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s%s already specified", what, opt)
+		}
+		seen[opt] = true
+		if err := fn(opt); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func oneArg(d *caddyfile.Dispenser, dst *string) error {
