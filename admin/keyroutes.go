@@ -194,21 +194,12 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		return err
 	}
 	var b keyBody
-	if err := decodeJSON(w, r, h.maxBody, &b); err != nil {
-		return err
-	}
-	pre, err := parsePrecondition(r, b.Version, true)
+	pre, err := h.decodeUpdate(w, r, &b, &b.Version)
 	if err != nil {
 		return err
 	}
 	v := &keys.ValidationError{}
-	if b.Name.Set {
-		if b.Name.Null {
-			v.Add("name", "must not be null")
-		} else {
-			checkName(v, "name", b.Name.V)
-		}
-	}
+	checkNewName(v, "name", b.Name)
 	if b.ExpiresAt.Set && b.ExpiresAt.Null {
 		v.Add("expiresAt", "must not be null")
 	}

@@ -214,6 +214,15 @@ type precondition struct {
 	versions []int64 // If-Match entity tags, or the body's version
 }
 
+// decodeUpdate reads the JSON body of a PATCH, PUT or DELETE into dst and
+// its precondition: If-Match, or the body's version (the field version points at).
+func (h *Handler) decodeUpdate(w http.ResponseWriter, r *http.Request, dst any, version **int64) (*precondition, error) {
+	if err := decodeJSON(w, r, h.maxBody, dst); err != nil {
+		return nil, err
+	}
+	return parsePrecondition(r, *version, true)
+}
+
 // parsePrecondition reads If-Match and a body version. PATCH, PUT and DELETE
 // on versioned resources need one of them (428 otherwise, when required).
 func parsePrecondition(r *http.Request, bodyVersion *int64, required bool) (*precondition, error) {

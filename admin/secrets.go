@@ -121,21 +121,12 @@ func (h *Handler) patchSecret(w http.ResponseWriter, r *http.Request, c *caller)
 		return err
 	}
 	var b secretBody
-	if err := decodeJSON(w, r, h.maxBody, &b); err != nil {
-		return err
-	}
-	pre, err := parsePrecondition(r, b.Version, true)
+	pre, err := h.decodeUpdate(w, r, &b, &b.Version)
 	if err != nil {
 		return err
 	}
 	v := &keys.ValidationError{}
-	if b.Name.Set {
-		if b.Name.Null {
-			v.Add("name", "must not be null")
-		} else {
-			checkName(v, "name", b.Name.V)
-		}
-	}
+	checkNewName(v, "name", b.Name)
 	if b.Status.Set && b.Status.V != keys.SecretActive && b.Status.V != keys.SecretInactive {
 		v.Add("status", "must be ACTIVE or INACTIVE")
 	}

@@ -118,10 +118,7 @@ func (h *Handler) patchTenant(w http.ResponseWriter, r *http.Request, c *caller)
 		return err
 	}
 	var b tenantBody
-	if err := decodeJSON(w, r, h.maxBody, &b); err != nil {
-		return err
-	}
-	pre, err := parsePrecondition(r, b.Version, true)
+	pre, err := h.decodeUpdate(w, r, &b, &b.Version)
 	if err != nil {
 		return err
 	}
@@ -129,13 +126,7 @@ func (h *Handler) patchTenant(w http.ResponseWriter, r *http.Request, c *caller)
 	if b.ID.Set && b.ID.V != cur.ID {
 		v.Add("id", "cannot be changed")
 	}
-	if b.Name.Set {
-		if b.Name.Null {
-			v.Add("name", "is required")
-		} else {
-			checkName(v, "name", b.Name.V)
-		}
-	}
+	checkNewName(v, "name", b.Name)
 	if b.Status.Set && b.Status.V != keys.TenantActive && b.Status.V != keys.TenantArchived {
 		v.Add("status", "must be ACTIVE or ARCHIVED")
 	}
@@ -174,6 +165,17 @@ func checkName(v *keys.ValidationError, field, s string) {
 		v.Add(field, "must be at most 200 bytes")
 	case strings.IndexFunc(s, unicode.IsControl) >= 0:
 		v.Add(field, "must not contain control characters")
+	}
+}
+
+// checkNewName validates a name a PATCH may change: absent is fine, null is not.
+func checkNewName(v *keys.ValidationError, field string, o opt[string]) {
+	switch {
+	case !o.Set:
+	case o.Null:
+		v.Add(field, "must not be null")
+	default:
+		checkName(v, field, o.V)
 	}
 }
 

@@ -395,10 +395,7 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, c *caller) e
 		return err
 	}
 	var b userBody
-	if err := decodeJSON(w, r, h.maxBody, &b); err != nil {
-		return err
-	}
-	pre, err := parsePrecondition(r, b.Version, true)
+	pre, err := h.decodeUpdate(w, r, &b, &b.Version)
 	if err != nil {
 		return err
 	}
