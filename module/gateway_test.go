@@ -89,6 +89,13 @@ func startEnv(t *testing.T, global, routeOpts string) *env {
 	e.srv = testcaddy.Start(t, gatewayCaddyfile(global, routeOpts, gw, ad, up.addr()), testcaddy.Options{
 		Wait: []string{e.gateway, e.adminURL},
 	})
+	e.bootstrap()
+	return e
+}
+
+// bootstrap creates tenant acme and its superadmin "ops" through the CLI.
+func (e *env) bootstrap() {
+	e.t.Helper()
 	out := e.srv.CLI("bootstrap", "--tenant", "acme", "--user", "ops", "--json")
 	var boot struct {
 		Key struct {
@@ -99,10 +106,9 @@ func startEnv(t *testing.T, global, routeOpts string) *env {
 		} `json:"user"`
 	}
 	if err := json.Unmarshal([]byte(out), &boot); err != nil || !strings.HasPrefix(boot.Key.Key, "kg_") {
-		t.Fatalf("bootstrap output %q: %v", out, err)
+		e.t.Fatalf("bootstrap output %q: %v", out, err)
 	}
 	e.adminKey, e.adminID = boot.Key.Key, boot.User.ID
-	return e
 }
 
 // get calls the gateway.

@@ -83,19 +83,7 @@ http://127.0.0.1:%d {
 }
 `, gw, up.addr(), ad)
 	e.srv = testcaddy.Start(t, caddyfile, testcaddy.Options{Wait: []string{e.gateway, e.adminURL}})
-	out := e.srv.CLI("bootstrap", "--tenant", "acme", "--user", "ops", "--json")
-	var boot struct {
-		Key struct {
-			Key string `json:"key"`
-		} `json:"key"`
-		User struct {
-			ID string `json:"id"`
-		} `json:"user"`
-	}
-	if err := json.Unmarshal([]byte(out), &boot); err != nil || !strings.HasPrefix(boot.Key.Key, "kg_") {
-		t.Fatalf("bootstrap output %q: %v", out, err)
-	}
-	e.adminKey, e.adminID = boot.Key.Key, boot.User.ID
+	e.bootstrap()
 	return e
 }
 

@@ -52,24 +52,6 @@ func startGateway(t *testing.T, tmpl string, up *upstream, opts testcaddy.Option
 	return e
 }
 
-// bootstrap creates tenant acme and its superadmin "ops" through the CLI.
-func (e *env) bootstrap() {
-	e.t.Helper()
-	out := e.srv.CLI("bootstrap", "--tenant", "acme", "--user", "ops", "--json")
-	var boot struct {
-		Key struct {
-			Key string `json:"key"`
-		} `json:"key"`
-		User struct {
-			ID string `json:"id"`
-		} `json:"user"`
-	}
-	if err := json.Unmarshal([]byte(out), &boot); err != nil || !strings.HasPrefix(boot.Key.Key, "kg_") {
-		e.t.Fatalf("bootstrap output %q: %v", out, err)
-	}
-	e.adminKey, e.adminID = boot.Key.Key, boot.User.ID
-}
-
 // setRequestLimit changes a user's requestLimit through the admin API.
 func (e *env) setRequestLimit(userID string, limit int64) {
 	e.t.Helper()
