@@ -289,6 +289,8 @@ type VerifiedToken struct {
 	Tenant string
 	// ExpiresAt is the token's exp.
 	ExpiresAt time.Time
+	// SigningKey is the kid of the key that signed the token.
+	SigningKey string
 }
 
 // tokenHeader is the JOSE header of an access token; fields alias the
@@ -474,6 +476,7 @@ func (v *TokenVerifier) Verify(tok string, now time.Time) (VerifiedToken, error)
 	}
 	out.Subject, out.KeyID, out.Tenant = string(cl.Sub), string(cl.KeyID), string(cl.Tenant)
 	out.ExpiresAt = exp
+	out.SigningKey = key.ID
 	return out, nil
 }
 

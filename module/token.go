@@ -2,6 +2,7 @@ package module
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +80,7 @@ type tokenKeys struct {
 	issuer   auth.TokenIssuer
 	verifier auth.TokenVerifier
 
+	verified   verifiedTokens
 	set        atomic.Pointer[tokenKeySet]
 	mu         sync.Mutex // serializes reloads and key creation
 	lastReload time.Time  // guarded by mu
@@ -125,6 +127,49 @@ func newTokenKeys(cfg *TokenConfig, store keys.Store, sealer *keys.Sealer, logge
 	m.verifier = auth.TokenVerifier{Alg: c.Algorithm, Issuer: c.Issuer, Audience: c.Audience, Leeway: leeway, Key: m.key}
 	m.set.Store(&tokenKeySet{jwks: []byte(`{"keys":[]}`)})
 	return m, nil
+}
+
+// maxVerifiedTokens bounds the cache of verified access tokens.
+const maxVerifiedTokens = 100_000
+
+// verifiedTokens remembers tokens whose signature and claims were checked,
+// so a client that calls with the same access token pays the RSA or Ed25519
+// verification once, not per request. Entries are keyed by the token's
+// SHA-256 and used only until the token's exp (plus leeway) and while its
+// signing key is still live; revocation is checked per request regardless.
+type verifiedTokens struct {
+	mu sync.RWMutex
+	m  map[[sha256.Size]byte]auth.VerifiedToken
+}
+
+// verify checks an access token, from the cache when it was verified before.
+func (m *tokenKeys) verify(tok string, now time.Time) (auth.VerifiedToken, error) {
+	sum := sha256.Sum256([]byte(tok))
+	m.verified.mu.RLock()
+	vt, ok := m.verified.m[sum]
+	m.verified.mu.RUnlock()
+	if ok && now.Before(vt.ExpiresAt.Add(m.leeway)) && m.key(vt.SigningKey) != nil {
+		return vt, nil
+	}
+	vt, err := m.verifier.Verify(tok, now)
+	if err != nil {
+		return vt, err
+	}
+	m.verified.mu.Lock()
+	if m.verified.m == nil || len(m.verified.m) >= maxVerifiedTokens {
+		// Drop what has expired; if that frees nothing, start over.
+		for k, v := range m.verified.m {
+			if !now.Before(v.ExpiresAt.Add(m.leeway)) {
+				delete(m.verified.m, k)
+			}
+		}
+		if m.verified.m == nil || len(m.verified.m) >= maxVerifiedTokens {
+			m.verified.m = make(map[[sha256.Size]byte]auth.VerifiedToken)
+		}
+	}
+	m.verified.m[sum] = vt
+	m.verified.mu.Unlock()
+	return vt, nil
 }
 
 // key returns the live key named kid, or nil (no reload).
@@ -349,7 +394,7 @@ func (a *App) verifyAccessToken(ctx context.Context, tok, tenant string, now tim
 	if a.tokens == nil {
 		return nil, nil, unauthenticated("token exchange not configured", nil)
 	}
-	vt, err := a.tokens.verifier.Verify(tok, now)
+	vt, err := a.tokens.verify(tok, now)
 	if err != nil {
 		reason := "bad_token"
 		if errors.Is(err, auth.ErrTokenExpired) {

@@ -76,3 +76,49 @@ func BenchmarkHandlerAccessToken(b *testing.B) {
 		})
 	}
 }
+
+// TestVerifiedTokenCache: a cached verification is used only while the
+// token is unexpired and its signing key live; a tampered token is verified
+// in full and refused.
+func TestVerifiedTokenCache(t *testing.T) {
+	app, _ := newBenchApp(t)
+	tk, err := newTokenKeys(&TokenConfig{Algorithm: auth.AlgEdDSA, Lifetime: caddy.Duration(time.Minute)}, app.shared.store, app.sealer, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	sk, err := tk.signingKey(context.Background(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tk.issuer.Issue(sk, auth.TokenClaims{Subject: "u1", KeyID: "k1", Tenant: "acme"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if vt, err := tk.verify(tok, now); err != nil || vt.Subject != "u1" || vt.SigningKey != sk.ID {
+			t.Fatalf("verify %d: %+v %v", i, vt, err)
+		}
+	}
+	if len(tk.verified.m) != 1 {
+		t.Fatalf("cache holds %d tokens, want 1", len(tk.verified.m))
+	}
+	// Past exp (plus leeway): refused although cached.
+	if _, err := tk.verify(tok, now.Add(2*time.Minute)); err == nil {
+		t.Fatal("an expired cached token was accepted")
+	}
+	// A tampered token is not the cached one.
+	tampered := tok[:len(tok)-2] + "AA"
+	if tampered == tok {
+		tampered = tok[:len(tok)-2] + "BB"
+	}
+	if _, err := tk.verify(tampered, now); err == nil {
+		t.Fatal("a tampered token was accepted")
+	}
+	// Its signing key retired: refused although cached.
+	set := tk.set.Load()
+	tk.set.Store(&tokenKeySet{jwks: set.jwks})
+	if _, err := tk.verify(tok, now); err == nil {
+		t.Fatal("a cached token of a retired key was accepted")
+	}
+}
