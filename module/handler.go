@@ -190,6 +190,28 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 	return nil
 }
 
+// stripIdentity removes client-sent copies of the identity headers,
+// including spellings with '_' for '-', which upstreams such as CGI, PHP
+// or some proxies treat as the same header.
+func (h *Handler) stripIdentity(hd http.Header) {
+	names := h.hdr.all()
+	for _, name := range names {
+		delete(hd, name)
+	}
+	for k := range hd {
+		if strings.IndexByte(k, '_') < 0 {
+			continue
+		}
+		alias := textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))
+		for _, name := range names {
+			if alias == name {
+				delete(hd, k)
+				break
+			}
+		}
+	}
+}
+
 // outcome is why a request was refused, for logs and metrics; never sent.
 type outcome struct {
 	status int
@@ -201,9 +223,7 @@ type outcome struct {
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	start := time.Now()
-	for _, name := range h.hdr.all() {
-		delete(r.Header, name)
-	}
+	h.stripIdentity(r.Header)
 
 	tenant := h.Tenant
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)

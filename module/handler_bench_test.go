@@ -108,6 +108,8 @@ func TestHandlerUnit(t *testing.T) {
 		req := httptest.NewRequest(http.MethodGet, "http://gw/x", nil)
 		req.Header.Set("Authorization", auth)
 		req.Header.Set("X-Auth-User-Id", "spoofed")
+		req.Header["X_auth_role"] = []string{"ADMIN"}
+		req.Header["X-Auth_User_Name"] = []string{"spoofed"}
 		rec := httptest.NewRecorder()
 		if err := h.ServeHTTP(rec, req, next); err != nil {
 			t.Fatal(err)
@@ -115,6 +117,12 @@ func TestHandlerUnit(t *testing.T) {
 		if rec.Code == 0 || rec.Code == http.StatusOK {
 			if req.Header.Get("X-Auth-User-Id") == "spoofed" || req.Header.Get("Authorization") != "" {
 				t.Fatalf("identity not replaced or credential forwarded: %v", req.Header)
+			}
+			if _, ok := req.Header["X_auth_role"]; ok {
+				t.Fatalf("underscore spelling of an identity header forwarded: %v", req.Header)
+			}
+			if _, ok := req.Header["X-Auth_User_Name"]; ok {
+				t.Fatalf("underscore spelling of an identity header forwarded: %v", req.Header)
 			}
 		}
 		return rec
