@@ -223,6 +223,16 @@ func (h *Handler) decodeUpdate(w http.ResponseWriter, r *http.Request, dst any, 
 	return parsePrecondition(r, *version, true)
 }
 
+// ifMatchVersion is the expected version of a body-less DELETE: If-Match is
+// required and must match current (428 and 412 otherwise); 0 for "*".
+func ifMatchVersion(r *http.Request, current int64) (int64, error) {
+	pre, err := parsePrecondition(r, nil, true)
+	if err != nil {
+		return 0, err
+	}
+	return pre.expect(current)
+}
+
 // parsePrecondition reads If-Match and a body version. PATCH, PUT and DELETE
 // on versioned resources need one of them (428 otherwise, when required).
 func parsePrecondition(r *http.Request, bodyVersion *int64, required bool) (*precondition, error) {

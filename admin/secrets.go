@@ -163,11 +163,7 @@ func (h *Handler) deleteSecret(w http.ResponseWriter, r *http.Request, c *caller
 	if err != nil {
 		return err
 	}
-	pre, err := parsePrecondition(r, nil, true)
-	if err != nil {
-		return err
-	}
-	version, err := pre.expect(cur.Version)
+	version, err := ifMatchVersion(r, cur.Version)
 	if err != nil {
 		return err
 	}
