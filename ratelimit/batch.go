@@ -3,8 +3,10 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -12,31 +14,49 @@ import (
 // errClosed is returned by a batching limiter after Close.
 var errClosed = errors.New("limiter closed")
 
-// batchReq is one Allow call waiting for its pipeline.
+// errBacklog is returned when so many calls are waiting that the queue is
+// full: Redis is far behind, and waiting longer would only add latency.
+var errBacklog = errors.New("too many calls waiting")
+
+// batchReq is one Allow call waiting for its batch.
 type batchReq struct {
 	key         string
 	limit, size int64
-	d           Decision
-	err         error
-	done        chan struct{} // buffered (1): the flusher never blocks on it
-	abandoned   atomic.Bool   // the caller stopped waiting; skip if not yet sent
+	// deadline is when the caller's Timeout ends; a flusher fails the
+	// request instead of sending it after that, and never waits for Redis
+	// past the earliest deadline of its batch.
+	deadline  time.Time
+	d         Decision
+	err       error
+	done      chan struct{} // buffered (1): the flusher never blocks on it
+	abandoned atomic.Bool   // the caller stopped waiting; skip if not yet sent
 }
 
 // batcher coalesces concurrent Allow calls: each flusher takes one waiting
-// request, adds every other request already queued (up to max), and sends
-// them as one pipeline of EVALSHA commands. Nothing waits for a batch to
+// request, adds every other request already queued (up to max), and decides
+// them in one round trip (see flush). Nothing waits for a batch to
 // fill, so a lone request goes out at once; under load the requests that
-// arrive while pipelines are in flight form the next batch. Every request
-// is still its own atomic script run, so the decisions are exactly those of
-// the unbatched limiter.
+// arrive while a batch is in flight form the next one. Every request is
+// decided atomically and in turn, so the decisions are exactly those of the
+// unbatched limiter.
+//
+// Callers wait without a timer of their own: a request's deadline travels
+// with it, and because the queue is FIFO, every batch ahead of it ends (by
+// its own earliest deadline) no later than the request's deadline. That
+// bound needs a client that stops at the context deadline; with other
+// clients the caller keeps its own timer.
 type batcher struct {
-	r      *Redis
-	max    int
-	queue  chan *batchReq
-	stop   chan struct{}
-	closed atomic.Bool
-	wg     sync.WaitGroup
-	pool   sync.Pool // *batchReq
+	r     *Redis
+	max   int
+	queue chan *batchReq
+	stop  chan struct{}
+	// closing is held for reading while a call enqueues and for writing
+	// while Close marks the batcher closed, so that no call can slip into
+	// the queue after Close has drained it.
+	closing sync.RWMutex
+	closed  atomic.Bool
+	wg      sync.WaitGroup
+	pool    sync.Pool // *batchReq
 }
 
 func newBatcher(r *Redis, maxBatch, flushers int) *batcher {
@@ -49,7 +69,7 @@ func newBatcher(r *Redis, maxBatch, flushers int) *batcher {
 	b := &batcher{
 		r:     r,
 		max:   maxBatch,
-		queue: make(chan *batchReq, maxBatch*flushers),
+		queue: make(chan *batchReq, 8*maxBatch*flushers),
 		stop:  make(chan struct{}),
 	}
 	b.pool.New = func() any { return &batchReq{done: make(chan struct{}, 1)} }
@@ -62,18 +82,28 @@ func newBatcher(r *Redis, maxBatch, flushers int) *batcher {
 
 // allow queues one request and waits for its decision, at most Timeout.
 func (b *batcher) allow(ctx context.Context, key string, limit, size int64) (Decision, error) {
-	if b.closed.Load() {
-		return Decision{}, unavailable("batching limiter", errClosed)
-	}
-	ctx, cancel := context.WithTimeout(ctx, b.r.timeout)
-	defer cancel()
 	req := b.pool.Get().(*batchReq)
 	req.key, req.limit, req.size = key, limit, size
+	req.deadline = time.Now().Add(b.r.timeout)
+	b.closing.RLock()
+	if b.closed.Load() {
+		b.closing.RUnlock()
+		b.pool.Put(req)
+		return Decision{}, unavailable("batching limiter", errClosed)
+	}
 	select {
 	case b.queue <- req:
-	case <-ctx.Done():
+		b.closing.RUnlock()
+	default:
+		b.closing.RUnlock()
 		b.pool.Put(req)
-		return Decision{}, unavailable("queueing for redis", ctx.Err())
+		return Decision{}, unavailable("queueing for redis", errBacklog)
+	}
+	var timeout <-chan time.Time
+	if !b.r.bounded {
+		t := time.NewTimer(b.r.timeout)
+		defer t.Stop()
+		timeout = t.C
 	}
 	select {
 	case <-req.done:
@@ -86,6 +116,9 @@ func (b *batcher) allow(ctx context.Context, key string, limit, size int64) (Dec
 		// If it has not been sent yet, it will not be.
 		req.abandoned.Store(true)
 		return Decision{}, unavailable("waiting for redis", ctx.Err())
+	case <-timeout:
+		req.abandoned.Store(true)
+		return Decision{}, unavailable("waiting for redis", context.DeadlineExceeded)
 	}
 }
 
@@ -93,14 +126,21 @@ func (b *batcher) allow(ctx context.Context, key string, limit, size int64) (Dec
 func (b *batcher) loop() {
 	defer b.wg.Done()
 	batch := make([]*batchReq, 0, b.max)
+	var buf scriptArgs
 	for {
 		select {
 		case <-b.stop:
 			return
 		case req := <-b.queue:
 			batch = batch[:0]
+			now := time.Now()
 			for {
-				if !req.abandoned.Load() {
+				switch {
+				case req.abandoned.Load():
+				case !now.Before(req.deadline):
+					req.d, req.err = Decision{}, unavailable("waiting for redis", context.DeadlineExceeded)
+					req.done <- struct{}{}
+				default:
 					batch = append(batch, req)
 				}
 				if len(batch) == b.max {
@@ -116,19 +156,81 @@ func (b *batcher) loop() {
 				}
 			}
 			if len(batch) > 0 {
-				b.flush(batch)
+				b.flush(batch, &buf)
 			}
 			clear(batch)
 		}
 	}
 }
 
-// flush sends batch as one pipeline and hands every request its result.
-// Commands refused with NOSCRIPT did not run, so they are sent again with
-// EVAL, which also loads the script.
-func (b *batcher) flush(batch []*batchReq) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.r.timeout)
+// flush decides every request of batch in one round trip and hands each
+// its result. On a single Redis (or a sentinel-managed one) that is one
+// script run per bucket size, nearly always exactly one: the script decides
+// the requests in turn, each exactly as its own run would, and Redis parses
+// one command instead of len(batch). A cluster cannot run one script over
+// keys in different slots, so there each request is its own EVALSHA in one
+// pipeline, which go-redis splits by node.
+func (b *batcher) flush(batch []*batchReq, buf *scriptArgs) {
+	deadline := batch[0].deadline
+	for _, req := range batch[1:] {
+		if req.deadline.Before(deadline) {
+			deadline = req.deadline
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	if !b.r.multiKey {
+		b.pipelined(ctx, batch)
+		return
+	}
+	for rest := batch; len(rest) > 0; {
+		size, same := rest[0].size, 0
+		for i, req := range rest {
+			if req.size == size {
+				rest[i], rest[same] = rest[same], rest[i]
+				same++
+			}
+		}
+		b.runOnce(ctx, rest[:same], buf)
+		rest = rest[same:]
+	}
+}
+
+// scriptArgs are a flusher's reusable argument buffers.
+type scriptArgs struct {
+	keys []string
+	args []any
+}
+
+// runOnce decides group, whose requests share one bucket size, with one run
+// of the script.
+func (b *batcher) runOnce(ctx context.Context, group []*batchReq, buf *scriptArgs) {
+	buf.keys = buf.keys[:0]
+	buf.args = append(buf.args[:0], group[0].size, b.r.buckets)
+	for _, req := range group {
+		buf.keys = append(buf.keys, req.key)
+		buf.args = append(buf.args, req.limit)
+	}
+	vals, err := windowScript.Run(ctx, b.r.client, buf.keys, buf.args...).Int64Slice()
+	if err == nil && len(vals) != 4*len(group) {
+		err = fmt.Errorf("limiter script returned %d values for %d requests", len(vals), len(group))
+	}
+	for i, req := range group {
+		if err != nil {
+			req.d, req.err = Decision{}, unavailable("running limiter script", err)
+		} else {
+			req.d, req.err = decode(vals[4*i:4*i+4], req.limit), nil
+		}
+		req.done <- struct{}{}
+	}
+	clear(buf.keys)
+	clear(buf.args)
+}
+
+// pipelined sends one EVALSHA per request in one pipeline. Commands refused
+// with NOSCRIPT did not run, so they are sent again with EVAL, which also
+// loads the script.
+func (b *batcher) pipelined(ctx context.Context, batch []*batchReq) {
 	cmds := b.pipeline(ctx, batch, false)
 	var retry []*batchReq
 	var retryIdx []int
@@ -146,10 +248,13 @@ func (b *batcher) flush(batch []*batchReq) {
 	}
 	for i, req := range batch {
 		vals, err := cmds[i].Int64Slice()
-		if err != nil {
+		switch {
+		case err != nil:
 			req.d, req.err = Decision{}, unavailable("running limiter script", err)
-		} else {
-			req.d, req.err = decode(vals, req.limit)
+		case len(vals) != 4:
+			req.d, req.err = Decision{}, fmt.Errorf("%w: limiter script returned %d values, want 4", ErrUnavailable, len(vals))
+		default:
+			req.d, req.err = decode(vals, req.limit), nil
 		}
 		req.done <- struct{}{}
 	}
@@ -164,9 +269,9 @@ func (b *batcher) pipeline(ctx context.Context, batch []*batchReq, eval bool) []
 	for i, req := range batch {
 		keys := []string{req.key}
 		if eval {
-			cmds[i] = windowScript.Eval(ctx, pipe, keys, req.limit, req.size, b.r.buckets)
+			cmds[i] = windowScript.Eval(ctx, pipe, keys, req.size, b.r.buckets, req.limit)
 		} else {
-			cmds[i] = windowScript.EvalSha(ctx, pipe, keys, req.limit, req.size, b.r.buckets)
+			cmds[i] = windowScript.EvalSha(ctx, pipe, keys, req.size, b.r.buckets, req.limit)
 		}
 	}
 	_, _ = pipe.Exec(ctx)
@@ -175,7 +280,10 @@ func (b *batcher) pipeline(ctx context.Context, batch []*batchReq, eval bool) []
 
 // close stops the flushers and fails whatever is still queued.
 func (b *batcher) close() {
-	if b.closed.Swap(true) {
+	b.closing.Lock()
+	already := b.closed.Swap(true)
+	b.closing.Unlock()
+	if already {
 		return
 	}
 	close(b.stop)

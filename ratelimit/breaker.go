@@ -91,9 +91,14 @@ func (b *Breaker) State() BreakerState {
 
 // Allow implements Limiter.
 func (b *Breaker) Allow(ctx context.Context, key string, limit int64, window time.Duration) (Decision, error) {
-	probe, err := b.before(b.now())
-	if err != nil {
-		return Decision{}, err
+	// The clock is read only off the hot path (closed breaker, success):
+	// time.Now is not free, and the hot path needs no time.
+	var probe bool
+	if BreakerState(b.state.Load()) != BreakerClosed {
+		var err error
+		if probe, err = b.before(b.now()); err != nil {
+			return Decision{}, err
+		}
 	}
 	d, err := b.next.Allow(ctx, key, limit, window)
 	if err != nil && (ctx.Err() != nil || !errors.Is(err, ErrUnavailable)) {
@@ -106,7 +111,11 @@ func (b *Breaker) Allow(ctx context.Context, key string, limit int64, window tim
 		}
 		return d, err
 	}
-	b.after(b.now(), probe, err)
+	var now time.Time
+	if err != nil || probe {
+		now = b.now()
+	}
+	b.after(now, probe, err)
 	return d, err
 }
 

@@ -30,13 +30,18 @@
 // # Implementations
 //
 // NewRedis keeps each key's buckets in one Redis hash, updated by one
-// atomic Lua script (window.lua) per request, run with EVALSHA (EVAL on
-// NOSCRIPT) and timed with Redis's own clock (TIME), so gateway clock skew
-// does not matter and any number of nodes share one exact counter. The hash
-// expires one window plus one bucket after its last accepted request. With
-// RedisOptions.Batch, concurrent calls are coalesced into pipelines: one
-// round trip serves many requests, each still decided by its own atomic
-// script run.
+// atomic Lua script (window.lua), run with EVALSHA (EVAL on NOSCRIPT) and
+// timed with Redis's own clock (TIME), so gateway clock skew does not matter
+// and any number of nodes share one exact counter. Besides the buckets the
+// hash holds their sum and the lowest bucket, so that the usual decision
+// reads three fields instead of summing the window; the whole hash is read
+// only when its lowest bucket has left the window or the request is
+// rejected. The hash expires one window plus one bucket after its newest
+// bucket began. With RedisOptions.Batch, concurrent calls are coalesced: one
+// round trip and one script run decide many requests, each in turn and
+// atomically, so the decisions are those of one run per request (on a
+// cluster, whose users sit in different slots, a pipeline of one run per
+// request).
 //
 // NewLocal implements the same window in process (sharded maps, a sweeper
 // for idle keys). Breaker and Guarded add the failure policy: a circuit

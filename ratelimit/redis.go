@@ -39,13 +39,14 @@ type RedisOptions struct {
 	Timeout time.Duration
 	// Buckets is the number of sub-buckets per window. Default: 12.
 	Buckets int
-	// Batch coalesces concurrent Allow calls into pipelines, so that one
-	// round trip serves many requests (see the package doc). Default: off.
+	// Batch coalesces concurrent Allow calls, so that one round trip and
+	// (except on a cluster) one script run serve many requests (see the
+	// package doc). Default: off.
 	Batch bool
-	// MaxBatch caps the number of requests in one pipeline when Batch is
-	// set. Default: 128.
+	// MaxBatch caps the number of requests decided in one round trip when
+	// Batch is set. Default: 128.
 	MaxBatch int
-	// Flushers is the number of pipelines that may be in flight at once
+	// Flushers is the number of batches that may be in flight at once
 	// when Batch is set. Default: 4.
 	Flushers int
 }
@@ -61,7 +62,10 @@ type Redis struct {
 	// deadline (go-redis ContextTimeoutEnabled); otherwise each call is
 	// run on its own goroutine so that Allow still returns on time.
 	bounded bool
-	batch   *batcher
+	// multiKey is true when one script run may touch keys of different
+	// users: always, except on a cluster, where they sit in different slots.
+	multiKey bool
+	batch    *batcher
 }
 
 // NewRedis returns a Limiter that keeps its windows in Redis. The client is
@@ -80,6 +84,8 @@ func NewRedis(client RedisClient, opts RedisOptions) *Redis {
 		buckets: opts.Buckets,
 		bounded: honorsDeadline(client),
 	}
+	_, cluster := client.(*redis.ClusterClient)
+	r.multiKey = !cluster
 	if r.prefix == "" {
 		r.prefix = DefaultPrefix
 	}
@@ -95,7 +101,7 @@ func NewRedis(client RedisClient, opts RedisOptions) *Redis {
 	return r
 }
 
-// Close stops the batching goroutines, if any, waiting for pipelines in
+// Close stops the batching goroutines, if any, waiting for batches in
 // flight (at most the client's read timeout when Redis hangs); queued calls
 // fail with ErrUnavailable. Close does not close the Redis client.
 func (r *Redis) Close() error {
@@ -154,18 +160,19 @@ func (r *Redis) Allow(ctx context.Context, key string, limit int64, window time.
 
 // run executes the script once for rkey.
 func (r *Redis) run(ctx context.Context, rkey string, limit, size int64) (Decision, error) {
-	vals, err := windowScript.Run(ctx, r.client, []string{rkey}, limit, size, r.buckets).Int64Slice()
+	vals, err := windowScript.Run(ctx, r.client, []string{rkey}, size, r.buckets, limit).Int64Slice()
 	if err != nil {
 		return Decision{}, unavailable("running limiter script", err)
 	}
-	return decode(vals, limit)
-}
-
-// decode turns the script's reply into a Decision.
-func decode(vals []int64, limit int64) (Decision, error) {
 	if len(vals) != 4 {
 		return Decision{}, fmt.Errorf("%w: limiter script returned %d values, want 4", ErrUnavailable, len(vals))
 	}
+	return decode(vals, limit), nil
+}
+
+// decode turns one request's four values of the script's reply into a
+// Decision.
+func decode(vals []int64, limit int64) Decision {
 	d := Decision{
 		Allowed:   vals[0] == 1,
 		Limit:     limit,
@@ -175,7 +182,7 @@ func decode(vals []int64, limit int64) (Decision, error) {
 	if !d.Allowed {
 		d.RetryAfter = time.Duration(vals[3]) * time.Millisecond
 	}
-	return d, nil
+	return d
 }
 
 // isNoScript reports whether err is Redis's NOSCRIPT error.

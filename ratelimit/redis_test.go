@@ -23,14 +23,16 @@ const (
 	testBucket  = testWindow / testBuckets
 )
 
-// roundTrips counts the commands and pipelines a client sends.
-type roundTrips struct{ n atomic.Int64 }
+// roundTrips counts the round trips (commands and pipelines) a client makes,
+// and the commands it sends in all.
+type roundTrips struct{ n, cmds atomic.Int64 }
 
 func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.n.Add(1)
+		h.cmds.Add(1)
 		return next(ctx, cmd)
 	}
 }
@@ -38,14 +40,40 @@ func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		h.n.Add(1)
+		h.cmds.Add(int64(len(cmds)))
 		return next(ctx, cmds)
 	}
 }
 
-// modes runs f for the direct and the batching Redis limiter.
-func modes(t *testing.T, f func(t *testing.T, batch bool)) {
-	for _, batch := range []bool{false, true} {
-		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) { f(t, batch) })
+// mode is one way of running the Redis limiter: direct (one script run per
+// call), batched (one script run per batch), or batched as a pipeline of one
+// run per call (what a cluster client gets).
+type mode struct{ batch, pipelined bool }
+
+func (m mode) String() string {
+	switch {
+	case m.pipelined:
+		return "batch=pipeline"
+	case m.batch:
+		return "batch=script"
+	}
+	return "direct"
+}
+
+// limiter returns a limiter over c running in mode m.
+func (m mode) limiter(t testing.TB, c RedisClient, opts RedisOptions) *Redis {
+	opts.Batch = m.batch
+	r := newTestRedis(t, c, opts)
+	if m.pipelined {
+		r.multiKey = false
+	}
+	return r
+}
+
+// modes runs f for each mode of the Redis limiter.
+func modes(t *testing.T, f func(t *testing.T, m mode)) {
+	for _, m := range []mode{{}, {batch: true}, {batch: true, pipelined: true}} {
+		t.Run(m.String(), func(t *testing.T) { f(t, m) })
 	}
 }
 
@@ -65,9 +93,9 @@ func mustAllow(t *testing.T, l Limiter, key string, limit int64) Decision {
 }
 
 func TestRedisWindow(t *testing.T) {
-	modes(t, func(t *testing.T, batch bool) {
+	modes(t, func(t *testing.T, m mode) {
 		client, prefix := testredis.Client(t)
-		r := newTestRedis(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: testBuckets, Batch: batch})
+		r := m.limiter(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: testBuckets})
 		const limit = 3
 		key := Key("acme", "u1")
 
@@ -155,9 +183,10 @@ func TestRedisRejectionsDoNotConsume(t *testing.T) {
 		t.Fatalf("second request accepted %v after the first, within one window", since)
 	}
 	// The first bucket was deleted when it left the window: the hash holds
-	// the bucket size and the new bucket only.
-	if n, err := client.HLen(context.Background(), prefix+"rl:"+key).Result(); err != nil || n != 2 {
-		t.Fatalf("HLEN = %d, %v; want 2", n, err)
+	// the bucket size, sum and lowest bucket, and the new bucket only.
+	fields, err := client.HKeys(context.Background(), prefix+"rl:"+key).Result()
+	if err != nil || len(fields) != 4 {
+		t.Fatalf("HKEYS = %q, %v; want s, t, l and one bucket", fields, err)
 	}
 }
 
@@ -181,13 +210,13 @@ func TestRedisWindowChange(t *testing.T) {
 }
 
 func TestRedisConcurrentExact(t *testing.T) {
-	modes(t, func(t *testing.T, batch bool) {
+	modes(t, func(t *testing.T, m mode) {
 		client, prefix := testredis.Client(t)
 		other := redis.NewClient(testredis.Options(t))
 		t.Cleanup(func() { other.Close() })
-		opts := RedisOptions{Prefix: prefix, Timeout: 5 * time.Second, Batch: batch}
-		one := newTestRedis(t, client, opts)
-		two := newTestRedis(t, other, opts)
+		opts := RedisOptions{Prefix: prefix, Timeout: 5 * time.Second}
+		one := m.limiter(t, client, opts)
+		two := m.limiter(t, other, opts)
 
 		const n, limit = 200, 50
 		run := func(key string, limiters ...Limiter) int64 {
@@ -222,11 +251,11 @@ func TestRedisConcurrentExact(t *testing.T) {
 }
 
 func TestRedisOneRoundTrip(t *testing.T) {
-	modes(t, func(t *testing.T, batch bool) {
+	modes(t, func(t *testing.T, m mode) {
 		client, prefix := testredis.Client(t)
 		hook := &roundTrips{}
 		client.AddHook(hook)
-		r := newTestRedis(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Batch: batch})
+		r := m.limiter(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second})
 		mustAllow(t, r, Key("acme", "warm"), 10) // loads the script if needed
 		hook.n.Store(0)
 		const calls = 50
@@ -236,11 +265,13 @@ func TestRedisOneRoundTrip(t *testing.T) {
 		if got := hook.n.Load(); got != calls {
 			t.Fatalf("%d round trips for %d sequential Allow calls, want 1 each", got, calls)
 		}
-		if !batch {
+		if !m.batch {
 			return
 		}
-		// Concurrent calls on the batching limiter share round trips.
+		// Concurrent calls on the batching limiter share round trips, and
+		// unless pipelined, script runs.
 		hook.n.Store(0)
+		hook.cmds.Store(0)
 		var wg sync.WaitGroup
 		for i := range 200 {
 			wg.Go(func() {
@@ -250,19 +281,23 @@ func TestRedisOneRoundTrip(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		if got := hook.n.Load(); got > 200 {
+		got, cmds := hook.n.Load(), hook.cmds.Load()
+		t.Logf("%d round trips, %d commands for 200 concurrent calls", got, cmds)
+		if got >= 200 {
 			t.Fatalf("%d round trips for 200 concurrent calls", got)
-		} else {
-			t.Logf("%d round trips for 200 concurrent calls", got)
+		}
+		// (New pool connections add their handshake commands to the counts.)
+		if m.pipelined && cmds < 200 || !m.pipelined && cmds >= 100 {
+			t.Fatalf("%d commands for 200 concurrent calls (pipelined: %v)", cmds, m.pipelined)
 		}
 	})
 }
 
 func TestRedisNoScript(t *testing.T) {
-	modes(t, func(t *testing.T, batch bool) {
+	modes(t, func(t *testing.T, m mode) {
 		srv := testredis.StartServer(t)
 		admin := srv.Client()
-		r := newTestRedis(t, srv.Client(), RedisOptions{Timeout: time.Second, Batch: batch})
+		r := m.limiter(t, srv.Client(), RedisOptions{Timeout: time.Second})
 		ctx := context.Background()
 		for i := range 3 {
 			if err := admin.ScriptFlush(ctx).Err(); err != nil {
@@ -282,10 +317,10 @@ func TestRedisNoScript(t *testing.T) {
 }
 
 func TestRedisStopped(t *testing.T) {
-	modes(t, func(t *testing.T, batch bool) {
+	modes(t, func(t *testing.T, m mode) {
 		srv := testredis.StartServer(t)
 		const timeout = 50 * time.Millisecond
-		r := newTestRedis(t, srv.Client(), RedisOptions{Timeout: timeout, Batch: batch})
+		r := m.limiter(t, srv.Client(), RedisOptions{Timeout: timeout})
 		if d := mustAllow(t, r, Key("acme", "down"), 10); !d.Allowed {
 			t.Fatal("refused while up")
 		}
@@ -505,5 +540,119 @@ func TestRedisBatchClose(t *testing.T) {
 	r.Close() // idempotent
 	if _, err := r.Allow(context.Background(), Key("acme", "close"), 5, testWindow); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("after Close: err = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestRedisBatchMixed sends concurrent calls for several keys, windows and
+// limits at once, so that batches mix them: each key still gets exactly its
+// limit.
+func TestRedisBatchMixed(t *testing.T) {
+	modes(t, func(t *testing.T, m mode) {
+		client, prefix := testredis.Client(t)
+		r := m.limiter(t, client, RedisOptions{Prefix: prefix, Timeout: 5 * time.Second})
+		type spec struct {
+			key    string
+			limit  int64
+			window time.Duration
+		}
+		specs := []spec{
+			{Key("acme", "a"), 7, time.Minute},
+			{Key("acme", "b"), 20, 2 * time.Minute},
+			{Key("other", "a"), 1, time.Minute},
+			{Key("acme", "c"), 13, time.Hour},
+		}
+		const perKey = 40
+		allowed := make([]atomic.Int64, len(specs))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range perKey * len(specs) {
+			k := i % len(specs)
+			wg.Go(func() {
+				<-start
+				d, err := r.Allow(context.Background(), specs[k].key, specs[k].limit, specs[k].window)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d.Limit != specs[k].limit || d.Remaining < 0 || d.Remaining >= specs[k].limit {
+					t.Errorf("%s: %+v", specs[k].key, d)
+				}
+				if d.Allowed {
+					allowed[k].Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		for k, s := range specs {
+			if got := allowed[k].Load(); got != s.limit {
+				t.Errorf("%s (limit %d, window %v): %d of %d allowed", s.key, s.limit, s.window, got, perKey)
+			}
+		}
+	})
+}
+
+// TestRedisHashBookkeeping checks, over calls spread across several
+// windows, that the hash's sum and lowest-bucket fields always agree with
+// its buckets, and that a hash written by the earlier script (buckets and
+// size only) is taken over with its counts.
+func TestRedisHashBookkeeping(t *testing.T) {
+	client, prefix := testredis.Client(t)
+	r := newTestRedis(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: testBuckets, Batch: true})
+	ctx := context.Background()
+	size := testBucket.Milliseconds()
+
+	check := func(key string) {
+		t.Helper()
+		h, err := client.HGetAll(ctx, prefix+"rl:"+key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum, low int64 = 0, -1
+		for f, v := range h {
+			var b, c int64
+			if _, err := fmt.Sscan(f, &b); err != nil {
+				continue // s, t, l
+			}
+			fmt.Sscan(v, &c)
+			if c < 1 {
+				t.Fatalf("bucket %s holds %s", f, v)
+			}
+			sum += c
+			if low < 0 || b < low {
+				low = b
+			}
+		}
+		if h["s"] != fmt.Sprint(size) || h["t"] != fmt.Sprint(sum) || (sum > 0 && h["l"] != fmt.Sprint(low)) {
+			t.Fatalf("hash %v: want s=%d t=%d l=%d", h, size, sum, low)
+		}
+	}
+
+	// A hash as the earlier script left it: three requests in the current
+	// bucket, one in a bucket that has left the window.
+	now, err := client.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := now.UnixMilli() / size
+	old := Key("acme", "old")
+	if err := client.HSet(ctx, prefix+"rl:"+old, "s", size, fmt.Sprint(cur), 3, fmt.Sprint(cur-testBuckets-5), 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustAllow(t, r, old, 4); !d.Allowed || d.Remaining != 0 {
+		t.Fatalf("old-format hash: %+v; want the 4th of 4 allowed", d)
+	}
+	check(old)
+	if d := mustAllow(t, r, old, 4); d.Allowed {
+		t.Fatalf("old-format hash: %+v; want the 5th of 4 refused", d)
+	}
+
+	keys := []string{Key("acme", "x"), Key("acme", "y"), Key("acme", "z")}
+	deadline := time.Now().Add(testWindow + 3*testBucket)
+	for i := 0; time.Now().Before(deadline); i++ {
+		key := keys[i%len(keys)]
+		mustAllow(t, r, key, int64(2+i%5))
+		check(key)
+		time.Sleep(time.Duration(i%7) * time.Millisecond)
 	}
 }

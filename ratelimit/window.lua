@@ -1,108 +1,134 @@
--- keygate sliding-window limiter: one atomic decision for one key.
+-- keygate sliding-window limiter: one atomic decision per key, for one or
+-- more requests at once (the batching limiter sends many in one run; each is
+-- decided in turn, exactly as if it had been a script run of its own).
 --
--- KEYS[1]  the key's hash: field "s" = bucket size (ms); field "<index>" =
---          requests accepted in bucket <index> (index = floor(ms / size)).
--- ARGV[1]  limit L (>= 1)
--- ARGV[2]  bucket size in milliseconds
--- ARGV[3]  N, the number of buckets per window
+-- KEYS[i]    the hash of request i's key:
+--              "s"        bucket size (ms) the hash was written with
+--              "t"        the sum of all bucket counts in the hash
+--              "l"        the lowest bucket index in the hash
+--              "<index>"  requests accepted in bucket <index>
+--                         (index = floor(ms / size))
+-- ARGV[1]    bucket size in milliseconds
+-- ARGV[2]    N, the number of buckets per window
+-- ARGV[2+i]  request i's limit L (>= 1)
 --
 -- A request in bucket i is accepted when buckets i-N .. i hold fewer than L
--- requests. Returns {allowed (0|1), remaining, reset ms, retry-after ms}.
+-- requests. Returns, per request, {allowed (0|1), remaining, reset ms,
+-- retry-after ms}, flattened.
+--
+-- Why "t" and "l": a hash whose lowest bucket is still inside the window
+-- holds no stale bucket, so "t" is the window's count and the decision needs
+-- one HMGET instead of reading and summing every bucket. Only when "l" has
+-- left the window (at most once per bucket and key) or the request is
+-- rejected (Retry-After needs the per-bucket counts) is the whole hash read.
 
-if redis.replicate_commands then
-	pcall(redis.replicate_commands)
-end
-
-local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local size = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local size = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cur = math.floor(now / size)
 local oldest = cur - n
 
-local raw = redis.call('HGETALL', key)
-local counted = {}
-local stale = {}
-local sum = 0
-local sized = false
-for i = 1, #raw, 2 do
-	local f = raw[i]
-	if f == 's' then
-		if tonumber(raw[i + 1]) ~= size then
-			-- The window changed: start afresh.
-			redis.call('DEL', key)
-			counted = {}
-			stale = {}
-			sum = 0
-			break
-		end
-		sized = true
-	else
+-- rebuild reads the whole hash, deletes the buckets that left the window
+-- and returns the live buckets sorted by index, their sum and the lowest
+-- index (nil when none).
+local function rebuild(key)
+	local raw = redis.call('HGETALL', key)
+	local live = {}
+	local stale = {}
+	local sum = 0
+	for i = 1, #raw, 2 do
+		local f = raw[i]
 		local b = tonumber(f)
-		if b < oldest then
-			stale[#stale + 1] = f
-		else
-			-- A bucket ahead of cur (server clock stepped back) is counted too.
-			local c = tonumber(raw[i + 1])
-			counted[#counted + 1] = { b, c }
-			sum = sum + c
+		if b ~= nil then
+			if b < oldest then
+				stale[#stale + 1] = f
+			else
+				-- A bucket ahead of cur (server clock stepped back) counts too.
+				local c = tonumber(raw[i + 1])
+				live[#live + 1] = { b, c }
+				sum = sum + c
+			end
 		end
 	end
-end
-if #stale > 0 then
-	redis.call('HDEL', key, unpack(stale))
+	if #stale > 0 then
+		redis.call('HDEL', key, unpack(stale))
+	end
+	table.sort(live, function(a, b) return a[1] < b[1] end)
+	local low = nil
+	if #live > 0 then
+		low = live[1][1]
+	end
+	return live, sum, low
 end
 
-local allowed = 0
-if sum < limit then
-	allowed = 1
-	sum = sum + 1
-	local field = string.format('%d', cur)
-	if sized then
-		redis.call('HINCRBY', key, field, 1)
+local out = {}
+for k = 1, #KEYS do
+	local key = KEYS[k]
+	local limit = tonumber(ARGV[2 + k])
+	local h = redis.call('HMGET', key, 's', 't', 'l')
+	local sum, low, live
+	local write = false -- "s", "t" and "l" must all be (re)written
+	if h[1] and tonumber(h[1]) ~= size then
+		-- The window changed: start afresh.
+		redis.call('DEL', key)
+		h = { false, false, false }
+	end
+	if not h[1] then
+		sum, low, live, write = 0, nil, {}, true
+	elseif not h[2] or not h[3] or tonumber(h[3]) < oldest then
+		live, sum, low = rebuild(key)
+		write = true
 	else
-		redis.call('HSET', key, 's', size, field, 1)
+		sum, low = tonumber(h[2]), tonumber(h[3])
 	end
-	redis.call('PEXPIRE', key, (n + 1) * size)
-	local found = false
-	for _, e in ipairs(counted) do
-		if e[1] == cur then
-			e[2] = e[2] + 1
-			found = true
+
+	local allowed, retry = 0, 0
+	if sum < limit then
+		allowed = 1
+		sum = sum + 1
+		if low == nil then
+			low = cur
+		end
+		local field = string.format('%d', cur)
+		if redis.call('HINCRBY', key, field, 1) == 1 or write then
+			-- A new bucket: the hash must outlive it by one window.
+			redis.call('HSET', key, 's', size, 't', sum, 'l', low)
+			redis.call('PEXPIRE', key, (n + 1) * size)
+		else
+			redis.call('HSET', key, 't', sum)
+		end
+	else
+		if live == nil then
+			live, sum, low = rebuild(key)
+		end
+		if write then
+			redis.call('HSET', key, 's', size, 't', sum, 'l', low or cur)
+		end
+		-- Walk the buckets oldest first until enough quota has left.
+		local need = sum - limit + 1
+		local freed = 0
+		for _, e in ipairs(live) do
+			freed = freed + e[2]
+			if freed >= need then
+				retry = (e[1] + n + 1) * size - now
+				break
+			end
 		end
 	end
-	if not found then
-		counted[#counted + 1] = { cur, 1 }
-	end
-end
 
-table.sort(counted, function(a, b) return a[1] < b[1] end)
-
-local reset = 0
-local retry = 0
-for _, e in ipairs(counted) do
-	if e[2] > 0 then
-		reset = (e[1] + n + 1) * size - now
-		break
+	local reset = 0
+	if low ~= nil and sum > 0 then
+		reset = (low + n + 1) * size - now
 	end
-end
-if allowed == 0 then
-	local need = sum - limit + 1
-	local freed = 0
-	for _, e in ipairs(counted) do
-		freed = freed + e[2]
-		if freed >= need then
-			retry = (e[1] + n + 1) * size - now
-			break
-		end
+	local remaining = limit - sum
+	if remaining < 0 then
+		remaining = 0
 	end
+	out[#out + 1] = allowed
+	out[#out + 1] = remaining
+	out[#out + 1] = reset
+	out[#out + 1] = retry
 end
-
-local remaining = limit - sum
-if remaining < 0 then
-	remaining = 0
-end
-return { allowed, remaining, reset, retry }
+return out
