@@ -37,7 +37,8 @@ func (s BreakerState) String() string {
 // BreakerOptions configures NewBreaker.
 type BreakerOptions struct {
 	// Failures is the number of consecutive failed calls that opens the
-	// breaker. Default: 5.
+	// breaker; calls in flight together that fail together count as one.
+	// Default: 5.
 	Failures int
 	// CoolDown is how long the breaker stays open before it lets one probe
 	// through. Default: 1s.
@@ -47,7 +48,8 @@ type BreakerOptions struct {
 }
 
 // Breaker is a circuit breaker around a Limiter (normally the Redis one):
-// after Failures consecutive errors it opens and fails calls at once with
+// after Failures consecutive errors (calls that fail together count once)
+// it opens and fails calls at once with
 // ErrCircuitOpen for CoolDown, then lets a single probe through (half-open)
 // and closes again when the probe succeeds. Only errors wrapping
 // ErrUnavailable count as failures; calls abandoned because the caller's own
@@ -63,6 +65,11 @@ type Breaker struct {
 	state atomic.Int32 // BreakerState; read lock-free on the hot path
 
 	fails atomic.Int32 // consecutive failures while closed
+	// outages advances with every counted failure. A failed call counts
+	// only if no other failure was counted since it started: one slow
+	// batch or one dropped connection fails every call in flight at once,
+	// and that is one failure of the store, not many.
+	outages atomic.Uint64
 
 	mu       sync.Mutex // protects the fields below and state changes
 	openedAt time.Time
@@ -94,6 +101,7 @@ func (b *Breaker) Allow(ctx context.Context, key string, limit int64, window tim
 	// The clock is read only off the hot path (closed breaker, success):
 	// time.Now is not free, and the hot path needs no time.
 	var probe bool
+	outage := b.outages.Load()
 	if BreakerState(b.state.Load()) != BreakerClosed {
 		var err error
 		if probe, err = b.before(b.now()); err != nil {
@@ -110,6 +118,9 @@ func (b *Breaker) Allow(ctx context.Context, key string, limit int64, window tim
 			b.mu.Unlock()
 		}
 		return d, err
+	}
+	if err != nil && !probe && !b.outages.CompareAndSwap(outage, outage+1) {
+		return d, err // counted already, by a call in flight with this one
 	}
 	var now time.Time
 	if err != nil || probe {

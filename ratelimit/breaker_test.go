@@ -111,6 +111,43 @@ func TestBreakerStates(t *testing.T) {
 	}
 }
 
+// together fails every call once all the calls added to arrived have come
+// in: like one slow batch failing every request in it.
+type together struct{ arrived sync.WaitGroup }
+
+func (l *together) Allow(context.Context, string, int64, time.Duration) (Decision, error) {
+	l.arrived.Done()
+	l.arrived.Wait()
+	return Decision{}, unavailable("together", errBoom)
+}
+
+func TestBreakerCountsConcurrentFailuresOnce(t *testing.T) {
+	const n = 20
+	next := &together{}
+	b := NewBreaker(next, BreakerOptions{Failures: 3})
+	round := func() {
+		next.arrived.Add(n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				if _, err := b.Allow(context.Background(), "k", 1, time.Minute); !errors.Is(err, ErrUnavailable) {
+					t.Errorf("err = %v", err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	round()
+	round()
+	if b.State() != BreakerClosed {
+		t.Fatalf("two rounds of %d concurrent failures opened a breaker that needs 3 failures: %v", n, b.State())
+	}
+	round()
+	if b.State() != BreakerOpen {
+		t.Fatalf("three rounds of failures: %v, want open", b.State())
+	}
+}
+
 func TestBreakerIgnoresCallerCancellation(t *testing.T) {
 	next := &scripted{fail: true}
 	b := NewBreaker(next, BreakerOptions{Failures: 1})
