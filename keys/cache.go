@@ -11,15 +11,21 @@ import (
 
 // CacheOptions configure a Resolver.
 type CacheOptions struct {
-	// TTL bounds how long a positive entry is trusted; invalidations normally
-	// drop entries long before. Default: 30s.
+	// TTL is how long a positive entry is trusted without proof from the
+	// store that no change to it was missed. Invalidations drop changed
+	// entries at once; the TTL is the safety net for lost ones. A store that
+	// proves delivery (Listener.Confirm; with a live Redis subscription,
+	// every second) renews every entry loaded before the proof for another
+	// TTL from the time it covers, so hot entries never expire while the
+	// subscription is healthy. Default: 30s.
 	TTL time.Duration
 	// NegativeTTL bounds how long "not found" is remembered, so a key created
 	// on another node is usable after at most this long even if its
 	// invalidation was lost. Default: 2s.
 	NegativeTTL time.Duration
 	// DegradedTTL replaces TTL while change notifications may be missed (the
-	// subscription dropped and is being re-established). Default: 1s.
+	// subscription dropped and is being re-established). Such entries, like
+	// negative ones, are never renewed. Default: 1s.
 	DegradedTTL time.Duration
 	// Size bounds the number of entries of each kind. Default: 100000.
 	Size int
@@ -80,6 +86,15 @@ type OpenSecret struct {
 // Resolver reads keys, users and permissions through an in-process cache
 // that change notifications keep current (see Notifier). A warm lookup does
 // no store round trip and no allocation.
+//
+// A positive entry loaded while the subscription is live is fresh for TTL
+// after its load, or for TTL after the latest confirmation (Listener.Confirm)
+// if that is later: a confirmation at t proves that no invalidation before t
+// was missed, so every such entry was still current at t. Renewal is one
+// atomic store, with no work per entry. A gap in the subscription, or Flush,
+// forgets the confirmation and makes every entry stale, so nothing loaded
+// before a gap is renewed. Negative entries and entries loaded while
+// degraded keep their short TTLs.
 type Resolver struct {
 	store  Store
 	opts   CacheOptions
@@ -88,12 +103,34 @@ type Resolver struct {
 	keys  *ttlCache[*Key]
 	users *ttlCache[*Principal]
 
-	// seq counts invalidations; a fill that raced with one is not cached.
+	// seq counts invalidations and flushes; a fill that raced with one is
+	// not cached.
 	seq atomic.Uint64
 	// degraded is set while notifications may be missed.
 	degraded atomic.Bool
+	// epoch moves on with Flush; entries of older epochs are stale. A fill
+	// carries the epoch its load started in, so a load that straddles a
+	// Flush never yields a fresh entry.
+	epoch atomic.Uint64
+	// confirmedAt is the latest confirmation of the current epoch (unix
+	// nanoseconds), 0 when there was none since the last Flush.
+	confirmedAt atomic.Int64
+
+	// flushMu serializes Flush and guards retired.
+	flushMu sync.Mutex
+	// retired remembers how far confirmations renewed the entries of recent
+	// epochs (indexed by epoch modulo its length), so that the *OrStale
+	// lookups measure staleness from when an entry was last proven current,
+	// not from its load.
+	retired [8]retiredEpoch
 
 	hits, misses atomic.Uint64
+}
+
+// retiredEpoch is the renewal horizon of a past epoch.
+type retiredEpoch struct {
+	epoch uint64
+	until int64 // unix nanoseconds; 0: never confirmed
 }
 
 func (r *Resolver) count(hit bool) {
@@ -128,14 +165,58 @@ func NewResolver(store Store, opts CacheOptions, opener func(Secret) (string, er
 // Stats returns the number of cache hits and misses so far.
 func (r *Resolver) Stats() (hits, misses uint64) { return r.hits.Load(), r.misses.Load() }
 
-func (r *Resolver) ttl(found bool) time.Duration {
-	if !found {
-		return r.opts.NegativeTTL
+// renewedUntil returns until when the latest confirmation keeps renewable
+// entries of the current epoch fresh (unix nanoseconds; 0: no confirmation).
+func (r *Resolver) renewedUntil() int64 {
+	c := r.confirmedAt.Load()
+	if c == 0 {
+		return 0
 	}
+	return c + int64(r.opts.TTL)
+}
+
+// confirm records that no change committed before upTo was missed.
+func (r *Resolver) confirm(upTo time.Time) {
 	if r.degraded.Load() {
-		return r.opts.DegradedTTL
+		return // a confirmation cannot vouch across a gap
 	}
-	return r.opts.TTL
+	t := upTo.UnixNano()
+	for {
+		c := r.confirmedAt.Load()
+		if t <= c || r.confirmedAt.CompareAndSwap(c, t) {
+			return
+		}
+	}
+}
+
+// load is what a lookup notes before reading the store, for fill.
+type load struct {
+	seq      uint64
+	epoch    uint64
+	degraded bool
+}
+
+func (r *Resolver) startLoad() load {
+	return load{seq: r.seq.Load(), epoch: r.epoch.Load(), degraded: r.degraded.Load()}
+}
+
+// staleUntil returns until when e was last known to be current: its
+// expiry, or for a renewable entry the renewal of its epoch if later.
+func staleUntil[V any](r *Resolver, e ttlEntry[V]) int64 {
+	if !e.renew {
+		return e.exp
+	}
+	var until int64
+	if e.epoch == r.epoch.Load() {
+		until = r.renewedUntil()
+	} else {
+		r.flushMu.Lock()
+		if re := r.retired[e.epoch%uint64(len(r.retired))]; re.epoch == e.epoch {
+			until = re.until
+		}
+		r.flushMu.Unlock()
+	}
+	return max(e.exp, until)
 }
 
 // Key returns the key with id; ErrNotFound (also cached, briefly) when none.
@@ -150,7 +231,9 @@ func (r *Resolver) KeyOrStale(ctx context.Context, id string, now time.Time) (*K
 }
 
 func (r *Resolver) key(ctx context.Context, id string, now time.Time, allowStale bool) (*Key, error) {
-	if k, ok := r.keys.get(id, now); ok {
+	// The confirmation is read before the epoch (arguments are evaluated in
+	// order): one from after a gap then never meets an entry from before it.
+	if k, ok := r.keys.get(id, now.UnixNano(), r.renewedUntil(), r.epoch.Load()); ok {
 		r.count(true)
 		if k == nil {
 			return nil, ErrNotFound
@@ -158,20 +241,22 @@ func (r *Resolver) key(ctx context.Context, id string, now time.Time, allowStale
 		return k, nil
 	}
 	r.count(false)
-	seq := r.seq.Load()
+	ld := r.startLoad()
 	k, err := r.store.GetKey(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		fill(r, r.keys, id, nil, seq, now, false)
+		fill(r, r.keys, id, nil, ld, now, false)
 		return nil, ErrNotFound
 	case err != nil:
-		if stale, ok := r.keys.stale(id, now, r.opts.StaleIfError); ok && allowStale {
-			return stale, nil
+		if allowStale {
+			if stale, ok := staleEntry(r, r.keys, id, now); ok {
+				return stale, nil
+			}
 		}
 		return nil, err
 	}
 	kp := &k
-	fill(r, r.keys, id, kp, seq, now, true)
+	fill(r, r.keys, id, kp, ld, now, true)
 	return kp, nil
 }
 
@@ -186,7 +271,7 @@ func (r *Resolver) PrincipalOrStale(ctx context.Context, id string, now time.Tim
 }
 
 func (r *Resolver) principal(ctx context.Context, id string, now time.Time, allowStale bool) (*Principal, error) {
-	if p, ok := r.users.get(id, now); ok {
+	if p, ok := r.users.get(id, now.UnixNano(), r.renewedUntil(), r.epoch.Load()); ok {
 		r.count(true)
 		if p == nil {
 			return nil, ErrNotFound
@@ -194,19 +279,21 @@ func (r *Resolver) principal(ctx context.Context, id string, now time.Time, allo
 		return p, nil
 	}
 	r.count(false)
-	seq := r.seq.Load()
+	ld := r.startLoad()
 	p, err := r.loadPrincipal(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		fill(r, r.users, id, nil, seq, now, false)
+		fill(r, r.users, id, nil, ld, now, false)
 		return nil, ErrNotFound
 	case err != nil:
-		if stale, ok := r.users.stale(id, now, r.opts.StaleIfError); ok && allowStale {
-			return stale, nil
+		if allowStale {
+			if stale, ok := staleEntry(r, r.users, id, now); ok {
+				return stale, nil
+			}
 		}
 		return nil, err
 	}
-	fill(r, r.users, id, p, seq, now, true)
+	fill(r, r.users, id, p, ld, now, true)
 	return p, nil
 }
 
@@ -259,16 +346,36 @@ func (r *Resolver) Secrets(ctx context.Context, p *Principal) ([]OpenSecret, err
 	return p.secrets, nil
 }
 
-// fill caches v under id unless an invalidation raced with its load.
-func fill[V any](r *Resolver, c *ttlCache[V], id string, v V, seq uint64, now time.Time, found bool) {
-	if r.seq.Load() != seq {
-		return // an invalidation came in while loading: what was read may be stale
+// fill caches v under id unless an invalidation raced with its load. Only a
+// positive entry loaded while the subscription was live may be renewed by
+// confirmations.
+func fill[V any](r *Resolver, c *ttlCache[V], id string, v V, ld load, now time.Time, found bool) {
+	ttl, renew := r.opts.TTL, true
+	switch {
+	case !found:
+		ttl, renew = r.opts.NegativeTTL, false
+	case ld.degraded:
+		ttl, renew = r.opts.DegradedTTL, false
 	}
-	c.set(id, v, now.Add(r.ttl(found)))
+	e := ttlEntry[V]{v: v, exp: now.Add(ttl).UnixNano(), epoch: ld.epoch, renew: renew}
+	c.setUnless(id, e, &r.seq, ld.seq, r.renewedUntil())
 }
 
-// Invalidate drops what inv names.
+// staleEntry returns a cached non-nil entry that is at most StaleIfError
+// past the time it was last known to be current.
+func staleEntry[V comparable](r *Resolver, c *ttlCache[V], id string, now time.Time) (V, bool) {
+	var zero V
+	e, ok := c.peek(id)
+	if !ok || e.v == zero || now.UnixNano() >= staleUntil(r, e)+int64(r.opts.StaleIfError) {
+		return zero, false
+	}
+	return e.v, true
+}
+
+// Invalidate drops what inv names, confirmed or not.
 func (r *Resolver) Invalidate(inv Invalidation) {
+	// seq moves before the delete, and fill checks it under the shard lock:
+	// a load that raced with this invalidation cannot put back what it read.
 	r.seq.Add(1)
 	if inv.KeyID != "" {
 		r.keys.delete(inv.KeyID)
@@ -278,16 +385,23 @@ func (r *Resolver) Invalidate(inv Invalidation) {
 	}
 }
 
-// Flush makes every entry stale: lookups go to the store again, and only
-// the *OrStale lookups may still use an entry when the store cannot answer.
+// Flush makes every entry stale and forgets the latest confirmation:
+// lookups go to the store again, and only the *OrStale lookups may still use
+// an entry when the store cannot answer.
 func (r *Resolver) Flush() {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+	ep := r.epoch.Load()
+	until := r.renewedUntil()
+	r.confirmedAt.Store(0)
+	r.retired[ep%uint64(len(r.retired))] = retiredEpoch{epoch: ep, until: until}
 	r.seq.Add(1)
-	r.keys.expireAll()
-	r.users.expireAll()
+	r.epoch.Add(1)
 }
 
 // Run keeps the cache current from the store's change notifications until
-// ctx ends. Stores that are not Notifiers rely on the TTLs alone. While
+// ctx ends, and renews entries with the store's confirmations (see
+// Resolver). Stores that are not Notifiers rely on the TTLs alone. While
 // notifications may be missed (the subscription dropped and the store is
 // re-establishing it, or subscribing failed) the cache is flushed and short
 // TTLs apply; Run retries a failed subscription by itself.
@@ -297,11 +411,16 @@ func (r *Resolver) Run(ctx context.Context, onError func(error)) {
 		return
 	}
 	backoff := 100 * time.Millisecond
-	for {
-		err := n.Subscribe(ctx, r.Invalidate, func(live bool) {
+	l := Listener{
+		Change: r.Invalidate,
+		Gap: func(live bool) {
 			r.degraded.Store(!live)
 			r.Flush()
-		})
+		},
+		Confirm: r.confirm,
+	}
+	for {
+		err := n.Subscribe(ctx, l)
 		if err == nil {
 			// Subscribed: what was cached before may have missed changes;
 			// from now on the store delivers (and reconnects) until ctx ends.
@@ -327,13 +446,12 @@ func (r *Resolver) Run(ctx context.Context, onError func(error)) {
 	}
 }
 
-// ttlCache is a bounded, sharded map of expiring entries.
+// ttlCache is a bounded, sharded map of expiring entries. What is fresh is
+// decided with the Resolver's epoch and renewal, passed in.
 type ttlCache[V any] struct {
 	seed   maphash.Seed
 	shards [64]ttlShard[V]
 	per    int
-	// epoch moves on with expireAll; entries of older epochs are stale.
-	epoch atomic.Uint64
 }
 
 type ttlShard[V any] struct {
@@ -345,6 +463,18 @@ type ttlEntry[V any] struct {
 	v     V
 	exp   int64 // unix nanoseconds
 	epoch uint64
+	// renew: a confirmation keeps the entry fresh past exp (a positive
+	// entry loaded while the subscription was live).
+	renew bool
+}
+
+// freshUntil returns the entry's expiry, extended to renewedUntil when the
+// entry is renewable.
+func (e *ttlEntry[V]) freshUntil(renewedUntil int64) int64 {
+	if e.renew {
+		return max(e.exp, renewedUntil)
+	}
+	return e.exp
 }
 
 func newTTLCache[V any](size int) *ttlCache[V] {
@@ -359,43 +489,46 @@ func (c *ttlCache[V]) shard(k string) *ttlShard[V] {
 	return &c.shards[maphash.String(c.seed, k)%uint64(len(c.shards))]
 }
 
-func (c *ttlCache[V]) get(k string, now time.Time) (V, bool) {
+// get returns the entry of k if it belongs to epoch and is fresh at now:
+// before its expiry or, when renewable, before renewedUntil.
+func (c *ttlCache[V]) get(k string, now, renewedUntil int64, epoch uint64) (V, bool) {
 	s := c.shard(k)
 	s.mu.RLock()
 	e, ok := s.m[k]
 	s.mu.RUnlock()
-	if !ok || now.UnixNano() >= e.exp || e.epoch != c.epoch.Load() {
+	if !ok || e.epoch != epoch || now >= e.freshUntil(renewedUntil) {
 		var zero V
 		return zero, false
 	}
 	return e.v, true
 }
 
-// stale returns a present, non-nil entry, fresh or not, up to maxStale past
-// its expiry.
-func (c *ttlCache[V]) stale(k string, now time.Time, maxStale time.Duration) (V, bool) {
+// peek returns the entry of k, fresh or not.
+func (c *ttlCache[V]) peek(k string) (ttlEntry[V], bool) {
 	s := c.shard(k)
 	s.mu.RLock()
 	e, ok := s.m[k]
 	s.mu.RUnlock()
-	var zero V
-	if !ok || now.UnixNano() >= e.exp+int64(maxStale) || any(e.v) == any(zero) {
-		return zero, false
-	}
-	return e.v, true
+	return e, ok
 }
 
-// expireAll makes every present entry stale.
-func (c *ttlCache[V]) expireAll() { c.epoch.Add(1) }
-
-func (c *ttlCache[V]) set(k string, v V, exp time.Time) {
+// setUnless stores e under k unless *seq moved on from want. The check is
+// made under the shard lock, which Invalidate's delete also takes after
+// moving seq: an invalidation that raced with e's load either stops the
+// store or deletes e after it. renewedUntil tells which entries are expired
+// when the shard is full.
+func (c *ttlCache[V]) setUnless(k string, e ttlEntry[V], seq *atomic.Uint64, want uint64, renewedUntil int64) {
 	s := c.shard(k)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq.Load() != want {
+		return // an invalidation came in while loading: what was read may be stale
+	}
 	if _, ok := s.m[k]; !ok && len(s.m) >= c.per {
 		// Evict expired entries first, then an arbitrary one.
 		now := time.Now().UnixNano()
-		for key, e := range s.m {
-			if e.exp <= now {
+		for key, old := range s.m {
+			if old.freshUntil(renewedUntil) <= now {
 				delete(s.m, key)
 			}
 		}
@@ -406,8 +539,7 @@ func (c *ttlCache[V]) set(k string, v V, exp time.Time) {
 			delete(s.m, key)
 		}
 	}
-	s.m[k] = ttlEntry[V]{v: v, exp: exp.UnixNano(), epoch: c.epoch.Load()}
-	s.mu.Unlock()
+	s.m[k] = e
 }
 
 func (c *ttlCache[V]) delete(k string) {

@@ -72,8 +72,8 @@ type notifyingStore struct {
 }
 
 // Subscribe delegates to the backend.
-func (s *notifyingStore) Subscribe(ctx context.Context, fn func(Invalidation), gap func(live bool)) error {
-	return s.n.Subscribe(ctx, fn, gap)
+func (s *notifyingStore) Subscribe(ctx context.Context, l Listener) error {
+	return s.n.Subscribe(ctx, l)
 }
 
 var (

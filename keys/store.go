@@ -141,12 +141,32 @@ type Invalidation struct {
 // Notifier is implemented by stores that tell subscribers about changes, on
 // this node and (for shared stores) on every other node.
 type Notifier interface {
-	// Subscribe calls fn for every change until ctx ends. gap(false) says
-	// notifications stopped arriving (e.g. the connection dropped);
-	// gap(true) says they flow again after some may have been missed. A
-	// subscriber drops its whole cache at both, and may trust it again
-	// only after gap(true).
-	Subscribe(ctx context.Context, fn func(Invalidation), gap func(live bool)) error
+	// Subscribe passes every change to l until ctx ends. It returns once
+	// the subscription is in place (changes committed after it returns are
+	// delivered) or with an error when it could not be set up.
+	Subscribe(ctx context.Context, l Listener) error
+}
+
+// Listener is what a subscriber hands to Notifier.Subscribe. The Notifier
+// calls its functions one at a time and in order, from one goroutine, so a
+// Confirm always comes after the Change calls it vouches for.
+type Listener struct {
+	// Change is called for every committed change. Required.
+	Change func(Invalidation)
+	// Gap reports that changes may have been missed: Gap(false) when
+	// notifications stop arriving (e.g. the connection dropped), Gap(true)
+	// when they flow again after some may have been lost. A subscriber drops
+	// its whole cache at both, and may trust it again only after Gap(true).
+	// Nil: ignored (for subscribers that cache nothing).
+	Gap func(live bool)
+	// Confirm(upTo) proves that every change committed before upTo has
+	// already been passed to Change (since the latest Gap, which it never
+	// vouches across). It lets a cache keep entries past their TTL: one that
+	// was current when it was loaded is still current at upTo. Notifiers
+	// that can prove it (Redis: the PONG to a PING sent at upTo on the
+	// subscription connection) call it repeatedly with increasing times;
+	// others never call it. Nil: ignored.
+	Confirm func(upTo time.Time)
 }
 
 // Sort is one sort field.

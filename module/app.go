@@ -107,7 +107,10 @@ type StoreConfig struct {
 
 // CacheConfig tunes the in-process cache of keys, users and permissions.
 type CacheConfig struct {
-	// TTL is the safety net next to change notifications. Default: 30s.
+	// TTL is the safety net next to change notifications: how long an entry
+	// is trusted without proof from the store that no change was missed.
+	// With a live Redis subscription that proof comes every second, so
+	// entries only expire when the subscription is in trouble. Default: 30s.
 	TTL caddy.Duration `json:"ttl,omitempty"`
 	// NegativeTTL bounds how long an unknown key id is remembered. Default: 2s.
 	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`

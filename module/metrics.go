@@ -131,8 +131,8 @@ type instrumentedNotifier struct {
 	n keys.Notifier
 }
 
-func (s instrumentedNotifier) Subscribe(ctx context.Context, fn func(keys.Invalidation), gap func(live bool)) error {
-	return s.n.Subscribe(ctx, fn, gap)
+func (s instrumentedNotifier) Subscribe(ctx context.Context, l keys.Listener) error {
+	return s.n.Subscribe(ctx, l)
 }
 
 func observeStore(op string, start time.Time, err error) {

@@ -116,11 +116,12 @@ func (b *Backend) Close() error {
 	return b.db.Close()
 }
 
-// Subscribe calls fn for every invalidation committed after it returns,
-// until ctx ends. A subscriber that falls behind loses notifications and
-// gets gap(true) called; the writer never waits for it.
-func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), gap func(live bool)) error {
-	return b.hub.subscribe(ctx, fn, gap)
+// Subscribe calls l.Change for every invalidation committed after it
+// returns, until ctx ends. A subscriber that falls behind loses
+// notifications and gets l.Gap(true) called; the writer never waits for it.
+// It never calls l.Confirm: caches over the file store keep their TTLs.
+func (b *Backend) Subscribe(ctx context.Context, l keys.Listener) error {
+	return b.hub.subscribe(ctx, l.Change, l.Gap)
 }
 
 // mapErr turns bbolt's closed-database error into keys.ErrUnavailable.

@@ -141,11 +141,14 @@ func TestSlowSubscriberLoses(t *testing.T) {
 	defer b.Close()
 	release := make(chan struct{})
 	lost := make(chan struct{}, 1)
-	err = b.Subscribe(t.Context(), func(keys.Invalidation) { <-release }, func(bool) {
-		select {
-		case lost <- struct{}{}:
-		default:
-		}
+	err = b.Subscribe(t.Context(), keys.Listener{
+		Change: func(keys.Invalidation) { <-release },
+		Gap: func(bool) {
+			select {
+			case lost <- struct{}{}:
+			default:
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -562,7 +562,7 @@ func TestClosed(t *testing.T) {
 		"view":      b.View(context.Background(), ok),
 		"update":    b.Update(context.Background(), ok),
 		"ping":      b.Ping(context.Background()),
-		"subscribe": b.Subscribe(context.Background(), func(keys.Invalidation) {}, nil),
+		"subscribe": b.Subscribe(context.Background(), keys.Listener{Change: func(keys.Invalidation) {}}),
 	} {
 		if !errors.Is(err, keys.ErrUnavailable) {
 			t.Errorf("%s after Close: err = %v, want ErrUnavailable", name, err)
@@ -629,16 +629,111 @@ func waitSubscribed(t *testing.T, raw redis.UniversalClient, channel string) {
 	t.Fatalf("no subscriber on %s", channel)
 }
 
-// recorder collects what a subscription delivers.
+// recorder collects what a subscription delivers, and logs every callback
+// in the order the subscription made it.
 type recorder struct {
 	invs chan keys.Invalidation
 	lost atomic.Int32
+
+	mu  sync.Mutex
+	log []event
+}
+
+// event is one callback of a subscription.
+type event struct {
+	kind string // "change", "gap" or "confirm"
+	inv  keys.Invalidation
+	at   time.Time // when the callback ran
+	upTo time.Time // of a confirm
 }
 
 func newRecorder() *recorder { return &recorder{invs: make(chan keys.Invalidation, 100)} }
 
-func (r *recorder) fn(inv keys.Invalidation) { r.invs <- inv }
-func (r *recorder) onLost(bool)              { r.lost.Add(1) }
+func (r *recorder) listener() keys.Listener {
+	return keys.Listener{Change: r.fn, Gap: r.onLost, Confirm: r.onConfirm}
+}
+
+func (r *recorder) add(e event) {
+	r.mu.Lock()
+	r.log = append(r.log, e)
+	r.mu.Unlock()
+}
+
+func (r *recorder) fn(inv keys.Invalidation) {
+	r.add(event{kind: "change", inv: inv, at: time.Now()})
+	select {
+	case r.invs <- inv:
+	default: // tests that publish many changes read the log instead
+	}
+}
+
+func (r *recorder) onLost(bool) {
+	r.add(event{kind: "gap", at: time.Now()})
+	r.lost.Add(1)
+}
+
+func (r *recorder) onConfirm(upTo time.Time) {
+	r.add(event{kind: "confirm", at: time.Now(), upTo: upTo})
+}
+
+// events returns a copy of the log.
+func (r *recorder) events() []event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.log)
+}
+
+// confirms returns the confirmed times so far.
+func (r *recorder) confirms() []time.Time {
+	var out []time.Time
+	for _, e := range r.events() {
+		if e.kind == "confirm" {
+			out = append(out, e.upTo)
+		}
+	}
+	return out
+}
+
+// waitConfirm waits for a confirmation of a time after t and returns it.
+func (r *recorder) waitConfirm(t *testing.T, after time.Time) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, c := range r.confirms() {
+			if c.After(after) {
+				return c
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no confirmation after %v", after)
+	return time.Time{}
+}
+
+// checkConfirms checks what every subscription must keep: confirmations
+// increase, never lie in the future, and never vouch for a time before a
+// gap they follow.
+func (r *recorder) checkConfirms(t *testing.T) {
+	t.Helper()
+	var last, gapAt time.Time
+	for i, e := range r.events() {
+		switch e.kind {
+		case "gap":
+			gapAt = e.at
+		case "confirm":
+			if !e.upTo.After(last) {
+				t.Errorf("event %d: confirmation %v not after the previous one %v", i, e.upTo, last)
+			}
+			if e.upTo.After(e.at) {
+				t.Errorf("event %d: confirmation of %v made earlier, at %v", i, e.upTo, e.at)
+			}
+			if !gapAt.IsZero() && !e.upTo.After(gapAt) {
+				t.Errorf("event %d: confirmation of %v vouches across the gap at %v", i, e.upTo, gapAt)
+			}
+			last = e.upTo
+		}
+	}
+}
 
 func (r *recorder) next(t *testing.T) keys.Invalidation {
 	t.Helper()
@@ -656,12 +751,13 @@ func (r *recorder) next(t *testing.T) keys.Invalidation {
 func subscribe(t *testing.T, b *redisstore.Backend, r *recorder, raw redis.UniversalClient) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := b.Subscribe(ctx, r.fn, r.onLost); err != nil {
+	if err := b.Subscribe(ctx, r.listener()); err != nil {
 		cancel()
 		t.Fatalf("Subscribe: %v", err)
 	}
 	t.Cleanup(func() {
 		cancel()
+		r.checkConfirms(t)
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
 			n, err := raw.PubSubNumSub(context.Background(), b.Channel()).Result()
@@ -716,9 +812,90 @@ func TestSubscribe(t *testing.T) {
 	}
 }
 
+// TestSubscribeConfirms: a live subscription confirms about once a second,
+// with increasing times (checkConfirms checks the order).
+func TestSubscribeConfirms(t *testing.T) {
+	b, raw, _ := newBackend(t)
+	r := newRecorder()
+	start := time.Now()
+	subscribe(t, b, r, raw)
+	deadline := time.Now().Add(15 * time.Second)
+	for len(r.confirms()) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d confirmations after 15s, want 4 (about one a second)", len(r.confirms()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cs := r.confirms()
+	if !cs[0].After(start) {
+		t.Errorf("first confirmation %v is before Subscribe was called (%v)", cs[0], start)
+	}
+	// The next PING goes out an interval after the previous one was sent:
+	// confirmations are at least a second apart, and not many more.
+	for i := 1; i < len(cs); i++ {
+		if d := cs[i].Sub(cs[i-1]); d < time.Second || d > 5*time.Second {
+			t.Errorf("confirmation %d came %v after the previous one, want about 1s", i, d)
+		}
+	}
+	if n := r.lost.Load(); n != 0 {
+		t.Errorf("gap called %d times on a healthy subscription", n)
+	}
+}
+
+// TestConfirmFollowsChanges: the invalidation of every change committed
+// before a confirmed time is delivered before that confirmation.
+func TestConfirmFollowsChanges(t *testing.T) {
+	b, raw, _ := newBackend(t)
+	r := newRecorder()
+	subscribe(t, b, r, raw)
+	ctx := context.Background()
+
+	// Commit changes continuously across several PINGs, noting when each
+	// commit had returned (its invalidation was published by then).
+	committed := map[string]time.Time{}
+	var last time.Time
+	stop := time.Now().Add(2500 * time.Millisecond)
+	for i := 0; time.Now().Before(stop); i++ {
+		id := "u" + strconv.Itoa(i)
+		err := b.Update(ctx, func(tx keys.Tx) error {
+			tx.Notify(keys.Invalidation{UserID: id})
+			return tx.Put("users", id, []byte("x"))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = time.Now()
+		committed[id] = last
+	}
+	r.waitConfirm(t, last)
+
+	delivered := map[string]bool{}
+	confirmations := 0
+	for _, e := range r.events() {
+		switch e.kind {
+		case "change":
+			delivered[e.inv.UserID] = true
+		case "confirm":
+			confirmations++
+			for id, at := range committed {
+				if at.Before(e.upTo) && !delivered[id] {
+					t.Errorf("change %s committed at %v was not delivered before the confirmation of %v", id, at, e.upTo)
+				}
+			}
+		}
+	}
+	if confirmations < 2 {
+		t.Errorf("%d confirmations while committing for 2.5s, want several", confirmations)
+	}
+	if len(delivered) != len(committed) {
+		t.Errorf("%d of %d changes delivered", len(delivered), len(committed))
+	}
+	t.Logf("%d changes, %d confirmations", len(committed), confirmations)
+}
+
 func TestSubscribeNilFn(t *testing.T) {
 	b, _, _ := newBackend(t)
-	if err := b.Subscribe(context.Background(), nil, nil); err == nil {
+	if err := b.Subscribe(context.Background(), keys.Listener{}); err == nil {
 		t.Fatal("nil fn accepted")
 	}
 }

@@ -56,10 +56,14 @@
 // Update publishes the invalidations queued with Tx.Notify inside its
 // MULTI/EXEC, so they go out exactly when the change commits. Subscribe
 // (keys.Notifier) returns once Redis has confirmed the subscription and then
-// delivers from a goroutine that ends with its context. A dropped or silent
-// connection (health PING every second of silence) calls lost, and lost is
-// called again when the subscription is back, since messages of the gap are
-// gone: the subscriber drops its cache both times.
+// delivers from a goroutine that ends with its context. The subscription is
+// PINGed every second: a PONG arrives after every message Redis published
+// before it read the PING, so it proves to the subscriber that no change
+// committed before the PING was sent has been missed (keys.Listener.Confirm),
+// which lets caches keep entries past their TTL. A dropped or silent
+// connection (no answer within another second) calls Gap(false), and
+// Gap(true) is called when the subscription is back, since messages of the
+// gap are gone: the subscriber drops its cache both times.
 //
 // # Timeouts and errors
 //

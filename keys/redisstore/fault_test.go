@@ -90,7 +90,7 @@ func TestRedisStopped(t *testing.T) {
 	srv.Stop()
 	expectUnavailable(t, b, "stopped")
 	start := time.Now()
-	err := b.Subscribe(context.Background(), func(keys.Invalidation) {}, nil)
+	err := b.Subscribe(context.Background(), keys.Listener{Change: func(keys.Invalidation) {}})
 	if !errors.Is(err, keys.ErrUnavailable) || time.Since(start) > redisstore.DefaultTimeout+faultMargin {
 		t.Errorf("Subscribe on a stopped server: err = %v after %v, want ErrUnavailable", err, time.Since(start))
 	}
@@ -152,6 +152,15 @@ func TestSubscriptionDrop(t *testing.T) {
 	if got := r.next(t); got.UserID != "after" {
 		t.Fatalf("after the drop: got %+v", got)
 	}
+	// Confirmations resume on the new subscription, and only vouch for
+	// times after it came back (checkConfirms, at cleanup).
+	var back time.Time
+	for _, e := range r.events() {
+		if e.kind == "gap" {
+			back = e.at
+		}
+	}
+	r.waitConfirm(t, back)
 }
 
 // TestSubscriptionServerRestart stops the server under a subscription and

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,35 +16,52 @@ import (
 
 // Subscription tuning.
 const (
-	// healthInterval is how long the subscription may stay silent before it
-	// is PINGed; when the PONG does not come within another interval, the
-	// connection is treated as dropped.
+	// healthInterval is how often the subscription is PINGed. Each PONG
+	// confirms the subscriber's cache up to the time its PING was sent
+	// (keys.Listener.Confirm); when nothing at all arrives within another
+	// interval after a PING, the connection is treated as dropped.
 	healthInterval = time.Second
 	// resubscribe backoff after a drop.
 	minResubscribe = 50 * time.Millisecond
 	maxResubscribe = 2 * time.Second
+	// pingPrefix starts the payload of the health PINGs; a sequence number
+	// follows, so a PONG is matched with the PING it answers.
+	pingPrefix = "keygate:"
 )
 
 // errNoPong reports a subscription connection that stopped answering.
 var errNoPong = errors.New("subscription connection does not answer")
 
+// errStopped ends the receive loop of a closed Backend.
+var errStopped = errors.New("backend closed")
+
 // Subscribe implements keys.Notifier. It subscribes to the invalidation
 // channel and returns once Redis has confirmed the subscription (within the
 // timeout), or with an error wrapping keys.ErrUnavailable when it could not;
-// then fn is called for every invalidation published, from a goroutine that
-// ends with ctx. fn and gap run on that goroutine, one at a time.
+// then l.Change is called for every invalidation published, from a
+// goroutine that ends with ctx. l's functions run on that goroutine, one at
+// a time. Messages that are not a JSON keys.Invalidation are ignored.
 //
-// When the connection drops (an error, or no answer to a health PING),
-// gap(false) is called, since notifications may be missed from then on, and
-// the goroutine subscribes again with a backoff; when the new subscription
-// is confirmed, gap(true) is called, for what was published meanwhile.
-// Messages that are not a JSON keys.Invalidation are ignored.
-func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), gap func(live bool)) error {
-	if fn == nil {
-		return errors.New("redisstore: subscribe: nil callback")
+// The subscription connection is PINGed every second. Redis answers a PING
+// on a subscribed connection after every message it published before
+// receiving the PING, and Update publishes inside the MULTI/EXEC of its
+// commit, so the PONG to a PING sent at t proves that every change committed
+// before t has been passed to l.Change: l.Confirm(t) is called then.
+//
+// When the connection drops (an error, or silence for an interval after a
+// PING), l.Gap(false) is called, since notifications may be missed from then
+// on, and the goroutine subscribes again with a backoff; when the new
+// subscription is confirmed, l.Gap(true) is called, for what was published
+// meanwhile.
+func (b *Backend) Subscribe(ctx context.Context, l keys.Listener) error {
+	if l.Change == nil {
+		return errors.New("redisstore: subscribe: nil Change callback")
 	}
-	if gap == nil {
-		gap = func(bool) {}
+	if l.Gap == nil {
+		l.Gap = func(bool) {}
+	}
+	if l.Confirm == nil {
+		l.Confirm = func(time.Time) {}
 	}
 	if err := b.checkOpen("subscribe"); err != nil {
 		return err
@@ -52,7 +70,7 @@ func (b *Backend) Subscribe(ctx context.Context, fn func(keys.Invalidation), gap
 	if err != nil {
 		return unavailable("subscribe", err)
 	}
-	go b.deliver(ctx, ps, fn, gap)
+	go b.deliver(ctx, ps, l)
 	return nil
 }
 
@@ -88,14 +106,14 @@ func (b *Backend) subscribe(ctx context.Context) (*redis.PubSub, error) {
 
 // deliver runs the subscription until ctx ends, subscribing again after a
 // drop.
-func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, fn func(keys.Invalidation), gap func(live bool)) {
+func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, l keys.Listener) {
 	for {
-		_ = b.receive(ctx, ps, fn, gap)
+		_ = b.receive(ctx, ps, l)
 		_ = ps.Close()
 		if ctx.Err() != nil || b.closed.Load() {
 			return
 		}
-		gap(false)
+		l.Gap(false)
 		for backoff := minResubscribe; ; backoff = min(2*backoff, maxResubscribe) {
 			if sleep(ctx, backoff) != nil || b.closed.Load() {
 				return
@@ -105,19 +123,48 @@ func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, fn func(keys.In
 				break
 			}
 		}
-		gap(true)
+		l.Gap(true)
 	}
 }
 
-// receive delivers the messages of ps until the connection fails or ctx
-// ends.
-func (b *Backend) receive(ctx context.Context, ps *redis.PubSub, fn func(keys.Invalidation), gap func(live bool)) error {
+// receive delivers the messages of ps and PINGs it every healthInterval
+// until the connection fails or ctx ends. At most one PING is in flight:
+// the next one goes out an interval after the previous one was sent, once
+// it has been answered.
+func (b *Backend) receive(ctx context.Context, ps *redis.PubSub, l keys.Listener) error {
 	// Closing the PubSub interrupts a blocked receive when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
-	awaitingPong := false
+	var (
+		seq      uint64
+		want     string    // payload of the PING in flight
+		sentAt   time.Time // when it was sent; zero when none is in flight
+		deadline = time.Now()
+	)
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, healthInterval)
+		now := time.Now()
+		if !now.Before(deadline) {
+			if !sentAt.IsZero() {
+				return errNoPong
+			}
+			if b.closed.Load() {
+				return errStopped
+			}
+			seq++
+			want = pingPrefix + strconv.FormatUint(seq, 10)
+			// The time is taken before sending: the PONG vouches for what
+			// Redis published before it read the PING, so at least up to now.
+			sentAt = time.Now()
+			pctx, cancel := b.callCtx(ctx)
+			err := ps.Ping(pctx, want)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("pinging: %w", err)
+			}
+			deadline = sentAt.Add(healthInterval)
+			continue
+		}
+		msg, err := ps.ReceiveTimeout(ctx, deadline.Sub(now))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -126,31 +173,43 @@ func (b *Backend) receive(ctx context.Context, ps *redis.PubSub, fn func(keys.In
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				return fmt.Errorf("receiving: %w", err)
 			}
-			if awaitingPong || b.closed.Load() {
-				return errNoPong
-			}
-			pctx, cancel := b.callCtx(ctx)
-			err := ps.Ping(pctx)
-			cancel()
-			if err != nil {
-				return fmt.Errorf("pinging: %w", err)
-			}
-			awaitingPong = true
 			continue
 		}
-		awaitingPong = false // any message shows the connection is alive
+		if !sentAt.IsZero() {
+			// Anything received shows the connection is alive; the PONG
+			// may be queued behind a burst of messages.
+			deadline = later(deadline, time.Now().Add(healthInterval))
+		}
 		switch m := msg.(type) {
+		case *redis.Pong:
+			if sentAt.IsZero() || m.Payload != want {
+				continue // not the answer to the PING in flight
+			}
+			upTo := sentAt
+			sentAt = time.Time{}
+			deadline = upTo.Add(healthInterval)
+			l.Confirm(upTo)
 		case *redis.Subscription:
 			// go-redis reconnected and subscribed again by itself:
-			// messages of the gap are lost.
+			// messages of the gap are lost, and so is the PING in flight.
 			if m.Kind == "subscribe" && m.Channel == b.channel {
-				gap(true)
+				sentAt = time.Time{}
+				deadline = time.Now()
+				l.Gap(true)
 			}
 		case *redis.Message:
 			var inv keys.Invalidation
 			if json.Unmarshal([]byte(m.Payload), &inv) == nil {
-				fn(inv)
+				l.Change(inv)
 			}
 		}
 	}
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -380,7 +380,7 @@ func testInvalidations(t *testing.T, s keys.Store) {
 	got := make(chan keys.Invalidation, 100)
 	sctx, cancel := newCancel(t)
 	defer cancel()
-	must(t, "Subscribe", n.Subscribe(sctx, func(inv keys.Invalidation) { got <- inv }, func(bool) {}))
+	must(t, "Subscribe", n.Subscribe(sctx, keys.Listener{Change: func(inv keys.Invalidation) { got <- inv }}))
 	expect := func(what string, want keys.Invalidation) {
 		t.Helper()
 		deadline := time.After(5 * time.Second)
