@@ -20,13 +20,12 @@ var errBacklog = errors.New("too many calls waiting")
 
 // batchReq is one Allow call waiting for its batch.
 type batchReq struct {
-	key         string
-	limit, size int64
+	ask
 	// deadline is when the caller's Timeout ends; a flusher fails the
 	// request instead of sending it after that, and never waits for Redis
 	// past the earliest deadline of its batch.
 	deadline  time.Time
-	d         Decision
+	g         grant
 	err       error
 	done      chan struct{} // buffered (1): the flusher never blocks on it
 	abandoned atomic.Bool   // the caller stopped waiting; skip if not yet sent
@@ -80,16 +79,31 @@ func newBatcher(r *Redis, maxBatch, flushers int) *batcher {
 	return b
 }
 
-// allow queues one request and waits for its decision, at most Timeout.
-func (b *batcher) allow(ctx context.Context, key string, limit, size int64) (Decision, error) {
+// giveBack queues the return of leased slots without waiting for it; when
+// the queue is full the slots are dropped, which only leaves them counted.
+func (b *batcher) giveBack(a ask) {
+	req := &batchReq{ask: a, deadline: time.Now().Add(b.r.timeout), done: make(chan struct{}, 1)}
+	b.closing.RLock()
+	defer b.closing.RUnlock()
+	if b.closed.Load() {
+		return
+	}
+	select {
+	case b.queue <- req:
+	default:
+	}
+}
+
+// decide queues one request and waits for its answer, at most Timeout.
+func (b *batcher) decide(ctx context.Context, a ask) (grant, error) {
 	req := b.pool.Get().(*batchReq)
-	req.key, req.limit, req.size = key, limit, size
+	req.ask = a
 	req.deadline = time.Now().Add(b.r.timeout)
 	b.closing.RLock()
 	if b.closed.Load() {
 		b.closing.RUnlock()
 		b.pool.Put(req)
-		return Decision{}, unavailable("batching limiter", errClosed)
+		return grant{}, unavailable("batching limiter", errClosed)
 	}
 	select {
 	case b.queue <- req:
@@ -97,7 +111,7 @@ func (b *batcher) allow(ctx context.Context, key string, limit, size int64) (Dec
 	default:
 		b.closing.RUnlock()
 		b.pool.Put(req)
-		return Decision{}, unavailable("queueing for redis", errBacklog)
+		return grant{}, unavailable("queueing for redis", errBacklog)
 	}
 	var timeout <-chan time.Time
 	if !b.r.bounded {
@@ -107,18 +121,18 @@ func (b *batcher) allow(ctx context.Context, key string, limit, size int64) (Dec
 	}
 	select {
 	case <-req.done:
-		d, err := req.d, req.err
-		req.key, req.d, req.err = "", Decision{}, nil
+		g, err := req.g, req.err
+		req.ask, req.g, req.err = ask{}, grant{}, nil
 		b.pool.Put(req)
-		return d, err
+		return g, err
 	case <-ctx.Done():
 		// The flusher still owns req; leave it to the garbage collector.
 		// If it has not been sent yet, it will not be.
 		req.abandoned.Store(true)
-		return Decision{}, unavailable("waiting for redis", ctx.Err())
+		return grant{}, unavailable("waiting for redis", ctx.Err())
 	case <-timeout:
 		req.abandoned.Store(true)
-		return Decision{}, unavailable("waiting for redis", context.DeadlineExceeded)
+		return grant{}, unavailable("waiting for redis", context.DeadlineExceeded)
 	}
 }
 
@@ -138,7 +152,7 @@ func (b *batcher) loop() {
 				switch {
 				case req.abandoned.Load():
 				case !now.Before(req.deadline):
-					req.d, req.err = Decision{}, unavailable("waiting for redis", context.DeadlineExceeded)
+					req.g, req.err = grant{}, unavailable("waiting for redis", context.DeadlineExceeded)
 					req.done <- struct{}{}
 				default:
 					batch = append(batch, req)
@@ -209,17 +223,17 @@ func (b *batcher) runOnce(ctx context.Context, group []*batchReq, buf *scriptArg
 	buf.args = append(buf.args[:0], group[0].size, b.r.buckets)
 	for _, req := range group {
 		buf.keys = append(buf.keys, req.key)
-		buf.args = append(buf.args, req.limit)
+		buf.args = append(buf.args, req.limit, req.want, req.bucket)
 	}
 	vals, err := windowScript.Run(ctx, b.r.client, buf.keys, buf.args...).Int64Slice()
-	if err == nil && len(vals) != 4*len(group) {
+	if err == nil && len(vals) != replyLen*len(group) {
 		err = fmt.Errorf("limiter script returned %d values for %d requests", len(vals), len(group))
 	}
 	for i, req := range group {
 		if err != nil {
-			req.d, req.err = Decision{}, unavailable("running limiter script", err)
+			req.g, req.err = grant{}, unavailable("running limiter script", err)
 		} else {
-			req.d, req.err = decode(vals[4*i:4*i+4], req.limit), nil
+			req.g, req.err = decode(vals[replyLen*i:replyLen*(i+1)], req.limit), nil
 		}
 		req.done <- struct{}{}
 	}
@@ -250,11 +264,11 @@ func (b *batcher) pipelined(ctx context.Context, batch []*batchReq) {
 		vals, err := cmds[i].Int64Slice()
 		switch {
 		case err != nil:
-			req.d, req.err = Decision{}, unavailable("running limiter script", err)
-		case len(vals) != 4:
-			req.d, req.err = Decision{}, fmt.Errorf("%w: limiter script returned %d values, want 4", ErrUnavailable, len(vals))
+			req.g, req.err = grant{}, unavailable("running limiter script", err)
+		case len(vals) != replyLen:
+			req.g, req.err = grant{}, fmt.Errorf("%w: limiter script returned %d values, want %d", ErrUnavailable, len(vals), replyLen)
 		default:
-			req.d, req.err = decode(vals, req.limit), nil
+			req.g, req.err = decode(vals, req.limit), nil
 		}
 		req.done <- struct{}{}
 	}
@@ -269,9 +283,9 @@ func (b *batcher) pipeline(ctx context.Context, batch []*batchReq, eval bool) []
 	for i, req := range batch {
 		keys := []string{req.key}
 		if eval {
-			cmds[i] = windowScript.Eval(ctx, pipe, keys, req.size, b.r.buckets, req.limit)
+			cmds[i] = windowScript.Eval(ctx, pipe, keys, req.size, b.r.buckets, req.limit, req.want, req.bucket)
 		} else {
-			cmds[i] = windowScript.EvalSha(ctx, pipe, keys, req.size, b.r.buckets, req.limit)
+			cmds[i] = windowScript.EvalSha(ctx, pipe, keys, req.size, b.r.buckets, req.limit, req.want, req.bucket)
 		}
 	}
 	_, _ = pipe.Exec(ctx)
@@ -291,7 +305,7 @@ func (b *batcher) close() {
 	for {
 		select {
 		case req := <-b.queue:
-			req.d, req.err = Decision{}, unavailable("batching limiter", errClosed)
+			req.g, req.err = grant{}, unavailable("batching limiter", errClosed)
 			req.done <- struct{}{}
 		default:
 			return

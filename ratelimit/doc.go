@@ -36,12 +36,36 @@
 // hash holds their sum and the lowest bucket, so that the usual decision
 // reads three fields instead of summing the window; the whole hash is read
 // only when its lowest bucket has left the window or the request is
-// rejected. The hash expires one window plus one bucket after its newest
-// bucket began. With RedisOptions.Batch, concurrent calls are coalesced: one
+// rejected. The hash expires once every bucket it may hold, up to the one
+// after the current one, has left the window. With RedisOptions.Batch, concurrent calls are coalesced: one
 // round trip and one script run decide many requests, each in turn and
 // atomically, so the decisions are those of one run per request (on a
 // cluster, whose users sit in different slots, a pipeline of one run per
 // request).
+//
+// # Leases
+//
+// With RedisOptions.Lease, a node that saw more than one request for a key
+// in the last bucket length asks, with the next request, for a lease of
+// that many slots (capped by Lease and by an eighth of the remaining
+// quota, so that near the limit leases shrink to single requests). The
+// requests it covers are decided on the node, without Redis. A lease
+// granted at Redis time g may be used until g + s (the node stops a few
+// milliseconds early, measuring from before it sent the request), and its
+// slots are counted in bucket b(g) + 1, the bucket of its last possible
+// use, not in b(g).
+//
+// Why that stays exact: take any interval I one window long, ending at T,
+// and the last lease granted, at g*, among those with a use in I. A lease
+// granted at g with a use at u in I is counted in bucket b(g+s) >= b(u) >=
+// b(T-W) >= b(g*) - N, so it was still counted when g* was decided, as was
+// every single request accepted in I before g*. The script granted g*'s
+// slots only while the total stayed within L, so I holds at most L uses.
+// The price is timing: leased slots return one bucket later than single
+// ones. Unused slots are given back when the lease expires (piggybacked on
+// the next batch), unless they are less than 1/256 of the quota that was
+// left; a burst on a key that was quiet gets no lease at all, so a lease
+// never sits unused while the same burst is refused elsewhere.
 //
 // NewLocal implements the same window in process (sharded maps, a sweeper
 // for idle keys). Breaker and Guarded add the failure policy: a circuit

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -49,6 +50,14 @@ type RedisOptions struct {
 	// Flushers is the number of batches that may be in flight at once
 	// when Batch is set. Default: 4.
 	Flushers int
+	// Lease is the largest number of slots this limiter leases for one key
+	// at a time (0 or 1: no leases). A key that had more than one request
+	// on this node in the last bucket length gets a lease as large as that
+	// demand, capped by Lease and by an eighth of the key's remaining quota;
+	// the requests it covers are decided without Redis. Leases keep the
+	// limit exact (see the package doc); their price is that leased slots
+	// return one bucket later than single ones.
+	Lease int
 }
 
 // Redis is the Limiter backed by Redis. Create it with NewRedis; call Close
@@ -66,6 +75,9 @@ type Redis struct {
 	// users: always, except on a cluster, where they sit in different slots.
 	multiKey bool
 	batch    *batcher
+	leases   *leaseTable
+	// closeOnce makes Close idempotent.
+	closeOnce sync.Once
 }
 
 // NewRedis returns a Limiter that keeps its windows in Redis. The client is
@@ -98,6 +110,10 @@ func NewRedis(client RedisClient, opts RedisOptions) *Redis {
 	if opts.Batch {
 		r.batch = newBatcher(r, opts.MaxBatch, opts.Flushers)
 	}
+	if opts.Lease > 1 {
+		r.leases = newLeaseTable(int64(opts.Lease))
+		go r.leases.run(r, time.Second)
+	}
 	return r
 }
 
@@ -105,9 +121,14 @@ func NewRedis(client RedisClient, opts RedisOptions) *Redis {
 // flight (at most the client's read timeout when Redis hangs); queued calls
 // fail with ErrUnavailable. Close does not close the Redis client.
 func (r *Redis) Close() error {
-	if r.batch != nil {
-		r.batch.close()
-	}
+	r.closeOnce.Do(func() {
+		if r.leases != nil {
+			r.leases.close(r)
+		}
+		if r.batch != nil {
+			r.batch.close()
+		}
+	})
 	return nil
 }
 
@@ -123,7 +144,8 @@ func honorsDeadline(c RedisClient) bool {
 	return false
 }
 
-// Allow implements Limiter with one script run in Redis.
+// Allow implements Limiter: from a lease held by this limiter when it has
+// one for key (see RedisOptions.Lease), else with one script run in Redis.
 func (r *Redis) Allow(ctx context.Context, key string, limit int64, window time.Duration) (Decision, error) {
 	if limit < 1 {
 		return deny(limit, window), nil
@@ -132,57 +154,90 @@ func (r *Redis) Allow(ctx context.Context, key string, limit int64, window time.
 	if err != nil {
 		return Decision{}, err
 	}
-	rkey := r.prefix + "rl:" + key
+	if r.leases != nil {
+		return r.leases.allow(ctx, r, key, limit, size)
+	}
+	g, err := r.decide(ctx, ask{key: r.prefix + "rl:" + key, limit: limit, size: size, want: 1})
+	return g.Decision, err
+}
+
+// ask is one request to the script: a decision (want >= 1, more asks for
+// a lease) or the return of -want leased slots counted in bucket.
+type ask struct {
+	key         string
+	limit, size int64
+	want        int64
+	bucket      int64
+}
+
+// grant is the script's answer to one ask.
+type grant struct {
+	Decision
+	// granted is the number of slots taken: 1 for a plain decision, more
+	// for a lease, 0 when refused.
+	granted int64
+	// bucket is the bucket the slots were counted in.
+	bucket int64
+}
+
+// decide runs the script for a, batched when Batch is set, within Timeout.
+func (r *Redis) decide(ctx context.Context, a ask) (grant, error) {
 	if r.batch != nil {
-		return r.batch.allow(ctx, rkey, limit, size)
+		return r.batch.decide(ctx, a)
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	if r.bounded {
-		return r.run(ctx, rkey, limit, size)
+		return r.run(ctx, a)
 	}
 	type result struct {
-		d   Decision
+		g   grant
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		d, err := r.run(ctx, rkey, limit, size)
-		done <- result{d, err}
+		g, err := r.run(ctx, a)
+		done <- result{g, err}
 	}()
 	select {
 	case res := <-done:
-		return res.d, res.err
+		return res.g, res.err
 	case <-ctx.Done():
-		return Decision{}, unavailable("waiting for redis", ctx.Err())
+		return grant{}, unavailable("waiting for redis", ctx.Err())
 	}
 }
 
-// run executes the script once for rkey.
-func (r *Redis) run(ctx context.Context, rkey string, limit, size int64) (Decision, error) {
-	vals, err := windowScript.Run(ctx, r.client, []string{rkey}, size, r.buckets, limit).Int64Slice()
+// run executes the script once for a.
+func (r *Redis) run(ctx context.Context, a ask) (grant, error) {
+	vals, err := windowScript.Run(ctx, r.client, []string{a.key}, a.size, r.buckets, a.limit, a.want, a.bucket).Int64Slice()
 	if err != nil {
-		return Decision{}, unavailable("running limiter script", err)
+		return grant{}, unavailable("running limiter script", err)
 	}
-	if len(vals) != 4 {
-		return Decision{}, fmt.Errorf("%w: limiter script returned %d values, want 4", ErrUnavailable, len(vals))
+	if len(vals) != replyLen {
+		return grant{}, fmt.Errorf("%w: limiter script returned %d values, want %d", ErrUnavailable, len(vals), replyLen)
 	}
-	return decode(vals, limit), nil
+	return decode(vals, a.limit), nil
 }
 
-// decode turns one request's four values of the script's reply into a
-// Decision.
-func decode(vals []int64, limit int64) Decision {
-	d := Decision{
-		Allowed:   vals[0] == 1,
-		Limit:     limit,
-		Remaining: vals[1],
-		Reset:     time.Duration(vals[2]) * time.Millisecond,
+// replyLen is the number of values the script returns per request.
+const replyLen = 6
+
+// decode turns one request's values of the script's reply into a grant.
+func decode(vals []int64, limit int64) grant {
+	g := grant{
+		Decision: Decision{
+			Allowed:   vals[0] == 1,
+			Limit:     limit,
+			Remaining: vals[1],
+			Reset:     time.Duration(vals[2]) * time.Millisecond,
+		},
+		granted: vals[4],
+		bucket:  vals[5],
 	}
-	if !d.Allowed {
-		d.RetryAfter = time.Duration(vals[3]) * time.Millisecond
+	if !g.Allowed {
+		g.RetryAfter = time.Duration(vals[3]) * time.Millisecond
 	}
-	return d
+	return g
 }
 
 // isNoScript reports whether err is Redis's NOSCRIPT error.
