@@ -41,6 +41,7 @@ func init() {
 //			tls
 //			prefix <string>
 //			timeout <duration>
+//			lease <slots>
 //		}
 //		master_key <base64 of 32 bytes>
 //		pepper <secret>
@@ -189,6 +190,12 @@ func parseStore(d *caddyfile.Dispenser) (*module.StoreConfig, error) {
 				if err := durationArg(d, &sc.Timeout); err != nil {
 					return nil, err
 				}
+			case "lease":
+				var n int
+				if err := intArg(d, &n); err != nil {
+					return nil, err
+				}
+				sc.Lease = &n
 			default:
 				return nil, d.Errf("unrecognized redis store option '%s'", d.Val())
 			}

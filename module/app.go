@@ -103,7 +103,16 @@ type StoreConfig struct {
 	Prefix string `json:"prefix,omitempty"`
 	// Timeout bounds each Redis call. Default: 50ms.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// Lease is the largest number of rate-limit slots a gateway node leases
+	// for one user at a time: a user with steady traffic on a node has most
+	// of its requests decided there, without a Redis call, and the limit
+	// stays exact (see the ratelimit package). 0 turns leasing off, so that
+	// every request is decided in Redis. Default: 64.
+	Lease *int `json:"lease,omitempty"`
 }
+
+// DefaultLease is StoreConfig.Lease when the config leaves it unset.
+const DefaultLease = 64
 
 // CacheConfig tunes the in-process cache of keys, users and permissions.
 type CacheConfig struct {
@@ -223,10 +232,15 @@ func (a *App) setup() error {
 		// Batching coalesces concurrent limiter calls into one pipeline
 		// (every call is still its own atomic script run, so decisions are
 		// exact): fewer round trips and syscalls per request under load.
+		lease := DefaultLease
+		if sc.Lease != nil {
+			lease = *sc.Lease
+		}
 		a.redisLimiter = ratelimit.NewRedis(shared.redis, ratelimit.RedisOptions{
 			Prefix:  sc.Prefix,
 			Timeout: time.Duration(sc.Timeout),
 			Batch:   true,
+			Lease:   lease,
 		})
 		a.breaker = ratelimit.NewBreaker(a.redisLimiter, ratelimit.BreakerOptions{})
 		a.primary = a.breaker
