@@ -45,10 +45,12 @@
 //
 // # Leases
 //
-// With RedisOptions.Lease, a node that saw more than one request for a key
-// in the last bucket length asks, with the next request, for a lease of
-// that many slots (capped by Lease and by an eighth of the remaining
-// quota, so that near the limit leases shrink to single requests). The
+// With RedisOptions.Lease, a node that expects more than one request for a
+// key in the next bucket length (from the last bucket length's count, or
+// the rate of the current one once it is a quarter old) asks, with the next
+// request, for a lease of that many slots (capped by Lease and by an eighth
+// of the remaining quota, so that near the limit leases shrink to single
+// requests). The
 // requests it covers are decided on the node, without Redis. A lease
 // granted at Redis time g may be used until g + s (the node stops a few
 // milliseconds early, measuring from before it sent the request), and its

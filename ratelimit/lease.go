@@ -67,8 +67,8 @@ func (t *leaseTable) shard(key string) *leaseShard {
 
 // allow decides one request for key: from this node's lease when it holds
 // a live one, else in Redis, asking for a lease as large as the key's
-// demand on this node over the last bucket length. One request per key asks
-// for a lease at a time; the others are decided one by one meanwhile.
+// expected demand on this node (see demand). One request per key asks for a
+// lease at a time; the others are decided one by one meanwhile.
 func (t *leaseTable) allow(ctx context.Context, r *Redis, key string, limit, size int64) (Decision, error) {
 	now := time.Now()
 	bucketLen := time.Duration(size) * time.Millisecond
@@ -95,15 +95,12 @@ func (t *leaseTable) allow(ctx context.Context, r *Redis, key string, limit, siz
 		sh.mu.Unlock()
 		return d, nil
 	}
-	// The lease is sized by the demand of the last full period only: a
-	// burst on a key that was quiet gets no lease, so no slot of it can be
-	// left unused on this node while other requests were refused.
 	want := int64(1)
 	var back ask
 	leader := !l.pending
 	if leader {
 		back = l.settle(key, r)
-		want = min(t.max, max(1, l.last))
+		want = min(t.max, l.demand(now))
 		l.pending = want > 1
 		leader = l.pending
 	}
@@ -134,6 +131,20 @@ func (t *leaseTable) allow(ctx context.Context, r *Redis, key string, limit, siz
 		g.Remaining += g.granted - 1
 	}
 	return g.Decision, err
+}
+
+// demand estimates how many requests for the key this node will see in
+// the next bucket length, the lifetime of a lease: the count of the last
+// full period, or the rate seen so far in this one once it is a quarter
+// old. A burst on a key that was quiet gets 1 (no lease), so no slot of a
+// lease can be left unused on this node while the same burst is refused
+// elsewhere.
+func (l *lease) demand(now time.Time) int64 {
+	est := l.last
+	if elapsed := now.Sub(l.periodStart); elapsed >= l.period/4 && l.seen > 1 {
+		est = max(est, int64(float64(l.seen)*float64(l.period)/float64(elapsed)))
+	}
+	return max(1, est)
 }
 
 // settle drops l's lease and returns the give-back of its unused slots

@@ -24,7 +24,7 @@ func TestRedisLeaseSavesRoundTrips(t *testing.T) {
 			client.AddHook(hook)
 			r := newTestRedis(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: testBuckets, Batch: batch, Lease: 16})
 			key := Key("acme", "steady")
-			const limit = 100_000
+			const limit = 10_000_000
 			// Nothing leaves the window while this runs (less than W), so
 			// Remaining must fall by one per request.
 			deadline := time.Now().Add(testWindow / 2)

@@ -51,9 +51,9 @@ type RedisOptions struct {
 	// when Batch is set. Default: 4.
 	Flushers int
 	// Lease is the largest number of slots this limiter leases for one key
-	// at a time (0 or 1: no leases). A key that had more than one request
-	// on this node in the last bucket length gets a lease as large as that
-	// demand, capped by Lease and by an eighth of the key's remaining quota;
+	// at a time (0 or 1: no leases). A key expected to have more than one
+	// request on this node in the next bucket length gets a lease as large
+	// as that demand, capped by Lease and by an eighth of its remaining quota;
 	// the requests it covers are decided without Redis. Leases keep the
 	// limit exact (see the package doc); their price is that leased slots
 	// return one bucket later than single ones.
