@@ -107,6 +107,8 @@ type runStats struct {
 	redisOK   bool
 	hits      float64
 	misses    float64
+	allowed   float64
+	leased    float64
 	metricsOK bool
 }
 
@@ -346,16 +348,17 @@ func (s *scenario) url() string { return fmt.Sprintf("http://127.0.0.1:%d/bench"
 
 func measure(ctx context.Context, s *scenario, pid int, rc redis.UniversalClient, admin string, cfg config) runStats {
 	var st runStats
-	h0, m0, mok0 := cacheLookups(admin)
+	k0, mok0 := scrape(admin)
 	r0, rerr0 := redisCPU(ctx, rc)
 	c0, _ := procCPU(pid)
 	st.load = runLoad(s.url(), s.creds, s.signed, cfg.conns, cfg.duration)
 	c1, _ := procCPU(pid)
 	r1, rerr1 := redisCPU(ctx, rc)
-	h1, m1, mok1 := cacheLookups(admin)
+	k1, mok1 := scrape(admin)
 	st.caddyCPU = c1 - c0
 	st.redisCPU, st.redisOK = r1-r0, rerr0 == nil && rerr1 == nil
-	st.hits, st.misses, st.metricsOK = h1-h0, m1-m0, mok0 && mok1
+	st.hits, st.misses, st.metricsOK = k1.hits-k0.hits, k1.misses-k0.misses, mok0 && mok1
+	st.allowed, st.leased = k1.allowed-k0.allowed, k1.leased-k0.leased
 	return st
 }
 
@@ -410,32 +413,44 @@ func warm(key, signed *scenario, conns int) error {
 	return nil
 }
 
-// cacheLookups reads keygate's cache hit and miss counters from /metrics.
-func cacheLookups(admin string) (hits, misses float64, ok bool) {
+// kgMetrics are the keygate counters the harness reads.
+type kgMetrics struct {
+	hits, misses    float64 // cache lookups
+	allowed, leased float64 // limiter: allowed, and of those from a lease
+}
+
+// scrape reads keygate's counters from the admin endpoint's /metrics.
+func scrape(admin string) (kgMetrics, bool) {
+	var m kgMetrics
 	client := &http.Client{Timeout: 2 * time.Second}
 	resp, err := client.Get("http://" + admin + "/metrics")
 	if err != nil {
-		return 0, 0, false
+		return m, false
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, 0, false
+		return m, false
 	}
 	for line := range strings.Lines(string(body)) {
-		if !strings.HasPrefix(line, "caddy_keygate_cache_lookups_total{") {
+		if !strings.HasPrefix(line, "caddy_keygate_") {
 			continue
 		}
 		var v float64
 		f := strings.Fields(line)
 		fmt.Sscan(f[len(f)-1], &v)
-		if strings.Contains(line, `result="hit"`) {
-			hits = v
-		} else if strings.Contains(line, `result="miss"`) {
-			misses = v
+		switch {
+		case strings.HasPrefix(line, `caddy_keygate_cache_lookups_total{result="hit"}`):
+			m.hits = v
+		case strings.HasPrefix(line, `caddy_keygate_cache_lookups_total{result="miss"}`):
+			m.misses = v
+		case strings.HasPrefix(line, `caddy_keygate_ratelimit_decisions_total{decision="allowed"}`):
+			m.allowed = v
+		case strings.HasPrefix(line, `caddy_keygate_ratelimit_leased_total `):
+			m.leased = v
 		}
 	}
-	return hits, misses, true
+	return m, true
 }
 
 func rps(l *loadResult) float64 { return float64(l.requests) / l.elapsed.Seconds() }
@@ -463,7 +478,7 @@ func printTable(w io.Writer, scen []*scenario) {
 		p50, p99               time.Duration
 		cpu, redis             float64
 		redisOK                bool
-		missPct                float64
+		missPct, leasedPct     float64
 		metricsOK              bool
 		non2xx                 float64
 	}
@@ -473,7 +488,7 @@ func printTable(w io.Writer, scen []*scenario) {
 		var rs []float64
 		var cpu, rcpu time.Duration
 		var n, bad uint64
-		var hits, misses float64
+		var hits, misses, allowed, leased float64
 		r := row{redisOK: true, metricsOK: true}
 		for _, st := range s.runs {
 			rs = append(rs, rps(st.load))
@@ -485,6 +500,8 @@ func printTable(w io.Writer, scen []*scenario) {
 			n += st.load.requests
 			hits += st.hits
 			misses += st.misses
+			allowed += st.allowed
+			leased += st.leased
 			for code, c := range st.load.byStatus {
 				if code < 200 || code > 299 {
 					bad += c
@@ -497,6 +514,9 @@ func printTable(w io.Writer, scen []*scenario) {
 		if hits+misses > 0 {
 			r.missPct = 100 * misses / (hits + misses)
 		}
+		if allowed > 0 {
+			r.leasedPct = 100 * leased / allowed
+		}
 		if n > 0 {
 			r.non2xx = 100 * float64(bad) / float64(n)
 		}
@@ -506,20 +526,20 @@ func printTable(w io.Writer, scen []*scenario) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	ctl := rows[len(rows)-1] // the headers control
-	fmt.Fprintln(tw, "scenario\treq/s (median)\tmin–max\tp50\tp99\tCaddy CPU-µs/req\tΔ CPU-µs vs bare\tΔ vs headers\tRedis CPU-µs/req\tcache miss %\tnon-2xx %\t× bare req/s\t× headers req/s\t")
+	fmt.Fprintln(tw, "scenario\treq/s (median)\tmin–max\tp50\tp99\tCaddy CPU-µs/req\tΔ CPU-µs vs bare\tΔ vs headers\tRedis CPU-µs/req\tcache miss %\tleased %\tnon-2xx %\t× bare req/s\t× headers req/s\t")
 	for i, s := range scen {
 		r := rows[i]
 		redisCol := fmt.Sprintf("%.1f", r.redis)
 		if !r.redisOK {
 			redisCol = "n/a"
 		}
-		missCol := fmt.Sprintf("%.2f", r.missPct)
+		missCol, leasedCol := fmt.Sprintf("%.2f", r.missPct), fmt.Sprintf("%.1f", r.leasedPct)
 		if i == 0 || i == len(scen)-1 || !r.metricsOK {
-			missCol = "–"
+			missCol, leasedCol = "–", "–"
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f–%.0f\t%v\t%v\t%.1f\t%+.1f\t%+.1f\t%s\t%s\t%.1f\t%.2f\t%.2f\t\n",
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f–%.0f\t%v\t%v\t%.1f\t%+.1f\t%+.1f\t%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t\n",
 			s.name, r.rpsMed, r.rpsMin, r.rpsMax, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond),
-			r.cpu, r.cpu-base.cpu, r.cpu-ctl.cpu, redisCol, missCol, r.non2xx, r.rpsMed/base.rpsMed, r.rpsMed/ctl.rpsMed)
+			r.cpu, r.cpu-base.cpu, r.cpu-ctl.cpu, redisCol, missCol, leasedCol, r.non2xx, r.rpsMed/base.rpsMed, r.rpsMed/ctl.rpsMed)
 	}
 	tw.Flush()
 }

@@ -265,6 +265,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		case d.Allowed:
 			decisionAllowed.Inc()
+			if d.Leased {
+				limiterLeased.Inc()
+			}
 		default:
 			decisionLimited.Inc()
 		}

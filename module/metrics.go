@@ -55,6 +55,11 @@ var (
 		Name: "ratelimit_decisions_total",
 		Help: "Rate limiter decisions: allowed, limited, degraded (allowed by the local fallback while Redis is unavailable).",
 	}, []string{"decision"})
+	limiterLeased = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "ratelimit_leased_total",
+		Help: "Allowed requests decided from this node's quota lease, without a Redis call (counted in ratelimit_decisions_total too).",
+	})
 	circuitState = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 		Name: "circuit_state",
@@ -88,7 +93,7 @@ var (
 
 var collectors = []prometheus.Collector{
 	requestsTotal, authDuration, storeDuration, storeErrors, cacheLookups,
-	limiterDecisions, circuitState, tokensIssued, tokensRejected,
+	limiterDecisions, limiterLeased, circuitState, tokensIssued, tokensRejected,
 }
 
 // registerMetrics adds the collectors to this config's registry.

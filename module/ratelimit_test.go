@@ -16,6 +16,7 @@ import (
 
 	"github.com/keygate/keygate/internal/testcaddy"
 	"github.com/keygate/keygate/internal/testredis"
+	"github.com/keygate/keygate/module"
 )
 
 // testMasterKey is a valid master key (32 zero bytes, base64) for the Redis
@@ -706,6 +707,27 @@ func waitStatus(t *testing.T, url, key string, want int, within time.Duration) t
 // fail_closed routes answer 503 with Retry-After within the store deadline
 // plus a margin, fail_open routes keep serving, nothing is answered 401 or
 // 429 because of Redis, and limiting resumes by itself once Redis is back.
+// checkClosedDuringOutage checks the answers of a fail_closed route while
+// Redis cannot be reached: 503, except for what the node could still
+// decide without Redis, from the quota lease it held when the outage began
+// (at most one lease of module.DefaultLease slots for the one user).
+func checkClosedDuringOutage(t *testing.T, res []result) {
+	t.Helper()
+	leased := 0
+	for _, r := range res {
+		if r.status == http.StatusOK {
+			leased++
+			checkRateHeaders(t, r, 1000, 120, -1)
+			continue
+		}
+		checkUnavailable(t, "/closed/x", r)
+	}
+	if leased > module.DefaultLease || leased == len(res) {
+		t.Fatalf("/closed/x: %d of %d requests served while Redis was unreachable; want at most one lease (%d), then 503s",
+			leased, len(res), module.DefaultLease)
+	}
+}
+
 func TestRateLimitRedisFailure(t *testing.T) {
 	redisSrv := testredis.StartServer(t)
 	rc := redisSrv.Client()
@@ -736,9 +758,7 @@ func TestRateLimitRedisFailure(t *testing.T) {
 			counts, slowest := summarize(res[p])
 			t.Logf("%s while Redis is stopped: %v, slowest %v", p, counts, slowest)
 		}
-		for _, r := range res["/closed/x"] {
-			checkUnavailable(t, "/closed/x", r)
-		}
+		checkClosedDuringOutage(t, res["/closed/x"])
 		// fail_open: never 401 or 429 because Redis is down, and answered in
 		// time; whatever was allowed reached the upstream.
 		served := 0
@@ -799,9 +819,7 @@ func TestRateLimitRedisFailure(t *testing.T) {
 			counts, slowest := summarize(res[p])
 			t.Logf("%s while Redis is paused: %v, slowest %v", p, counts, slowest)
 		}
-		for _, r := range res["/closed/x"] {
-			checkUnavailable(t, "/closed/x", r)
-		}
+		checkClosedDuringOutage(t, res["/closed/x"])
 		degraded := 0
 		for _, r := range res["/open/x"] {
 			switch r.status {
@@ -823,4 +841,48 @@ func TestRateLimitRedisFailure(t *testing.T) {
 		waitStatus(t, e.gateway+"/closed/x", key, http.StatusOK, 10*time.Second)
 		t.Logf("fail_closed route serving again %v after the pause began", time.Since(paused).Round(time.Millisecond))
 	})
+}
+
+// TestRateLimitLeases runs a user's steady traffic through a gateway on
+// Redis with quota leases: most requests are decided from the node's lease
+// (the metric says so), every one still reaches the upstream with correct
+// rate-limit headers, and Remaining never claims more than is left.
+func TestRateLimitLeases(t *testing.T) {
+	_, prefix := testredis.Client(t)
+	opt := testredis.Options(t)
+	up := newUpstream(t)
+	global := "metrics\n\t" + redisGlobal(opt.Addr, prefix, "timeout 1s\n\t\t\tlease 32")
+	const limit, window = 1000, 4 // sub-buckets of 1/3 s: leases form within 0.1 s
+	e := startGateway(t, fmt.Sprintf(sharedRouteCaddyfile, global, fmt.Sprintf("limit %d %ds", limit, window)), up, testcaddy.Options{})
+	e.bootstrap()
+	_, _, key := e.newUserKey("acme", "steady", time.Now().Add(time.Hour))
+	url := e.gateway + "/lease"
+
+	m0 := scrapeMetrics(t, e.srv.AdminAddr)
+	calls0, _ := up.snapshot()
+	const n = 300
+	prev := int64(limit)
+	for i := range n {
+		r := mustCall(t, url, key)
+		if r.status != http.StatusOK {
+			t.Fatalf("request %d: status %d", i, r.status)
+		}
+		remaining, _ := checkRateHeaders(t, r, limit, window, -1)
+		// Exact but for the slots of at most one lease that expired unused
+		// and whose give-back Redis has not applied yet.
+		if exact := int64(limit - i - 1); remaining > exact || remaining < exact-32 || remaining >= prev {
+			t.Fatalf("request %d: remaining %d after %d; want (%d-32 … %d]", i, remaining, prev, exact, exact)
+		}
+		prev = remaining
+	}
+	m1 := scrapeMetrics(t, e.srv.AdminAddr)
+	leased := m1.samples["caddy_keygate_ratelimit_leased_total"] - m0.samples["caddy_keygate_ratelimit_leased_total"]
+	allowed := m1.samples[`caddy_keygate_ratelimit_decisions_total{decision="allowed"}`] - m0.samples[`caddy_keygate_ratelimit_decisions_total{decision="allowed"}`]
+	t.Logf("%v of %d allowed requests decided from a lease", leased, n)
+	if allowed != n || leased < n/2 {
+		t.Fatalf("allowed %v, leased %v of %d requests; want all allowed, most leased", allowed, leased, n)
+	}
+	if calls, _ := up.snapshot(); calls-calls0 != n {
+		t.Fatalf("upstream called %d times for %d requests", calls-calls0, n)
+	}
 }

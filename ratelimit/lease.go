@@ -91,7 +91,7 @@ func (t *leaseTable) allow(ctx context.Context, r *Redis, key string, limit, siz
 	if l.slots > 0 && l.limit == limit && l.size == size && now.Before(l.deadline) {
 		l.slots--
 		t.fromLease.Add(1)
-		d := Decision{Allowed: true, Limit: limit, Remaining: l.remaining + l.slots, Reset: max(0, l.resetAt.Sub(now))}
+		d := Decision{Allowed: true, Leased: true, Limit: limit, Remaining: l.remaining + l.slots, Reset: max(0, l.resetAt.Sub(now))}
 		sh.mu.Unlock()
 		return d, nil
 	}

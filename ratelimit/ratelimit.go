@@ -47,6 +47,9 @@ type Decision struct {
 	// Degraded is set when the primary store failed and a fail-open
 	// fallback decided instead (see Guarded).
 	Degraded bool
+	// Leased is set when the request was allowed from this node's quota
+	// lease, without a store round trip (see RedisOptions.Lease).
+	Leased bool
 }
 
 // Key returns the limiter key of a user in a tenant, in the Redis Cluster
