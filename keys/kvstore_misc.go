@@ -2,7 +2,10 @@ package keys
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -240,49 +243,87 @@ func (s *kvStore) ResealSecrets(ctx context.Context, reseal func(kind, id string
 	return n, err
 }
 
+// touchBatch bounds how many usages one TouchLastUsed transaction writes:
+// a node flushes every credential used in the last interval (10,000 users
+// give 20,000 records), and a smaller transaction is cheaper to retry when
+// a concurrent change touches one of its records.
+const touchBatch = 1000
+
 // TouchLastUsed records when credentials and users were last used, without
 // versions, history or invalidations. Missing records are skipped; a time
-// never moves backwards.
+// never moves backwards. Each batch reads every record of a table with one
+// GetMany (one round trip on Redis) instead of one read per record.
 func (s *kvStore) TouchLastUsed(ctx context.Context, used []Usage) error {
-	if len(used) == 0 {
-		return nil
+	for len(used) > 0 {
+		n := min(len(used), touchBatch)
+		if err := s.touchLastUsed(ctx, used[:n]); err != nil {
+			return err
+		}
+		used = used[n:]
+	}
+	return nil
+}
+
+func (s *kvStore) touchLastUsed(ctx context.Context, used []Usage) error {
+	keysAt := make(map[string]time.Time)
+	secretsAt := make(map[string]time.Time)
+	usersAt := make(map[string]time.Time)
+	latest := func(m map[string]time.Time, id string, at time.Time) {
+		if prev, ok := m[id]; !ok || prev.Before(at) {
+			m[id] = at
+		}
+	}
+	for _, u := range used {
+		at := u.At.UTC()
+		if u.KeyID != "" {
+			latest(keysAt, u.KeyID, at)
+		}
+		if u.SecretID != "" && u.UserID != "" {
+			latest(secretsAt, secretKey(u.UserID, u.SecretID), at)
+		}
+		if u.UserID != "" {
+			latest(usersAt, u.UserID, at)
+		}
 	}
 	return s.b.Update(ctx, func(tx Tx) error {
-		for _, u := range used {
-			at := u.At.UTC()
-			if u.KeyID != "" {
-				if err := touch(tx, tblKeys, u.KeyID, func(k *Key) **time.Time { return &k.LastUsedAt }, at); err != nil {
-					return err
-				}
-			}
-			if u.SecretID != "" && u.UserID != "" {
-				if err := touch(tx, tblSecrets, secretKey(u.UserID, u.SecretID), func(s *Secret) **time.Time { return &s.LastUsedAt }, at); err != nil {
-					return err
-				}
-			}
-			if u.UserID != "" {
-				if err := touch(tx, tblUsers, u.UserID, func(x *User) **time.Time { return &x.LastUsedAt }, at); err != nil {
-					return err
-				}
-			}
+		if err := touchAll(tx, tblKeys, keysAt, func(k *Key) **time.Time { return &k.LastUsedAt }); err != nil {
+			return err
 		}
-		return nil
+		if err := touchAll(tx, tblSecrets, secretsAt, func(s *Secret) **time.Time { return &s.LastUsedAt }); err != nil {
+			return err
+		}
+		return touchAll(tx, tblUsers, usersAt, func(u *User) **time.Time { return &u.LastUsedAt })
 	})
 }
 
-// touch moves a record's last-used time forward to at; a missing record
-// is skipped.
-func touch[T any](tx Tx, table, id string, lastUsed func(*T) **time.Time, at time.Time) error {
-	v, err := getJSON[T](tx, table, id, table+" "+id)
-	if isNotFound(err) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	p := lastUsed(&v)
-	if *p != nil && !(*p).Before(at) {
+// touchAll moves the last-used time of each record of table named in at
+// forward to its time; missing records are skipped.
+func touchAll[T any](tx Tx, table string, at map[string]time.Time, lastUsed func(*T) **time.Time) error {
+	if len(at) == 0 {
 		return nil
 	}
-	*p = &at
-	return putJSON(tx, table, id, v)
+	ids := slices.Sorted(maps.Keys(at))
+	vals, err := tx.GetMany(table, ids)
+	if err != nil {
+		return fmt.Errorf("loading %s: %w", table, err)
+	}
+	for i, raw := range vals {
+		if raw == nil {
+			continue
+		}
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("decoding %s %s: %w", table, ids[i], err)
+		}
+		t := at[ids[i]]
+		p := lastUsed(&v)
+		if *p != nil && !(*p).Before(t) {
+			continue
+		}
+		*p = &t
+		if err := putJSON(tx, table, ids[i], v); err != nil {
+			return err
+		}
+	}
+	return nil
 }

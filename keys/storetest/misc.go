@@ -108,6 +108,26 @@ func testTouchLastUsed(t *testing.T, s keys.Store) {
 		t.Errorf("TouchLastUsed wrote history: %d → %d entries", before.Total, after.Total)
 	}
 	must(t, "TouchLastUsed(empty)", s.TouchLastUsed(ctx, nil))
+
+	// A time never moves backwards, and a flush larger than one batch
+	// (1,200 uses, the latest in the middle) keeps the latest.
+	must(t, "TouchLastUsed(older)", s.TouchLastUsed(ctx, []keys.Usage{{UserID: u.ID, KeyID: k.ID, At: at.Add(-time.Hour)}}))
+	if gk, err := s.GetKey(ctx, k.ID); err != nil || !gk.LastUsedAt.Equal(at) {
+		t.Errorf("key after an older touch: lastUsedAt %v, %v; want %v", gk.LastUsedAt, err, at)
+	}
+	many := make([]keys.Usage, 1200)
+	latest := at.Add(time.Hour)
+	for i := range many {
+		many[i] = keys.Usage{UserID: u.ID, KeyID: k.ID, At: at.Add(time.Duration(i) * time.Second)}
+	}
+	many[600].At = latest
+	must(t, "TouchLastUsed(1200)", s.TouchLastUsed(ctx, many))
+	if gk, err := s.GetKey(ctx, k.ID); err != nil || !gk.LastUsedAt.Equal(latest) {
+		t.Errorf("key after 1,200 touches: lastUsedAt %v, %v; want %v", gk.LastUsedAt, err, latest)
+	}
+	if gu, err := s.GetUser(ctx, u.ID); err != nil || !gu.LastUsedAt.Equal(latest) {
+		t.Errorf("user after 1,200 touches: lastUsedAt %v, %v; want %v", gu.LastUsedAt, err, latest)
+	}
 }
 
 func testListUsers(t *testing.T, s keys.Store) {
