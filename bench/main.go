@@ -69,9 +69,9 @@ type config struct {
 func main() {
 	var cfg config
 	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each measured run")
-	flag.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured load before each run")
+	flag.DurationVar(&cfg.warmup, "warmup", 5*time.Second, "unmeasured load before each run (long enough for quota leases to form: they are sized by a few seconds of each user's traffic)")
 	flag.IntVar(&cfg.conns, "conns", 32, "concurrent keep-alive connections")
-	flag.IntVar(&cfg.repeats, "repeats", 2, "interleaved repeats of every scenario")
+	flag.IntVar(&cfg.repeats, "repeats", 3, "interleaved repeats of every scenario")
 	flag.IntVar(&cfg.users, "users", 10000, "seeded users (one access key each)")
 	flag.DurationVar(&cfg.profile, "profile", 10*time.Second, "CPU profile length of Caddy under the key scenario (0: none)")
 	flag.StringVar(&cfg.keygateOpts, "keygate-opts", "", "extra lines for the keygate global option block (e.g. a limiter batching option, when the module has one)")
