@@ -2,7 +2,7 @@
 // it builds ./cmd/keygate, uses the Redis at REDIS_URL (or starts its own
 // redis-server on a spare port when none answers), seeds 10,000 users with
 // one access key each under a fresh key prefix, starts one Caddy process
-// with four sites and a small upstream, and loads each site in turn,
+// with five sites and a small upstream, and loads each site in turn,
 // interleaved over several repeats, with a bounded load generator on
 // 127.0.0.1:
 //
@@ -22,7 +22,7 @@
 //
 // Usage:
 //
-//	go run ./bench [-duration 10s] [-conns 32] [-repeats 2] [-users 10000]
+//	go run ./bench [-duration 10s] [-warmup 5s] [-conns 32] [-repeats 3] [-users 10000]
 //
 // Every process it starts is stopped by PID; its keys are deleted at the end.
 package main
