@@ -109,9 +109,9 @@ func (b *Breaker) Allow(ctx context.Context, key string, limit int64, window tim
 		}
 	}
 	d, err := b.next.Allow(ctx, key, limit, window)
-	if err != nil && (ctx.Err() != nil || !errors.Is(err, ErrUnavailable)) {
-		// The caller gave up, or the call was invalid: this says nothing
-		// about the store.
+	if err == nil && d.Leased || err != nil && (ctx.Err() != nil || !errors.Is(err, ErrUnavailable)) {
+		// Decided from a lease without asking the store, the caller gave
+		// up, or the call was invalid: this says nothing about the store.
 		if probe {
 			b.mu.Lock()
 			b.probing = false

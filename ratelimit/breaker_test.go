@@ -148,6 +148,36 @@ func TestBreakerCountsConcurrentFailuresOnce(t *testing.T) {
 	}
 }
 
+// leasedAfterFailure fails calls while fail is set, except that it answers
+// from a "lease" every other call, as the Redis limiter does for a key it
+// holds a lease for.
+type leasedAfterFailure struct {
+	mu    sync.Mutex
+	calls int
+}
+
+func (l *leasedAfterFailure) Allow(_ context.Context, _ string, limit int64, _ time.Duration) (Decision, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls++
+	if l.calls%2 == 0 {
+		return Decision{Allowed: true, Leased: true, Limit: limit}, nil
+	}
+	return Decision{}, unavailable("leasedAfterFailure", errBoom)
+}
+
+func TestBreakerIgnoresLeasedDecisions(t *testing.T) {
+	b := NewBreaker(&leasedAfterFailure{}, BreakerOptions{Failures: 3})
+	for range 6 {
+		b.Allow(context.Background(), "k", 10, time.Minute)
+	}
+	// 3 failures with leased decisions in between: they said nothing about
+	// the store, so the failures were consecutive.
+	if b.State() != BreakerOpen {
+		t.Fatalf("state %v after 3 store failures between leased decisions, want open", b.State())
+	}
+}
+
 func TestBreakerIgnoresCallerCancellation(t *testing.T) {
 	next := &scripted{fail: true}
 	b := NewBreaker(next, BreakerOptions{Failures: 1})
