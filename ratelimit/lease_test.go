@@ -265,3 +265,31 @@ func TestLeaseNotUsedPastItsLifetime(t *testing.T) {
 		t.Fatalf("a request one bucket length after the lease was granted was not decided in Redis (%d → %d)", before, after)
 	}
 }
+
+// BenchmarkLeaseAllow measures a decision from a live lease: no Redis.
+func BenchmarkLeaseAllow(b *testing.B) {
+	client, prefix := testredis.Client(b)
+	r := newTestRedis(b, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: testBuckets, Lease: 1 << 20})
+	ctx := context.Background()
+	key := Key("acme", "bench")
+	// A quarter of a bucket of steady use, then the next request leases.
+	for end := time.Now().Add(testBucket/4 + 10*time.Millisecond); time.Now().Before(end); {
+		if _, err := r.Allow(ctx, key, 1<<40, testWindow); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := r.Allow(ctx, key, 1<<40, testWindow); err != nil {
+		b.Fatal(err)
+	}
+	l0, _ := r.LeaseStats()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := r.Allow(ctx, key, 1<<40, testWindow); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	l1, _ := r.LeaseStats()
+	b.ReportMetric(float64(l1-l0)/float64(b.N), "leased/op")
+}
