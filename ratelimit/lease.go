@@ -110,8 +110,7 @@ func (t *leaseTable) allow(ctx context.Context, r *Redis, key string, limit, siz
 		r.giveBack(back)
 	}
 	t.fromRedis.Add(1)
-	rkey := r.prefix + "rl:" + key
-	g, err := r.decide(ctx, ask{key: rkey, limit: limit, size: size, want: want})
+	g, err := r.decide(ctx, ask{key: r.hashKey(key), limit: limit, size: size, want: want})
 	if !leader {
 		return g.Decision, err
 	}
@@ -153,7 +152,7 @@ func (l *lease) demand(now time.Time) int64 {
 func (l *lease) settle(key string, r *Redis) ask {
 	var back ask
 	if l.slots > 0 && l.slots*giveBackShare > l.remaining {
-		back = ask{key: r.prefix + "rl:" + key, limit: l.limit, size: l.size, want: -l.slots, bucket: l.bucket}
+		back = ask{key: r.hashKey(key), limit: l.limit, size: l.size, want: -l.slots, bucket: l.bucket}
 	}
 	l.slots = 0
 	return back

@@ -157,9 +157,12 @@ func (r *Redis) Allow(ctx context.Context, key string, limit int64, window time.
 	if r.leases != nil {
 		return r.leases.allow(ctx, r, key, limit, size)
 	}
-	g, err := r.decide(ctx, ask{key: r.prefix + "rl:" + key, limit: limit, size: size, want: 1})
+	g, err := r.decide(ctx, ask{key: r.hashKey(key), limit: limit, size: size, want: 1})
 	return g.Decision, err
 }
+
+// hashKey is the Redis key of the hash that holds key's window.
+func (r *Redis) hashKey(key string) string { return r.prefix + "rl:" + key }
 
 // ask is one request to the script: a decision (want >= 1, more asks for
 // a lease) or the return of -want leased slots counted in bucket.
