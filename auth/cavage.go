@@ -261,6 +261,33 @@ func matchHMAC(newHash func() hash.Hash, secrets []Secret, msg, want []byte) (in
 	return -1, false
 }
 
+// sumBody returns the digest of body with alg ("sha-256" or "sha-512",
+// lower case), and false for an algorithm keygate does not check.
+func sumBody(alg string, body []byte) ([]byte, bool) {
+	switch alg {
+	case "sha-256":
+		s := sha256.Sum256(body)
+		return s[:], true
+	case "sha-512":
+		s := sha512.Sum512(body)
+		return s[:], true
+	}
+	return nil, false
+}
+
+// matchDigest compares a base64 digest as sent with sum, in constant time;
+// what names the header in errors.
+func matchDigest(what, b64 string, sum []byte) error {
+	got, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, ErrMalformed)
+	}
+	if !hmac.Equal(got, sum) {
+		return fmt.Errorf("%s mismatch: %w", what, ErrBadSignature)
+	}
+	return nil
+}
+
 // checkDigestHeader verifies the legacy Digest header (RFC 3230) against
 // the body: every SHA-256 / SHA-512 entry must match, and one must exist.
 func checkDigestHeader(r *http.Request, maxBody int64) error {
@@ -275,23 +302,12 @@ func checkDigestHeader(r *http.Request, maxBody int64) error {
 			if !ok {
 				return fmt.Errorf("digest: %w", ErrMalformed)
 			}
-			var sum []byte
-			switch strings.ToLower(alg) {
-			case "sha-256":
-				s := sha256.Sum256(body)
-				sum = s[:]
-			case "sha-512":
-				s := sha512.Sum512(body)
-				sum = s[:]
-			default:
+			sum, ok := sumBody(strings.ToLower(alg), body)
+			if !ok {
 				continue
 			}
-			got, err := base64.StdEncoding.DecodeString(val)
-			if err != nil {
-				return fmt.Errorf("digest: %w", ErrMalformed)
-			}
-			if !hmac.Equal(got, sum) {
-				return fmt.Errorf("digest mismatch: %w", ErrBadSignature)
+			if err := matchDigest("digest", val, sum); err != nil {
+				return err
 			}
 			known++
 		}

@@ -1,9 +1,7 @@
 package auth
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -241,26 +239,15 @@ func checkContentDigest(r *http.Request, maxBody int64) error {
 	}
 	known := 0
 	for _, m := range ms {
-		var sum []byte
-		switch m.key {
-		case "sha-256":
-			s := sha256.Sum256(body)
-			sum = s[:]
-		case "sha-512":
-			s := sha512.Sum512(body)
-			sum = s[:]
-		default:
+		sum, ok := sumBody(m.key, body)
+		if !ok {
 			continue
 		}
 		if m.isList || m.item.kind != sfBytes {
 			return fmt.Errorf("content-digest: %w", ErrMalformed)
 		}
-		got, err := base64.StdEncoding.DecodeString(m.item.s)
-		if err != nil {
-			return fmt.Errorf("content-digest: %w", ErrMalformed)
-		}
-		if !hmac.Equal(got, sum) {
-			return fmt.Errorf("content-digest mismatch: %w", ErrBadSignature)
+		if err := matchDigest("content-digest", m.item.s, sum); err != nil {
+			return err
 		}
 		known++
 	}
