@@ -100,8 +100,9 @@ type Resolver struct {
 	opts   CacheOptions
 	opener func(Secret) (string, error)
 
-	keys  *ttlCache[*Key]
-	users *ttlCache[*Principal]
+	keys    *ttlCache[*Key]
+	users   *ttlCache[*Principal]
+	tenants *ttlCache[*Tenant]
 
 	// seq counts invalidations and flushes; a fill that raced with one is
 	// not cached.
@@ -149,11 +150,12 @@ func (r *Resolver) count(hit bool) {
 func NewResolver(store Store, opts CacheOptions, opener func(Secret) (string, error)) *Resolver {
 	opts.setDefaults()
 	r := &Resolver{
-		store:  store,
-		opts:   opts,
-		opener: opener,
-		keys:   newTTLCache[*Key](opts.Size),
-		users:  newTTLCache[*Principal](opts.Size),
+		store:   store,
+		opts:    opts,
+		opener:  opener,
+		keys:    newTTLCache[*Key](opts.Size),
+		users:   newTTLCache[*Principal](opts.Size),
+		tenants: newTTLCache[*Tenant](opts.Size),
 	}
 	// Until Run has a live subscription, changes may go unnoticed: use the
 	// short TTL.
@@ -258,6 +260,45 @@ func (r *Resolver) key(ctx context.Context, id string, now time.Time, allowStale
 	kp := &k
 	fill(r, r.keys, id, kp, ld, now, true)
 	return kp, nil
+}
+
+// Tenant returns the tenant with id; ErrNotFound (also cached, briefly)
+// when none.
+func (r *Resolver) Tenant(ctx context.Context, id string, now time.Time) (*Tenant, error) {
+	return r.tenant(ctx, id, now, false)
+}
+
+// TenantOrStale is Tenant with KeyOrStale's fallback.
+func (r *Resolver) TenantOrStale(ctx context.Context, id string, now time.Time) (*Tenant, error) {
+	return r.tenant(ctx, id, now, true)
+}
+
+func (r *Resolver) tenant(ctx context.Context, id string, now time.Time, allowStale bool) (*Tenant, error) {
+	if t, ok := r.tenants.get(id, now.UnixNano(), r.renewedUntil(), r.epoch.Load()); ok {
+		r.count(true)
+		if t == nil {
+			return nil, ErrNotFound
+		}
+		return t, nil
+	}
+	r.count(false)
+	ld := r.startLoad()
+	t, err := r.store.GetTenant(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		fill(r, r.tenants, id, nil, ld, now, false)
+		return nil, ErrNotFound
+	case err != nil:
+		if allowStale {
+			if stale, ok := staleEntry(r, r.tenants, id, now); ok {
+				return stale, nil
+			}
+		}
+		return nil, err
+	}
+	tp := &t
+	fill(r, r.tenants, id, tp, ld, now, true)
+	return tp, nil
 }
 
 // Principal returns the user with id and its permissions.
@@ -382,6 +423,9 @@ func (r *Resolver) Invalidate(inv Invalidation) {
 	}
 	if inv.UserID != "" {
 		r.users.delete(inv.UserID)
+	}
+	if inv.TenantID != "" {
+		r.tenants.delete(inv.TenantID)
 	}
 }
 

@@ -46,7 +46,14 @@ type StoreOptions struct {
 //     VIEWER (least privilege).
 //   - ResealSecrets passes ids such that kind+":"+id is the sealed value's
 //     associated data: "secret", "<user>:<secret>" and "signing-key", "<kid>".
-//   - Tenant changes publish an empty Invalidation: anything may have changed.
+//   - Tenant changes publish an Invalidation naming the tenant.
+//   - User.Role, CustomerRoles and AccessControlEntities mirror the user's
+//     permission in its primary tenant: UpdateUser changing them changes
+//     that permission, and PutPermission changing that permission changes
+//     the user, in the same transaction (both recorded in history).
+//   - An ARCHIVED tenant accepts no new users, keys, secrets (of users whose
+//     primary tenant it is) or permissions, and no permission in it becomes
+//     ACTIVE or INVITED (ErrConflict).
 func NewStore(b Backend, opts StoreOptions) Store {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -454,7 +461,11 @@ func (r *recorder) record(userID, action, target string, changes map[string]Chan
 
 // notify queues an invalidation.
 func (r *recorder) notify(userID, keyID string) {
-	inv := Invalidation{UserID: userID, KeyID: keyID}
+	r.publish(Invalidation{UserID: userID, KeyID: keyID})
+}
+
+// publish queues inv.
+func (r *recorder) publish(inv Invalidation) {
 	r.tx.Notify(inv)
 	r.invs = append(r.invs, inv)
 }

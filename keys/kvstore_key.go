@@ -103,10 +103,8 @@ func checkKeyOwner(tx Tx, k *Key) error {
 	if u.Status == UserDeleting || u.Status == UserDeleted {
 		return fmt.Errorf("user %s is %s: %w", u.ID, u.Status, ErrConflict)
 	}
-	if ok, err := exists(tx, tblTenants, k.TenantID); err != nil {
+	if err := activeTenant(tx, k.TenantID, "tenant"); err != nil {
 		return err
-	} else if !ok {
-		return fieldError("tenant", "tenant does not exist")
 	}
 	if ok, err := exists(tx, tblKeys, k.ID); err != nil {
 		return err

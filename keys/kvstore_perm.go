@@ -9,11 +9,29 @@ import (
 var permSortFields = []string{"id", "createdAt"}
 
 // permTransitions are the status changes PutPermission allows; INVITED →
-// ACTIVE is AcceptPermission's alone.
+// ACTIVE is AcceptPermission's alone, and ARCHIVED → ACTIVE is allowed only
+// for a permission that was accepted before (see checkPermTransition).
 var permTransitions = map[PermissionStatus][]PermissionStatus{
 	PermissionActive:   {PermissionArchived},
 	PermissionInvited:  {PermissionArchived},
 	PermissionArchived: {PermissionActive, PermissionInvited},
+}
+
+// checkPermTransition tells whether cur may change to status by
+// PutPermission: it follows permTransitions, and an invitation that was
+// never accepted (withdrawn: ARCHIVED without AcceptedAt) becomes ACTIVE
+// only through a new invitation and its acceptance.
+func checkPermTransition(cur *Permission, status PermissionStatus) error {
+	if !slices.Contains(permTransitions[cur.Status], status) {
+		if cur.Status == PermissionInvited && status == PermissionActive {
+			return fmt.Errorf("permission %s is INVITED: only the invited user accepts it: %w", cur.ID, ErrConflict)
+		}
+		return fmt.Errorf("permission %s: status %s cannot become %s: %w", cur.ID, cur.Status, status, ErrConflict)
+	}
+	if cur.Status == PermissionArchived && status == PermissionActive && cur.AcceptedAt == nil {
+		return fmt.Errorf("permission %s was never accepted: invite the user again: %w", cur.ID, ErrConflict)
+	}
+	return nil
 }
 
 func permScope(tenant string) string { return "t:" + tenant + ":perms:by:" }
@@ -98,14 +116,22 @@ func (s *kvStore) PutPermission(ctx context.Context, p Permission, actor string)
 		if u.Status == UserDeleting || u.Status == UserDeleted {
 			return fmt.Errorf("user %s is %s: %w", u.ID, u.Status, ErrConflict)
 		}
-		if ok, err := exists(tx, tblTenants, p.TenantID); err != nil {
-			return err
-		} else if !ok {
+		tenant, err := getJSON[Tenant](tx, tblTenants, p.TenantID, "tenant "+p.TenantID)
+		if isNotFound(err) {
 			return fieldError("workspaceId", "tenant does not exist")
+		} else if err != nil {
+			return err
 		}
+		archived := tenant.Status != TenantActive
 		cur, err := permOf(tx, p.UserID, p.TenantID)
 		if isNotFound(err) {
-			return createPermission(r, &u, p, &out, &created)
+			if archived {
+				return fmt.Errorf("tenant %s is %s: it accepts no new permissions: %w", tenant.ID, tenant.Status, ErrConflict)
+			}
+			if err := createPermission(r, &u, p, &out, &created); err != nil {
+				return err
+			}
+			return mirrorToUser(r, &u, &out)
 		} else if err != nil {
 			return err
 		}
@@ -124,8 +150,20 @@ func (s *kvStore) PutPermission(ctx context.Context, p Permission, actor string)
 			next.AccessControlEntities = slices.Clone(p.AccessControlEntities)
 		}
 		if p.Status != "" && p.Status != cur.Status {
-			if !slices.Contains(permTransitions[cur.Status], p.Status) {
-				return fmt.Errorf("permission %s: status %s cannot become %s: %w", cur.ID, cur.Status, p.Status, ErrConflict)
+			if err := checkPermTransition(&cur, p.Status); err != nil {
+				return err
+			}
+			if archived && p.Status != PermissionArchived {
+				return fmt.Errorf("tenant %s is %s: no permission in it becomes %s: %w", tenant.ID, tenant.Status, p.Status, ErrConflict)
+			}
+			if cur.Status == PermissionActive && next.AcceptedAt == nil {
+				// Permissions stored before AcceptedAt existed: an ACTIVE
+				// one was accepted (or granted).
+				at := cur.CreatedAt
+				next.AcceptedAt = &at
+			}
+			if p.Status == PermissionInvited {
+				next.AcceptedAt = nil // a new invitation needs a new acceptance
 			}
 			next.Status = p.Status
 		}
@@ -137,7 +175,7 @@ func (s *kvStore) PutPermission(ctx context.Context, p Permission, actor string)
 			return err
 		}
 		out = next
-		return nil
+		return mirrorToUser(r, &u, &out)
 	})
 	return out, created, err
 }
@@ -150,6 +188,11 @@ func createPermission(r *recorder, u *User, p Permission, out *Permission, creat
 	}
 	if p.Status == "" {
 		p.Status = PermissionActive
+	}
+	p.AcceptedAt = nil
+	if p.Status == PermissionActive {
+		at := r.now
+		p.AcceptedAt = &at // granted ACTIVE by an administrator
 	}
 	p.ID = NewID()
 	p.Version, p.CreatedAt = 0, r.now
@@ -193,8 +236,13 @@ func (s *kvStore) AcceptPermission(ctx context.Context, id string, actor string)
 		if cur.Status != PermissionInvited {
 			return fmt.Errorf("permission %s is %s, not INVITED: %w", id, cur.Status, ErrConflict)
 		}
+		if err := activeTenant(r.tx, cur.TenantID, "workspaceId"); err != nil {
+			return err
+		}
 		next := clone(cur)
 		next.Status = PermissionActive
+		at := r.now
+		next.AcceptedAt = &at
 		if err := writePermission(r, &cur, &next, "permission.accept"); err != nil {
 			return err
 		}
@@ -328,4 +376,65 @@ func (s *kvStore) UserPermissions(ctx context.Context, userID string) ([]Permiss
 		out = []Permission{}
 	}
 	return out, err
+}
+
+// mirrorToUser copies the role, customer roles and access control entities
+// of p to its user when p is the permission in the user's primary tenant
+// (u is the user as loaded in this transaction).
+func mirrorToUser(r *recorder, u *User, p *Permission) error {
+	if p.TenantID != u.PrimaryTenant {
+		return nil
+	}
+	next := clone(*u)
+	next.Role = p.Role
+	next.CustomerRoles = nonNil(slices.Clone(p.CustomerRoles))
+	next.AccessControlEntities = nonNil(slices.Clone(p.AccessControlEntities))
+	changes := diff(u, &next)
+	if len(changes) == 0 {
+		return nil
+	}
+	stamp(&next.Version, &next.CreatedAt, &next.UpdatedAt, r.now)
+	if err := writeUser(r.tx, u, &next); err != nil {
+		return err
+	}
+	if err := r.record(u.ID, "user.update", "", changes); err != nil {
+		return err
+	}
+	*u = next
+	return nil
+}
+
+// mirrorToPermission copies the role, customer roles and access control
+// entities of u to its permission in its primary tenant, when it holds one
+// and they differ.
+func mirrorToPermission(r *recorder, u *User) error {
+	cur, err := permOf(r.tx, u.ID, u.PrimaryTenant)
+	if isNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	next := clone(cur)
+	next.Role = u.Role
+	next.CustomerRoles = nonNil(slices.Clone(u.CustomerRoles))
+	next.AccessControlEntities = nonNil(slices.Clone(u.AccessControlEntities))
+	if len(diff(&cur, &next)) == 0 {
+		return nil
+	}
+	return writePermission(r, &cur, &next, "permission.update")
+}
+
+// primaryRoles loads u's permission in its primary tenant and, when there
+// is one, sets u's role, customer roles and entities from it.
+func primaryRoles(tx Tx, u *User) error {
+	p, err := permOf(tx, u.ID, u.PrimaryTenant)
+	if isNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	u.Role = p.Role
+	u.CustomerRoles = nonNil(slices.Clone(p.CustomerRoles))
+	u.AccessControlEntities = nonNil(slices.Clone(p.AccessControlEntities))
+	return nil
 }

@@ -123,6 +123,9 @@ func (s *kvStore) CreateSecret(ctx context.Context, sec Secret, actor string) (S
 		if u.Status == UserDeleting || u.Status == UserDeleted {
 			return fmt.Errorf("user %s is %s: %w", u.ID, u.Status, ErrConflict)
 		}
+		if err := activeTenant(r.tx, u.PrimaryTenant, "userId"); err != nil {
+			return err
+		}
 		if ok, err := exists(r.tx, tblSecrets, secretKey(sec.UserID, sec.ID)); err != nil {
 			return err
 		} else if ok {

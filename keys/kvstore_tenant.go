@@ -109,7 +109,7 @@ func (s *kvStore) UpdateTenant(ctx context.Context, id string, version int64, mu
 		if err := syncIndexes(r.tx, id, tenantIndexes(&cur), tenantIndexes(&next)); err != nil {
 			return err
 		}
-		r.notify("", "")
+		r.publish(Invalidation{TenantID: id})
 		out = next
 		return nil
 	})
@@ -158,4 +158,20 @@ func fieldError(field, message string) error {
 	v := &ValidationError{}
 	v.Add(field, message)
 	return v
+}
+
+// activeTenant loads a tenant and fails with ErrConflict when it is
+// ARCHIVED; field names the input that chose it, for a missing tenant.
+func activeTenant(tx Tx, id, field string) error {
+	t, err := getJSON[Tenant](tx, tblTenants, id, "tenant "+id)
+	if isNotFound(err) {
+		return fieldError(field, "tenant does not exist")
+	}
+	if err != nil {
+		return err
+	}
+	if t.Status != TenantActive {
+		return fmt.Errorf("tenant %s is %s: %w", id, t.Status, ErrConflict)
+	}
+	return nil
 }

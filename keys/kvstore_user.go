@@ -147,10 +147,15 @@ func (s *kvStore) CreateUser(ctx context.Context, u User, actor string) (User, e
 		if err := validateUser(r.tx, &u); err != nil {
 			return err
 		}
+		if err := activeTenant(r.tx, u.PrimaryTenant, "primaryTenant"); err != nil {
+			return err
+		}
 		if ok, err := exists(r.tx, tblUsers, u.ID); err != nil {
 			return err
 		} else if ok {
-			return fmt.Errorf("user %s exists: %w", u.ID, ErrConflict)
+			// Generic: the id may belong to a user of another tenant, which
+			// the caller must not learn about.
+			return fmt.Errorf("the user id is not available: %w", ErrConflict)
 		}
 		stamp(&u.Version, &u.CreatedAt, &u.UpdatedAt, r.now)
 		if err := writeUser(r.tx, nil, &u); err != nil {
@@ -223,6 +228,19 @@ func (s *kvStore) UpdateUser(ctx context.Context, id string, version int64, muta
 		if err := validateUser(r.tx, &next); err != nil {
 			return err
 		}
+		rolesChanged := next.Role != cur.Role || !slices.Equal(next.CustomerRoles, cur.CustomerRoles) ||
+			!slices.Equal(next.AccessControlEntities, cur.AccessControlEntities)
+		if next.PrimaryTenant != cur.PrimaryTenant {
+			if err := activeTenant(r.tx, next.PrimaryTenant, "primaryTenant"); err != nil {
+				return err
+			}
+			if !rolesChanged {
+				// The roles are those of the permission in the new primary tenant.
+				if err := primaryRoles(r.tx, &next); err != nil {
+					return err
+				}
+			}
+		}
 		changes := diff(&cur, &next)
 		if len(changes) == 0 {
 			out = cur
@@ -236,6 +254,11 @@ func (s *kvStore) UpdateUser(ctx context.Context, id string, version int64, muta
 			return err
 		}
 		r.notify(id, "")
+		if rolesChanged {
+			if err := mirrorToPermission(r, &next); err != nil {
+				return err
+			}
+		}
 		out = next
 		return nil
 	})

@@ -71,8 +71,10 @@ type User struct {
 	Description string   `json:"description,omitempty"`
 	Email       string   `json:"email,omitempty"`
 	Type        UserType `json:"type"`
-	// Role is the user's standard role; the role that counts at the gateway
-	// is the permission's role in the route's tenant.
+	// Role, CustomerRoles and AccessControlEntities are those of the user's
+	// permission in its primary tenant: the store keeps them equal, and
+	// changing them on the user changes that permission. The role that
+	// counts in a tenant is always the permission's role there.
 	Role                  Role     `json:"role"`
 	CustomerRoles         []string `json:"customerRoles"`
 	AccessControlEntities []string `json:"accessControlEntities"`
@@ -110,9 +112,14 @@ type Permission struct {
 	Status                PermissionStatus `json:"status"`
 	CustomerRoles         []string         `json:"customerRoles"`
 	AccessControlEntities []string         `json:"accessControlEntities"`
-	Version               int64            `json:"version"`
-	CreatedAt             time.Time        `json:"createdAt"`
-	UpdatedAt             time.Time        `json:"updatedAt"`
+	// AcceptedAt is when the permission became ACTIVE: at creation when an
+	// administrator granted it ACTIVE, else when the invited user accepted
+	// it. Nil for an invitation never accepted; a new invitation clears it.
+	// An ARCHIVED permission may become ACTIVE again only when it is set.
+	AcceptedAt *time.Time `json:"acceptedAt,omitempty"`
+	Version    int64      `json:"version"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	UpdatedAt  time.Time  `json:"updatedAt"`
 }
 
 // KeyStatus is the state of an access key.

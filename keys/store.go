@@ -136,6 +136,9 @@ type Usage struct {
 type Invalidation struct {
 	UserID string `json:"u,omitempty"`
 	KeyID  string `json:"k,omitempty"`
+	// TenantID names a changed tenant (its status decides whether any of
+	// its credentials authenticate).
+	TenantID string `json:"t,omitempty"`
 }
 
 // Notifier is implemented by stores that tell subscribers about changes, on

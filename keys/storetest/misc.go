@@ -21,7 +21,9 @@ func testHistory(t *testing.T, s keys.Store) {
 	_, err = s.RevokeKey(ctx, u.ID, k.ID, 0, actor)
 	must(t, "RevokeKey", err)
 	sec := mustSecret(t, s, u, "a")
-	_, _, err = s.PutPermission(ctx, keys.Permission{UserID: u.ID, TenantID: tn.ID, Role: keys.RoleAdmin}, actor)
+	// The user's own role: the primary permission mirrors it, so no
+	// user.update follows (testRoleMirror covers a different role).
+	_, _, err = s.PutPermission(ctx, keys.Permission{UserID: u.ID, TenantID: tn.ID, Role: keys.RoleMember}, actor)
 	must(t, "PutPermission", err)
 
 	p, err := s.History(ctx, u.ID, 1, 100)
@@ -426,4 +428,7 @@ func testInvalidations(t *testing.T, s keys.Store) {
 	_, err = s.DeleteUser(ctx, u.ID, 0, actor)
 	must(t, "DeleteUser", err)
 	expect("DeleteUser (key)", keys.Invalidation{UserID: u.ID, KeyID: k2.ID})
+	_, err = s.UpdateTenant(ctx, u.PrimaryTenant, 0, set(func(x *keys.Tenant) { x.Status = keys.TenantArchived }), actor)
+	must(t, "UpdateTenant", err)
+	expect("UpdateTenant", keys.Invalidation{TenantID: u.PrimaryTenant})
 }

@@ -65,6 +65,10 @@ func cases() []testCase {
 		{"Invalidations", testInvalidations},
 		{"ConcurrentUpdate", testConcurrentUpdate},
 		{"ConcurrentCreate", testConcurrentCreate},
+		{"RoleMirror", testRoleMirror},
+		{"ArchivedTenant", testArchivedTenant},
+		{"InvitationConsent", testInvitationConsent},
+		{"UserIDConflict", testUserIDConflict},
 	}
 }
 
