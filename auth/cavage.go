@@ -160,6 +160,9 @@ func appendInt(dst []byte, n int64) []byte {
 }
 
 func (c *cavageSig) verify(r *http.Request, secrets []Secret, e *env) (Verified, error) {
+	if err := checkCavageCoverage(c.headers, r, e); err != nil {
+		return Verified{}, err
+	}
 	var (
 		ts                  time.Time
 		haveTS              bool
@@ -237,7 +240,7 @@ func (c *cavageSig) verify(r *http.Request, secrets []Secret, e *env) (Verified,
 		return Verified{}, fmt.Errorf("http signature: %w", ErrBadSignature)
 	}
 	if coversDigest {
-		if err := checkDigestHeader(r, e.maxBody); err != nil {
+		if err := checkDigestHeader(r, e); err != nil {
 			return Verified{}, fmt.Errorf("http signature: %w", err)
 		}
 	}
@@ -290,8 +293,8 @@ func matchDigest(what, b64 string, sum []byte) error {
 
 // checkDigestHeader verifies the legacy Digest header (RFC 3230) against
 // the body: every SHA-256 / SHA-512 entry must match, and one must exist.
-func checkDigestHeader(r *http.Request, maxBody int64) error {
-	body, err := readBody(r, maxBody)
+func checkDigestHeader(r *http.Request, e *env) error {
+	body, err := readBody(r, e)
 	if err != nil {
 		return err
 	}

@@ -74,26 +74,26 @@ func TestCavageRejects(t *testing.T) {
 		{"body", func(r *http.Request) { r.Body = newReq("PUT", "/", `{"amount":99}`).Body }, std, ErrBadSignature},
 		{"missing covered header", func(r *http.Request) { r.Header.Del("X-A") }, std, ErrMalformed},
 		{"wrong secret", nil, func(r *http.Request) string {
-			return signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)"}, secretC, created, 0)
+			return signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)", "digest"}, secretC, created, 0)
 		}, ErrBadSignature},
 		{"stale", nil, func(r *http.Request) string {
-			return signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)"}, secretA, created-301, 0)
+			return signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)", "digest"}, secretA, created-301, 0)
 		}, ErrStale},
 		{"future", nil, func(r *http.Request) string {
-			return signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)"}, secretA, created+301, 0)
+			return signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)", "digest"}, secretA, created+301, 0)
 		}, ErrStale},
 		{"expired", nil, func(r *http.Request) string {
-			return signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)", "(expires)"}, secretA, created, created-1)
+			return signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)", "(expires)", "digest"}, secretA, created, created-1)
 		}, ErrStale},
 		{"no timestamp", nil, func(r *http.Request) string {
-			return signCavage(r, "app-7", "hmac-sha256", []string{"(request-target)", "host"}, secretA, 0, 0)
+			return signCavage(r, "app-7", "hmac-sha256", []string{"(request-target)", "host", "digest"}, secretA, 0, 0)
 		}, ErrMalformed},
 		{"created not covered", nil, func(r *http.Request) string {
-			return signCavage(r, "app-7", "hmac-sha256", []string{"(request-target)", "host"}, secretA, created, 0)
+			return signCavage(r, "app-7", "hmac-sha256", []string{"(request-target)", "host", "digest"}, secretA, created, 0)
 		}, ErrMalformed},
 		{"stale date", func(r *http.Request) {}, func(r *http.Request) string {
 			r.Header.Set("Date", testNow.Add(-10*60e9).Format(http.TimeFormat))
-			return signCavage(r, "app-7", "hmac-sha256", []string{"(request-target)", "date"}, secretA, 0, 0)
+			return signCavage(r, "app-7", "hmac-sha256", []string{"(request-target)", "date", "digest"}, secretA, 0, 0)
 		}, ErrStale},
 		{"unsupported algorithm", nil, func(r *http.Request) string {
 			return strings.Replace(std(r), "hs2019", "rsa-sha256", 1)

@@ -20,8 +20,15 @@ var (
 	ErrStale = errors.New("stale or expired signature")
 	// ErrScopeMismatch: a SigV4 credential scope names another region or service.
 	ErrScopeMismatch = errors.New("credential scope mismatch")
+	// ErrCoverage: the signature is valid but does not cover what a signed
+	// request must bind: its method and target, the body digest when it has
+	// a body, and whatever else the route requires (VerifyOptions.Require).
+	ErrCoverage = errors.New("signature does not cover the request")
 	// ErrBodyTooLarge: a covered body digest needs a body larger than MaxBody.
 	ErrBodyTooLarge = errors.New("body too large to verify")
+	// ErrBodyBudget: the process-wide budget for buffered request bodies
+	// (BodyBudget) is spent; the request may succeed later.
+	ErrBodyBudget = errors.New("body buffer budget exhausted")
 	// ErrNotSigned: Verify was called on an access key or access token.
 	ErrNotSigned = errors.New("credential is not a signature")
 	// ErrNoSecret: Verify was given no usable secret.

@@ -196,6 +196,9 @@ func (s *rfc9421Sig) base(dst []byte, r *http.Request, target string) ([]byte, b
 }
 
 func (s *rfc9421Sig) verify(r *http.Request, secrets []Secret, e *env) (Verified, error) {
+	if err := check9421Coverage(s, r, e); err != nil {
+		return Verified{}, err
+	}
 	ts := time.Unix(s.created, 0)
 	if err := checkFresh(ts, e.now, e.skew); err != nil {
 		return Verified{}, fmt.Errorf("http signature: %w", err)
@@ -215,7 +218,7 @@ func (s *rfc9421Sig) verify(r *http.Request, secrets []Secret, e *env) (Verified
 		return Verified{}, fmt.Errorf("http signature: %w", ErrBadSignature)
 	}
 	if coversDigest {
-		if err := checkContentDigest(r, e.maxBody); err != nil {
+		if err := checkContentDigest(r, e); err != nil {
 			return Verified{}, fmt.Errorf("http signature: %w", err)
 		}
 	}
@@ -224,7 +227,7 @@ func (s *rfc9421Sig) verify(r *http.Request, secrets []Secret, e *env) (Verified
 
 // checkContentDigest verifies RFC 9530 Content-Digest against the body:
 // every sha-256 / sha-512 member must match, and one must exist.
-func checkContentDigest(r *http.Request, maxBody int64) error {
+func checkContentDigest(r *http.Request, e *env) error {
 	v, err := combinedHeader(r.Header, "Content-Digest")
 	if err != nil {
 		return err
@@ -233,7 +236,7 @@ func checkContentDigest(r *http.Request, maxBody int64) error {
 	if err != nil {
 		return fmt.Errorf("content-digest: %w", ErrMalformed)
 	}
-	body, err := readBody(r, maxBody)
+	body, err := readBody(r, e)
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,7 @@ func TestRFC9421AppendixB25(t *testing.T) {
 		t.Fatal("B.2.5 signature does not verify")
 	}
 	// The B.2 Content-Digest matches the B.2 body.
-	if err := checkContentDigest(r, 1<<20); err != nil {
+	if err := checkContentDigest(r, &env{maxBody: 1 << 20}); err != nil {
 		t.Fatalf("content-digest: %v", err)
 	}
 }
@@ -86,7 +86,7 @@ func TestRFC9421(t *testing.T) {
 	})
 	t.Run("second label is used when first has no keyid", func(t *testing.T) {
 		r := newReq("GET", "/x", "")
-		sign9421(r, "mine", []string{"@method"}, `;created=`+strconv.FormatInt(created, 10)+`;keyid="app-9"`, []byte(secretA))
+		sign9421(r, "mine", []string{"@method", "@path"}, `;created=`+strconv.FormatInt(created, 10)+`;keyid="app-9"`, []byte(secretA))
 		r.Header.Set("Signature-Input", `proxy=("@method");created=1, `+r.Header.Get("Signature-Input"))
 		r.Header.Set("Signature", `proxy=:AAAA:, `+r.Header.Get("Signature"))
 		wantOK(t, r, twoSecrets, VerifyOptions{}, HTTPSignature, "app-9", "sa")

@@ -151,6 +151,9 @@ func (s *sigV4) verify(r *http.Request, secrets []Secret, e *env) (Verified, err
 	// Freshness and scope first: they cost nothing.
 	var ttl time.Duration
 	if s.presigned {
+		if time.Duration(s.expires)*time.Second > e.presign {
+			return Verified{}, fmt.Errorf("sigv4: X-Amz-Expires %d s is longer than the route allows: %w", s.expires, ErrStale)
+		}
 		end := s.ts.Add(time.Duration(s.expires) * time.Second)
 		if s.ts.After(e.now.Add(e.skew)) || e.now.After(end) {
 			return Verified{}, fmt.Errorf("sigv4: %w", ErrStale)
@@ -186,7 +189,7 @@ func (s *sigV4) verify(r *http.Request, secrets []Secret, e *env) (Verified, err
 			payloads[1] = emptyPayloadHash
 		}
 	default:
-		body, err := readBody(r, e.maxBody)
+		body, err := readBody(r, e)
 		if err != nil {
 			return Verified{}, fmt.Errorf("sigv4: %w", err)
 		}
@@ -268,7 +271,7 @@ func (s *sigV4) verify(r *http.Request, secrets []Secret, e *env) (Verified, err
 			h.Write(sts)
 			if hmac.Equal(h.Sum(sum[:0]), s.sig[:]) {
 				if checkBody != "" {
-					if err := checkPayloadHash(r, checkBody, e.maxBody); err != nil {
+					if err := checkPayloadHash(r, checkBody, e); err != nil {
 						return Verified{}, fmt.Errorf("sigv4: %w", err)
 					}
 				}
@@ -295,8 +298,8 @@ func (s *sigV4) signingKey(dst []byte, secret string) []byte {
 	return append(dst, cur[:]...)
 }
 
-func checkPayloadHash(r *http.Request, want string, maxBody int64) error {
-	body, err := readBody(r, maxBody)
+func checkPayloadHash(r *http.Request, want string, e *env) error {
+	body, err := readBody(r, e)
 	if err != nil {
 		return err
 	}

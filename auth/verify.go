@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,7 +23,11 @@ type Secret struct {
 // Defaults for VerifyOptions.
 const (
 	DefaultMaxSkew = 5 * time.Minute
-	DefaultMaxBody = 1 << 20
+	// DefaultMaxBody bounds the body read to check a signed digest.
+	DefaultMaxBody = 10 << 20
+	// DefaultMaxPresignExpiry caps X-Amz-Expires of presigned SigV4 URLs
+	// (AWS itself allows seven days; a leaked URL should not live that long).
+	DefaultMaxPresignExpiry = 15 * time.Minute
 )
 
 // VerifyOptions tune Credential.Verify. The zero value is usable.
@@ -38,8 +44,24 @@ type VerifyOptions struct {
 	// Region and Service, when set, must match a SigV4 credential scope.
 	Region, Service string
 	// MaxBody bounds the body read to check a covered digest. Zero means
-	// DefaultMaxBody (1 MiB); a larger body fails with ErrBodyTooLarge.
+	// DefaultMaxBody (10 MiB); a larger body fails with ErrBodyTooLarge.
 	MaxBody int64
+	// Require names what the route requires a signature to cover besides
+	// the method, target and body digest that every signature must cover:
+	// header field names in lower case, or "@authority" (equivalently
+	// "host"), which binds the Host for draft-cavage and RFC 9421 alike.
+	// SigV4 always covers host; wallee schemes cover method and target.
+	Require []string
+	// MaxPresignExpiry caps X-Amz-Expires of presigned SigV4 URLs. Zero
+	// means DefaultMaxPresignExpiry (15m).
+	MaxPresignExpiry time.Duration
+	// Budget, when set, bounds the bytes that all requests together buffer
+	// for digest checks; past it Verify fails with ErrBodyBudget.
+	Budget *BodyBudget
+	// Held, when set, receives the bytes Verify took from Budget, on
+	// success and on failure: the caller releases them with Budget.Release
+	// once the request is finished (the body is held until then).
+	Held *int64
 }
 
 // Verified describes a valid signature.
@@ -67,6 +89,10 @@ type env struct {
 	region  string
 	service string
 	maxBody int64
+	require []string
+	presign time.Duration
+	budget  *BodyBudget
+	held    *int64
 }
 
 // signed is implemented by the parsed data of each signed scheme.
@@ -97,6 +123,13 @@ func (c *Credential) Verify(r *http.Request, secrets []Secret, opt VerifyOptions
 		region:  opt.Region,
 		service: opt.Service,
 		maxBody: opt.MaxBody,
+		require: opt.Require,
+		presign: opt.MaxPresignExpiry,
+		budget:  opt.Budget,
+		held:    opt.Held,
+	}
+	if e.presign <= 0 {
+		e.presign = DefaultMaxPresignExpiry
 	}
 	if e.now.IsZero() {
 		e.now = time.Now()
@@ -154,12 +187,67 @@ type restoredBody struct {
 	io.Closer
 }
 
-// readBody reads at most max bytes of r's body and restores r.Body so the
-// upstream sees the same bytes.
-func readBody(r *http.Request, max int64) ([]byte, error) {
+// BodyBudget bounds the bytes of request bodies that all requests together
+// hold in memory to check signed digests, so that many slow or large
+// signed uploads cannot exhaust the process. Safe for concurrent use.
+type BodyBudget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// NewBodyBudget returns a budget of limit bytes.
+func NewBodyBudget(limit int64) *BodyBudget { return &BodyBudget{limit: limit} }
+
+// take reserves n bytes, or reports false when they are not available.
+// A nil budget is unbounded.
+func (b *BodyBudget) take(n int64) bool {
+	if b == nil {
+		return true
+	}
+	for {
+		u := b.used.Load()
+		if u+n > b.limit {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			return true
+		}
+	}
+}
+
+// Release returns n bytes taken by Verify (see VerifyOptions.Held).
+func (b *BodyBudget) Release(n int64) {
+	if b != nil && n > 0 {
+		b.used.Add(-n)
+	}
+}
+
+// Used reports the bytes currently held.
+func (b *BodyBudget) Used() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.used.Load()
+}
+
+// hasBody reports whether r carries (or may carry) a body.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
+}
+
+// readChunk is how much of a body of unknown length is reserved from the
+// budget at a time.
+const readChunk = 32 << 10
+
+// readBody reads at most e.maxBody bytes of r's body and restores r.Body so
+// the upstream sees the same bytes. Memory is reserved from e.budget before
+// it is allocated: all of a declared Content-Length at once, or 32 KiB at a
+// time for a chunked body.
+func readBody(r *http.Request, e *env) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
+	max := e.maxBody
 	if rb, ok := r.Body.(*restoredBody); ok && rb.Reader.Size() <= max {
 		// Already read by an earlier Verify: read it again from the start.
 		buf := make([]byte, rb.Reader.Size())
@@ -169,8 +257,71 @@ func readBody(r *http.Request, max int64) ([]byte, error) {
 	if r.ContentLength > max {
 		return nil, ErrBodyTooLarge
 	}
+	reserve := func(n int64) bool {
+		if !e.budget.take(n) {
+			return false
+		}
+		if e.held != nil {
+			*e.held += n
+		} else {
+			// Nobody will release it: give it back now.
+			e.budget.Release(n)
+		}
+		return true
+	}
+	// reserved is what buf may grow to: the budget backs it, whatever
+	// capacity append happens to give the slice.
+	var (
+		buf      []byte
+		reserved int64
+	)
+	if r.ContentLength > 0 {
+		if !reserve(r.ContentLength) {
+			return nil, ErrBodyBudget
+		}
+		reserved = r.ContentLength
+		buf = make([]byte, 0, reserved)
+	}
 	orig := r.Body
-	buf, err := io.ReadAll(io.LimitReader(orig, max+1))
+	var err error
+	for {
+		if int64(len(buf)) == reserved {
+			if reserved > max {
+				break
+			}
+			if r.ContentLength > 0 && reserved == r.ContentLength {
+				// Declared length read: expect EOF without allocating.
+				var probe [1]byte
+				n, rerr := orig.Read(probe[:])
+				if n > 0 {
+					return nil, fmt.Errorf("body longer than its Content-Length: %w", ErrMalformed)
+				}
+				if err = rerr; err == nil {
+					continue
+				}
+				break
+			}
+			grow := min(int64(readChunk), max+1-reserved)
+			if !reserve(grow) {
+				r.Body = struct {
+					io.Reader
+					io.Closer
+				}{io.MultiReader(bytes.NewReader(buf), orig), orig}
+				return nil, ErrBodyBudget
+			}
+			reserved += grow
+			buf = slices.Grow(buf, int(grow))
+		}
+		var n int
+		n, err = orig.Read(buf[len(buf):reserved])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			break
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
 	if int64(len(buf)) > max {
 		r.Body = struct {
 			io.Reader
