@@ -491,7 +491,11 @@ func TestRoles(t *testing.T) {
 		t.Fatalf("roles = %+v", rv)
 	}
 	e.do("PUT", base+"/other", e.adminA, nil, "If-Match", `"1"`).wantProblem(412, "")
-	e.do("DELETE", base+"/ADMIN", e.adminA, nil).wantProblem(409, "")
+	e.do("DELETE", base+"/VIEWER", e.adminA, nil).wantProblem(404, "") // not its standard role
+	e.do("DELETE", base+"/ADMIN", e.adminA, nil).want(200).data(&rv)  // back to the default role
+	if rv.Role != keys.RoleMember || rv.Workspace != "a" {
+		t.Fatalf("roles after deleting the standard role = %+v", rv)
+	}
 	e.do("DELETE", base+"/missing", e.adminA, nil).wantProblem(404, "")
 	e.do("PUT", base+"/bad%20role", e.adminA, nil).wantProblem(400, "")
 	e.do("DELETE", base+"/pathfinder", e.adminA, nil).want(200).data(&rv)
@@ -620,13 +624,14 @@ func TestTenants(t *testing.T) {
 	e.do("PATCH", "/v1/tenants/a", e.rootKey, map[string]any{"status": "FROZEN"}, "If-Match", "*").wantProblem(400, "status")
 	e.do("PATCH", "/v1/tenants/a", e.rootKey, map[string]any{"status": "ARCHIVED"}, "If-Match", `"1"`).wantProblem(412, "")
 	e.do("PATCH", "/v1/tenants/a", e.rootKey, map[string]any{"status": "ARCHIVED"}, "If-Match", "*").want(200)
-	// Admins of an archived tenant administer nothing.
-	e.do("GET", "/v1/users", e.adminA, nil).wantProblem(403, "")
+	// Keys of an archived tenant authenticate nothing, not even its admins'.
+	e.do("GET", "/v1/users", e.adminA, nil).wantProblem(401, "")
 	e.do("POST", "/v1/users", e.rootKey, map[string]any{"name": "late", "primaryTenant": "a"}).wantProblem(409, "")
 }
 
 func TestTenantIsolation(t *testing.T) {
-	e := newEnv(t, newFileStore)
+	// One user carries a key and a secret: every credential for every type.
+	e := newEnvPolicy(t, newFileStore, allCredentials)
 	// Objects of tenant b.
 	ub := e.createUser(e.adminB, map[string]any{"name": "b-svc", "type": "APPLICATION"})
 	kb := e.createKey(e.adminB, ub.ID, "k")
@@ -716,7 +721,8 @@ func TestTenantIsolation(t *testing.T) {
 }
 
 func TestHistoryActivityExport(t *testing.T) {
-	e := newEnv(t, newFileStore)
+	// One user carries a key and a secret: every credential for every type.
+	e := newEnvPolicy(t, newFileStore, allCredentials)
 	u := e.createUser(e.adminA, map[string]any{"name": "svc", "type": "APPLICATION"})
 	e.do("PATCH", "/v1/users/"+u.ID, e.adminA, map[string]any{"description": "one"}, "If-Match", "*").want(200)
 	e.do("PATCH", "/v1/users/"+u.ID, e.adminA, map[string]any{"description": "two"}, "If-Match", "*").want(200)
@@ -931,7 +937,7 @@ func TestRedisStore(t *testing.T) {
 		fn   func(t *testing.T, f storeFactory)
 	}{
 		{"flows", func(t *testing.T, f storeFactory) {
-			e := newEnv(t, f)
+			e := newEnvPolicy(t, f, allCredentials)
 			u := e.createUser(e.adminA, map[string]any{"name": "svc"})
 			k := e.createKey(e.adminA, u.ID, "k")
 			e.do("GET", "/v1/users/"+u.ID+"/keys/"+k.ID, e.adminA, nil).want(200)

@@ -123,7 +123,18 @@ func (h *Handler) authenticateKey(ctx context.Context, r *http.Request) (*keys.K
 	if err != nil {
 		return nil, nil, err
 	}
-	if u.Status != keys.UserActive {
+	if u.Status != keys.UserActive || !h.creds.Allows(u.Type, keys.CredAccessKey) {
+		return nil, nil, errUnauthorized
+	}
+	// A key of an ARCHIVED tenant authenticates nothing, like at the gateway.
+	t, err := h.store.GetTenant(ctx, k.TenantID)
+	if errors.Is(err, keys.ErrNotFound) {
+		return nil, nil, errUnauthorized
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if t.Status != keys.TenantActive {
 		return nil, nil, errUnauthorized
 	}
 	return &k, &u, nil

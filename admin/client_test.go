@@ -52,17 +52,30 @@ func TestClient(t *testing.T) {
 	if _, err := c.RevokeKey(ctx, u.ID, rep.ID, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CreateSecret(ctx, u.ID, ""); err != nil {
+	// Signing secrets are for APPLICATION users (the default credential policy).
+	appName := "app"
+	app, err := c.CreateUser(ctx, UserInput{Name: &appName, PrimaryTenant: "c", Type: keys.UserApplication})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if ss, err := c.ListSecrets(ctx, u.ID); err != nil || len(ss) != 1 {
+	if _, err := c.CreateSecret(ctx, u.ID, ""); !errors.As(err, &pe) || pe.Status != http.StatusConflict {
+		t.Fatalf("CreateSecret for a SERVICE user: %v", err)
+	}
+	if _, err := c.CreateSecret(ctx, app.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if ss, err := c.ListSecrets(ctx, app.ID); err != nil || len(ss) != 1 {
 		t.Fatalf("ListSecrets = %v, %v", ss, err)
 	}
 	if _, err := c.PutPermission(ctx, PermissionInput{UserID: u.ID, Workspace: "c", Role: keys.RoleAdmin, Status: keys.PermissionActive}); err != nil {
 		t.Fatal(err)
 	}
-	if ps, n, err := c.ListPermissions(ctx, "c", ListOptions{}); err != nil || n != 2 || len(ps) != 2 {
+	if ps, n, err := c.ListPermissions(ctx, "c", ListOptions{}); err != nil || n != 3 || len(ps) != 3 {
 		t.Fatalf("ListPermissions = %d, %v", n, err)
+	}
+	// The permission in the primary tenant is the user's role.
+	if u, err = c.GetUser(ctx, u.ID); err != nil || u.Role != keys.RoleAdmin {
+		t.Fatalf("GetUser after its primary permission became ADMIN = %+v, %v", u, err)
 	}
 	if u, err = c.DisableUser(ctx, u.ID, u.Version); err != nil || u.Status != keys.UserInactive {
 		t.Fatalf("DisableUser = %+v, %v", u, err)

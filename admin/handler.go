@@ -36,6 +36,10 @@ type Config struct {
 	// DefaultKeyLifetime is the expiry of the bootstrap key when the request
 	// gives none. Default: one year.
 	DefaultKeyLifetime time.Duration
+	// Credentials says which credentials each user type may hold: creating
+	// one the user's type does not allow is 409, and an access key of such
+	// a user does not authenticate. Default: keys.DefaultCredentialPolicy.
+	Credentials keys.CredentialPolicy
 }
 
 // Handler is the admin REST API (SPEC section 5) as a plain http.Handler.
@@ -48,6 +52,7 @@ type Handler struct {
 	log     *slog.Logger
 	maxBody int64
 	keyLife time.Duration
+	creds   keys.CredentialPolicy
 	mux     *http.ServeMux
 	openapi []byte
 }
@@ -65,7 +70,11 @@ func New(cfg Config) *Handler {
 		log:     cfg.Logger,
 		maxBody: cfg.MaxBody,
 		keyLife: cfg.DefaultKeyLifetime,
+		creds:   cfg.Credentials,
 		mux:     http.NewServeMux(),
+	}
+	if h.creds == nil {
+		h.creds = keys.DefaultCredentialPolicy()
 	}
 	if h.hasher == nil {
 		h.hasher = keys.NewHasher(nil)

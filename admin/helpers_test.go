@@ -78,6 +78,20 @@ type env struct {
 
 func newEnv(t testing.TB, factory storeFactory) *env {
 	t.Helper()
+	return newEnvPolicy(t, factory, nil)
+}
+
+// allCredentials lets every user type hold every credential, for tests in
+// which one user carries keys and secrets alike.
+var allCredentials = keys.CredentialPolicy{
+	keys.UserTechnical:   keys.CredentialKinds,
+	keys.UserService:     keys.CredentialKinds,
+	keys.UserApplication: keys.CredentialKinds,
+}
+
+// newEnvPolicy is newEnv with a credential policy (nil: the default).
+func newEnvPolicy(t testing.TB, factory storeFactory, policy keys.CredentialPolicy) *env {
+	t.Helper()
 	clk := &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
 	e := &env{t: t, clk: clk}
 	e.store = factory(t, clk.Now)
@@ -86,7 +100,7 @@ func newEnv(t testing.TB, factory storeFactory) *env {
 		t.Fatal(err)
 	}
 	e.sealer = sealer
-	e.h = New(Config{Store: e.store, Hasher: keys.NewHasher([]byte("pepper")), Sealer: sealer, Now: clk.Now})
+	e.h = New(Config{Store: e.store, Hasher: keys.NewHasher([]byte("pepper")), Sealer: sealer, Now: clk.Now, Credentials: policy})
 
 	res := e.trusted("POST", "/v1/bootstrap", map[string]any{"tenant": "root", "user": "ops"})
 	res.want(201)

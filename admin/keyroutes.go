@@ -2,6 +2,7 @@ package admin
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -56,14 +57,29 @@ func (h *Handler) loadKey(r *http.Request, c *caller) (keys.User, keys.Key, erro
 	return u, k, nil
 }
 
-// loadMutableKey is loadKey plus the right to change the key: a tenant
-// admin cannot touch the keys of a superadmin.
-func (h *Handler) loadMutableKey(r *http.Request, c *caller) (keys.User, keys.Key, error) {
+// loadMutableKey is loadKey plus the right to change the key: a user's keys
+// are managed by the administrators of its primary tenant (and
+// superadmins), and a tenant admin cannot touch the keys of a superadmin.
+// revoke relaxes the first rule: the administrator of the key's tenant may
+// also revoke it (taking access away needs no say of the primary tenant).
+func (h *Handler) loadMutableKey(r *http.Request, c *caller, revoke bool) (keys.User, keys.Key, error) {
 	u, k, err := h.loadKey(r, c)
-	if err == nil && u.Superadmin && !c.superadmin {
+	switch {
+	case err != nil:
+	case u.Superadmin && !c.superadmin:
 		err = errForbidden("only a superadmin may change a superadmin's keys")
+	case !revoke && !canManage(c, &u):
+		err = errForbidden("only an administrator of the user's primary tenant may change its keys")
 	}
 	return u, k, err
+}
+
+// allowCredential answers 409 when u's type may not hold credentials of kind.
+func (h *Handler) allowCredential(u *keys.User, kind keys.CredentialKind) error {
+	if h.creds.Allows(u.Type, kind) {
+		return nil
+	}
+	return errConflict(fmt.Sprintf("users of type %s may not hold %s credentials (allowed: %s)", u.Type, kind, h.creds.Describe(u.Type)))
 }
 
 func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request, c *caller) error {
@@ -121,10 +137,11 @@ func (h *Handler) getKey(w http.ResponseWriter, r *http.Request, c *caller) erro
 }
 
 // createKey issues a key valid in one tenant (default: the user's primary
-// tenant), which the caller administers and where the user belongs
-// (primary tenant or a permission). The full key is in the response, once.
+// tenant). The caller administers the user's primary tenant and the key's
+// tenant, the user's type allows access keys, and the user holds an ACTIVE
+// permission in the key's tenant. The full key is in the response, once.
 func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, c *caller) error {
-	u, err := h.visibleUser(r, c, r.PathValue("id"))
+	u, err := h.manageableUser(r, c, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -167,12 +184,19 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, c *caller) e
 		return errForbidden("only a superadmin may create keys for a superadmin")
 	}
 	setTenant(r, tenant)
-	if tenant != u.PrimaryTenant {
-		if _, err := h.store.GetPermission(r.Context(), u.ID, tenant); errors.Is(err, keys.ErrNotFound) {
-			return errField("tenant", "the user has no permission in this tenant")
-		} else if err != nil {
-			return err
-		}
+	if err := h.allowCredential(&u, keys.CredAccessKey); err != nil {
+		return err
+	}
+	p, err := h.store.GetPermission(r.Context(), u.ID, tenant)
+	switch {
+	case errors.Is(err, keys.ErrNotFound) && tenant != u.PrimaryTenant:
+		return errField("tenant", "the user has no permission in this tenant")
+	case errors.Is(err, keys.ErrNotFound):
+		return errConflict("the user has no ACTIVE permission in tenant " + tenant)
+	case err != nil:
+		return err
+	case p.Status != keys.PermissionActive:
+		return errConflict("the user's permission in tenant " + tenant + " is " + string(p.Status) + ", not ACTIVE")
 	}
 	plaintext, k := keys.NewAccessKey(h.hasher, u.ID, tenant, b.Name.V, b.ExpiresAt.V.Time)
 	out, err := h.store.CreateKey(r.Context(), k, c.actor)
@@ -189,7 +213,7 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, c *caller) e
 // patchKey renames a key, changes its expiry or its status (ACTIVE ⇄
 // INACTIVE). The key material never changes.
 func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, c *caller) error {
-	u, cur, err := h.loadMutableKey(r, c)
+	u, cur, err := h.loadMutableKey(r, c, false)
 	if err != nil {
 		return err
 	}
@@ -240,7 +264,7 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, c *caller) er
 
 // deleteKey revokes a key for good; it stays listed as REVOKED. 200 with the key.
 func (h *Handler) deleteKey(w http.ResponseWriter, r *http.Request, c *caller) error {
-	u, cur, err := h.loadMutableKey(r, c)
+	u, cur, err := h.loadMutableKey(r, c, true)
 	if err != nil {
 		return err
 	}
@@ -261,8 +285,11 @@ func (h *Handler) deleteKey(w http.ResponseWriter, r *http.Request, c *caller) e
 // The body is optional. 201 with the new key (shown once) and the old one
 // under "previous".
 func (h *Handler) replaceKey(w http.ResponseWriter, r *http.Request, c *caller) error {
-	u, cur, err := h.loadMutableKey(r, c)
+	u, cur, err := h.loadMutableKey(r, c, false)
 	if err != nil {
+		return err
+	}
+	if err := h.allowCredential(&u, keys.CredAccessKey); err != nil {
 		return err
 	}
 	var b replaceBody

@@ -69,6 +69,9 @@ func (h *Handler) createSecret(w http.ResponseWriter, r *http.Request, c *caller
 	if err != nil {
 		return err
 	}
+	if err := h.allowCredential(&u, keys.CredSignature); err != nil {
+		return err
+	}
 	var b secretBody
 	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
 		if err := decodeJSON(w, r, h.maxBody, &b); err != nil {

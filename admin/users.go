@@ -298,7 +298,18 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request, c *caller) e
 		return err
 	}
 	for i := range page.Items {
-		page.Items[i] = userView(page.Items[i])
+		u := &page.Items[i]
+		if uq.Tenant != "" && u.PrimaryTenant != uq.Tenant {
+			// Listed in a tenant: the roles that count there are those of
+			// the user's permission in it.
+			p, err := h.store.GetPermission(r.Context(), u.ID, uq.Tenant)
+			if err == nil {
+				u.Role, u.CustomerRoles, u.AccessControlEntities = p.Role, p.CustomerRoles, p.AccessControlEntities
+			} else if !errors.Is(err, keys.ErrNotFound) {
+				return err
+			}
+		}
+		page.Items[i] = userView(*u)
 	}
 	writeList(w, "User", page.Items, page.Total, lo)
 	return nil
@@ -458,14 +469,61 @@ func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request, c *caller) 
 	return nil
 }
 
-// Roles (SAP Open Connectors): the standard role plus customer roles.
+// Roles (SAP Open Connectors). The roles API acts on the user's permission
+// in one workspace: ?workspace=, by default the acting tenant admin's
+// tenant, or for a superadmin the user's only permission's tenant.
+
+// roleTarget loads the user, the workspace the call acts in and the user's
+// permission there. The caller must see the user and administer the
+// workspace (404 otherwise); write says the call changes the roles.
+func (h *Handler) roleTarget(r *http.Request, c *caller, write bool) (keys.User, keys.Permission, error) {
+	u, err := h.visibleUser(r, c, r.PathValue("id"))
+	if err != nil {
+		return u, keys.Permission{}, err
+	}
+	ctx := r.Context()
+	ws, err := queryString(r.URL.Query(), "workspace", 64)
+	if err != nil {
+		return u, keys.Permission{}, err
+	}
+	if ws != "" && keys.ValidateID(ws) != nil {
+		return u, keys.Permission{}, errField("workspace", "is not a valid tenant id")
+	}
+	if ws == "" {
+		switch {
+		case !c.superadmin && len(c.tenants) == 1:
+			ws = c.tenants[0]
+		default:
+			perms, err := h.store.UserPermissions(ctx, u.ID)
+			if err != nil {
+				return u, keys.Permission{}, err
+			}
+			if len(perms) != 1 {
+				return u, keys.Permission{}, errField("workspace", "is required: the user has permissions in several workspaces")
+			}
+			ws = perms[0].TenantID
+		}
+	}
+	if !c.adminOf(ws) {
+		return u, keys.Permission{}, errNotFound("workspace")
+	}
+	setTenant(r, ws)
+	if write && u.Superadmin && !c.superadmin {
+		return u, keys.Permission{}, errForbidden("only a superadmin may change a superadmin's roles")
+	}
+	p, err := h.store.GetPermission(ctx, u.ID, ws)
+	if errors.Is(err, keys.ErrNotFound) {
+		return u, p, errNotFound("permission")
+	}
+	return u, p, err
+}
 
 func (h *Handler) getRoles(w http.ResponseWriter, r *http.Request, c *caller) error {
-	u, err := h.visibleUser(r, c, r.PathValue("id"))
+	_, p, err := h.roleTarget(r, c, false)
 	if err != nil {
 		return err
 	}
-	writeOne(w, http.StatusOK, "Roles", u.Version, rolesView(&u))
+	writeOne(w, http.StatusOK, "Roles", p.Version, rolesView(&p))
 	return nil
 }
 
@@ -481,24 +539,28 @@ func roleKey(r *http.Request) (string, bool, error) {
 	return k, false, nil
 }
 
-// putRole sets the standard role (ADMIN, MEMBER, VIEWER) or adds a customer
-// role. Idempotent; If-Match is honoured but not required.
+// putRole sets the permission's standard role (ADMIN, MEMBER, VIEWER) or
+// adds a customer role. Idempotent; If-Match is honoured but not required.
 func (h *Handler) putRole(w http.ResponseWriter, r *http.Request, c *caller) error {
 	return h.changeRole(w, r, c, true)
 }
 
-// deleteRole removes a customer role; the standard role can be changed,
-// not removed (409).
+// deleteRole removes a customer role, or sets the standard role back to the
+// tenant's default (MEMBER) when roleKey is the permission's standard role.
 func (h *Handler) deleteRole(w http.ResponseWriter, r *http.Request, c *caller) error {
 	return h.changeRole(w, r, c, false)
 }
 
+// defaultRole is the role a permission falls back to when its standard
+// role is removed.
+const defaultRole = keys.RoleMember
+
 func (h *Handler) changeRole(w http.ResponseWriter, r *http.Request, c *caller, add bool) error {
-	cur, err := h.manageableUser(r, c, r.PathValue("id"))
+	key, standard, err := roleKey(r)
 	if err != nil {
 		return err
 	}
-	key, standard, err := roleKey(r)
+	_, cur, err := h.roleTarget(r, c, true)
 	if err != nil {
 		return err
 	}
@@ -510,34 +572,30 @@ func (h *Handler) changeRole(w http.ResponseWriter, r *http.Request, c *caller, 
 	if err != nil {
 		return err
 	}
+	next := keys.Permission{UserID: cur.UserID, TenantID: cur.TenantID, Version: version}
 	switch {
+	case add && standard:
+		next.Role = keys.Role(key)
 	case !add && standard:
-		return errConflict("the standard role can be changed, not removed")
-	case add && standard && cur.Role == keys.Role(key),
-		add && !standard && slices.Contains(cur.CustomerRoles, key):
-		writeOne(w, http.StatusOK, "Roles", cur.Version, rolesView(&cur))
-		return nil
-	case !add && !slices.Contains(cur.CustomerRoles, key):
-		return errNotFound("customer role")
-	case add && !standard && len(cur.CustomerRoles) >= maxRoles:
-		return errField("customerRoles", fmt.Sprintf("must have at most %d entries", maxRoles))
+		if cur.Role != keys.Role(key) {
+			return errNotFound("role")
+		}
+		next.Role = defaultRole
+	case add:
+		if len(cur.CustomerRoles) >= maxRoles && !slices.Contains(cur.CustomerRoles, key) {
+			return errField("customerRoles", fmt.Sprintf("must have at most %d entries", maxRoles))
+		}
+		next.CustomerRoles = append(slices.Clone(cur.CustomerRoles), key)
+		if slices.Contains(cur.CustomerRoles, key) {
+			next.CustomerRoles = cur.CustomerRoles
+		}
+	default:
+		if !slices.Contains(cur.CustomerRoles, key) {
+			return errNotFound("customer role")
+		}
+		next.CustomerRoles = slices.DeleteFunc(slices.Clone(cur.CustomerRoles), func(s string) bool { return s == key })
 	}
-	out, err := h.store.UpdateUser(r.Context(), cur.ID, version, func(u *keys.User) error {
-		if err := recheck(c, u); err != nil {
-			return err
-		}
-		switch {
-		case standard:
-			u.Role = keys.Role(key)
-		case add:
-			if !slices.Contains(u.CustomerRoles, key) {
-				u.CustomerRoles = append(slices.Clone(u.CustomerRoles), key)
-			}
-		default:
-			u.CustomerRoles = slices.DeleteFunc(slices.Clone(u.CustomerRoles), func(s string) bool { return s == key })
-		}
-		return nil
-	}, c.actor)
+	out, _, err := h.store.PutPermission(r.Context(), next, c.actor)
 	if err != nil {
 		return err
 	}

@@ -141,21 +141,25 @@ type RoleEntry struct {
 	Type string `json:"type"`
 }
 
-// RolesView lists a user's roles (SAP Open Connectors roles API).
+// RolesView lists a user's roles in one workspace (SAP Open Connectors
+// roles API): those of the user's permission there, the roles that count.
 type RolesView struct {
-	UserID        string      `json:"userId"`
+	UserID string `json:"userId"`
+	// Workspace is the tenant whose permission the roles belong to.
+	Workspace     string      `json:"workspace"`
 	Role          keys.Role   `json:"role"`
 	CustomerRoles []string    `json:"customerRoles"`
 	Roles         []RoleEntry `json:"roles"`
-	Version       int64       `json:"version"`
+	// Version is the permission's version (its ETag).
+	Version int64 `json:"version"`
 }
 
-func rolesView(u *keys.User) RolesView {
-	v := RolesView{UserID: u.ID, Role: u.Role, CustomerRoles: u.CustomerRoles, Version: u.Version}
+func rolesView(p *keys.Permission) RolesView {
+	v := RolesView{UserID: p.UserID, Workspace: p.TenantID, Role: p.Role, CustomerRoles: p.CustomerRoles, Version: p.Version}
 	if v.CustomerRoles == nil {
 		v.CustomerRoles = []string{}
 	}
-	v.Roles = append(v.Roles, RoleEntry{Key: string(u.Role), Type: "STANDARD"})
+	v.Roles = append(v.Roles, RoleEntry{Key: string(p.Role), Type: "STANDARD"})
 	for _, r := range v.CustomerRoles {
 		v.Roles = append(v.Roles, RoleEntry{Key: r, Type: "CUSTOMER"})
 	}

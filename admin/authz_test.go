@@ -1,0 +1,262 @@
+package admin
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/keys"
+)
+
+// The authorization model of issue 14, on both stores.
+
+func bothStores(t *testing.T, fn func(t *testing.T, f storeFactory)) {
+	t.Run("file", func(t *testing.T) { fn(t, newFileStore) })
+	t.Run("redis", func(t *testing.T) { fn(t, newRedisStore) })
+}
+
+// historyHas reports whether the user's history holds action on target by
+// actor with field changed from→to.
+func (e *env) historyHas(userID, actor, action, target, field string, from, to any) bool {
+	e.t.Helper()
+	var hist []keys.HistoryEntry
+	e.do("GET", "/v1/users/"+userID+"/history?size=100", e.rootKey, nil).want(200).data(&hist)
+	for _, h := range hist {
+		if h.Actor != actor || h.Action != action || h.Target != target {
+			continue
+		}
+		if c, ok := h.Changes[field]; ok && c.From == from && c.To == to {
+			return true
+		}
+	}
+	return false
+}
+
+// permOf returns a user's permission in a workspace as the superadmin sees it.
+func (e *env) permOf(userID, ws string) PermissionView {
+	e.t.Helper()
+	var ps []PermissionView
+	e.do("GET", "/v1/workspaces/"+ws+"/permissions?user="+userID, e.rootKey, nil).want(200).data(&ps)
+	if len(ps) != 1 {
+		e.t.Fatalf("permissions of %s in %s = %+v", userID, ws, ps)
+	}
+	return ps[0]
+}
+
+// TestRoleChangesTakeEffect (item 1): the role that counts is the
+// permission's; the roles API and PATCH role act on it; a demoted admin's
+// next call is 403.
+func TestRoleChangesTakeEffect(t *testing.T) {
+	bothStores(t, func(t *testing.T, f storeFactory) {
+		e := newEnv(t, f)
+		bossID, boss := e.userWithKey(e.rootKey, "a", "boss", "ADMIN")
+		e.do("POST", "/v1/users", boss, map[string]any{"name": "one"}).want(201)
+
+		// Demoted through the roles API: the very next admin call is 403.
+		var rv RolesView
+		e.do("PUT", "/v1/users/"+bossID+"/roles/VIEWER", e.adminA, nil).want(200).data(&rv)
+		if rv.Role != keys.RoleViewer || rv.Workspace != "a" {
+			t.Fatalf("roles after demotion = %+v", rv)
+		}
+		e.do("POST", "/v1/users", boss, map[string]any{"name": "two"}).wantProblem(403, "")
+		if p := e.permOf(bossID, "a"); p.Role != keys.RoleViewer {
+			t.Fatalf("permission after demotion = %+v", p)
+		}
+		if u, _ := e.getUser(bossID); u.Role != keys.RoleViewer {
+			t.Fatalf("user record role after demotion = %s", u.Role)
+		}
+		if !e.historyHas(bossID, e.adminAID, "permission.update", "permission:a", "role", "ADMIN", "VIEWER") {
+			t.Fatal("no history entry for the demotion")
+		}
+
+		// Promoted and demoted again through PATCH of the user record.
+		e.do("PATCH", "/v1/users/"+bossID, e.rootKey, map[string]any{"role": "ADMIN"}, "If-Match", "*").want(200)
+		e.do("POST", "/v1/users", boss, map[string]any{"name": "three"}).want(201)
+		e.do("PATCH", "/v1/users/"+bossID, e.adminA, map[string]any{"role": "MEMBER"}, "If-Match", "*").want(200)
+		e.do("POST", "/v1/users", boss, map[string]any{"name": "four"}).wantProblem(403, "")
+		if p := e.permOf(bossID, "a"); p.Role != keys.RoleMember {
+			t.Fatalf("permission after PATCH role = %+v", p)
+		}
+		if !e.historyHas(bossID, e.adminAID, "user.update", "", "role", "ADMIN", "MEMBER") ||
+			!e.historyHas(bossID, e.adminAID, "permission.update", "permission:a", "role", "ADMIN", "MEMBER") {
+			t.Fatal("no history entries for PATCH role")
+		}
+
+		// Demoted through the permissions API: the user record follows.
+		e.do("POST", "/v1/permissions", e.rootKey, map[string]any{
+			"user": map[string]any{"id": bossID}, "workspaceId": "a", "role": "ADMIN", "status": "ACTIVE",
+		}).want(200)
+		e.do("POST", "/v1/users", boss, map[string]any{"name": "five"}).want(201)
+		e.do("PUT", "/v1/users/"+bossID+"/roles/ADMIN?workspace=a", e.rootKey, nil).want(200)
+		e.do("DELETE", "/v1/users/"+bossID+"/roles/ADMIN", e.adminA, nil).want(200).data(&rv)
+		if rv.Role != keys.RoleMember {
+			t.Fatalf("roles after deleting the standard role = %+v", rv)
+		}
+		e.do("POST", "/v1/users", boss, map[string]any{"name": "six"}).wantProblem(403, "")
+	})
+}
+
+// TestRolesByWorkspace (item 1): ?workspace= picks the permission; a
+// superadmin names it when the user has several.
+func TestRolesByWorkspace(t *testing.T) {
+	e := newEnv(t, newFileStore)
+	u := e.createUser(e.adminA, map[string]any{"name": "multi", "role": "MEMBER"})
+	base := "/v1/users/" + u.ID + "/roles"
+	var rv RolesView
+	e.do("GET", base, e.rootKey, nil).want(200).data(&rv) // one permission: no need to name it
+	if rv.Workspace != "a" || rv.Role != keys.RoleMember {
+		t.Fatalf("roles = %+v", rv)
+	}
+	e.do("POST", "/v1/permissions", e.rootKey, map[string]any{
+		"user": map[string]any{"id": u.ID}, "workspaceId": "b", "role": "VIEWER", "status": "ACTIVE",
+	}).want(201)
+	e.do("GET", base, e.rootKey, nil).wantProblem(400, "workspace")
+	e.do("GET", base+"?workspace=b", e.rootKey, nil).want(200).data(&rv)
+	if rv.Workspace != "b" || rv.Role != keys.RoleViewer {
+		t.Fatalf("roles in b = %+v", rv)
+	}
+	e.do("GET", base, e.adminA, nil).want(200).data(&rv) // the admin's own tenant
+	if rv.Workspace != "a" || rv.Role != keys.RoleMember {
+		t.Fatalf("roles in a = %+v", rv)
+	}
+	e.do("GET", base+"?workspace=b", e.adminA, nil).wantProblem(404, "")
+	e.do("GET", base+"?workspace=bad%20id", e.rootKey, nil).wantProblem(400, "workspace")
+	e.do("PUT", base+"/ADMIN?workspace=b", e.adminA, nil).wantProblem(404, "")
+	// The tenant admin of b acts on b's permission; a's stays.
+	e.do("PUT", base+"/ADMIN", e.adminB, nil).want(200).data(&rv)
+	if rv.Workspace != "b" || rv.Role != keys.RoleAdmin {
+		t.Fatalf("roles in b after PUT = %+v", rv)
+	}
+	if p := e.permOf(u.ID, "a"); p.Role != keys.RoleMember {
+		t.Fatalf("permission in a changed: %+v", p)
+	}
+	if got, _ := e.getUser(u.ID); got.Role != keys.RoleMember {
+		t.Fatalf("user record role (primary tenant a) = %s", got.Role)
+	}
+	// Users listed in a tenant show the role that counts there.
+	var list []keys.User
+	e.do("GET", "/v1/users?tenant=b&q=multi", e.rootKey, nil).want(200).data(&list)
+	if len(list) != 1 || list[0].Role != keys.RoleAdmin {
+		t.Fatalf("users of b = %+v", list)
+	}
+}
+
+// TestArchivedTenantAcceptsNothing (item 2, admin API): no new users,
+// keys, secrets or permissions (409); its keys do not authenticate;
+// reactivation restores them.
+func TestArchivedTenantAcceptsNothing(t *testing.T) {
+	bothStores(t, func(t *testing.T, f storeFactory) {
+		e := newEnv(t, f)
+		svc := e.createUser(e.adminB, map[string]any{"name": "svc", "type": "SERVICE"})
+		app := e.createUser(e.adminB, map[string]any{"name": "app", "type": "APPLICATION"})
+		e.do("PATCH", "/v1/tenants/b", e.rootKey, map[string]any{"status": "ARCHIVED"}, "If-Match", "*").want(200)
+
+		e.do("GET", "/v1/users", e.adminB, nil).wantProblem(401, "")
+		e.do("POST", "/v1/users", e.rootKey, map[string]any{"name": "late", "primaryTenant": "b"}).wantProblem(409, "")
+		e.do("POST", "/v1/users/"+svc.ID+"/keys", e.rootKey, map[string]any{
+			"name": "k", "expiresAt": e.clk.Now().Add(time.Hour).Format(time.RFC3339),
+		}).wantProblem(409, "")
+		e.do("POST", "/v1/users/"+app.ID+"/secrets", e.rootKey, nil).wantProblem(409, "")
+		e.do("POST", "/v1/permissions", e.rootKey, map[string]any{
+			"user": map[string]any{"id": e.memberAID}, "workspaceId": "b", "role": "MEMBER", "status": "INVITED",
+		}).wantProblem(409, "")
+		var keysOf []KeyView
+		e.do("GET", "/v1/users/"+svc.ID+"/keys", e.rootKey, nil).want(200).data(&keysOf)
+		if len(keysOf) != 0 {
+			t.Fatalf("keys after refused creation = %+v", keysOf)
+		}
+
+		e.do("PATCH", "/v1/tenants/b", e.rootKey, map[string]any{"status": "ACTIVE"}, "If-Match", "*").want(200)
+		e.do("GET", "/v1/users", e.adminB, nil).want(200) // the same key again
+		e.createKey(e.adminB, svc.ID, "k")
+	})
+}
+
+// TestUserTypesLimitCredentials (item 3): the default mapping, 409 with a
+// clear message, and a configured policy.
+func TestUserTypesLimitCredentials(t *testing.T) {
+	e := newEnv(t, newFileStore)
+	exp := e.clk.Now().Add(time.Hour).Format(time.RFC3339)
+	svc := e.createUser(e.adminA, map[string]any{"name": "svc", "type": "SERVICE"})
+	app := e.createUser(e.adminA, map[string]any{"name": "app", "type": "APPLICATION"})
+	tech := e.createUser(e.adminA, map[string]any{"name": "tech", "type": "TECHNICAL"})
+	p := e.do("POST", "/v1/users/"+svc.ID+"/secrets", e.adminA, nil).wantProblem(409, "")
+	if !strings.Contains(p.Detail, "SERVICE") || !strings.Contains(p.Detail, "signature") {
+		t.Fatalf("detail = %q", p.Detail)
+	}
+	e.do("POST", "/v1/users/"+tech.ID+"/secrets", e.adminA, nil).wantProblem(409, "")
+	e.do("POST", "/v1/users/"+app.ID+"/keys", e.adminA, map[string]any{"name": "k", "expiresAt": exp}).wantProblem(409, "")
+	e.do("POST", "/v1/users/"+app.ID+"/secrets", e.adminA, nil).want(201)
+	e.createKey(e.adminA, svc.ID, "k")
+	e.createKey(e.adminA, tech.ID, "k")
+
+	// A key of a user whose type no longer allows keys does not authenticate.
+	id, key := e.userWithKey(e.adminA, "a", "admin-2", "ADMIN")
+	e.do("GET", "/v1/users", key, nil).want(200)
+	e.do("PATCH", "/v1/users/"+id, e.adminA, map[string]any{"type": "APPLICATION"}, "If-Match", "*").want(200)
+	e.do("GET", "/v1/users", key, nil).wantProblem(401, "")
+
+	// Operators may allow more.
+	e2 := newEnvPolicy(t, newFileStore, keys.CredentialPolicy{keys.UserService: {keys.CredAccessKey, keys.CredSignature}}.WithDefaults())
+	svc2 := e2.createUser(e2.adminA, map[string]any{"name": "svc", "type": "SERVICE"})
+	e2.do("POST", "/v1/users/"+svc2.ID+"/secrets", e2.adminA, nil).want(201)
+}
+
+// TestInvitationConsent (item 4): an admin cannot activate an invitation
+// nor a withdrawn one; keys are minted only by the primary tenant's admins
+// and only where the user holds an ACTIVE permission.
+func TestInvitationConsent(t *testing.T) {
+	bothStores(t, func(t *testing.T, f storeFactory) {
+		e := newEnv(t, f)
+		exp := e.clk.Now().Add(time.Hour).Format(time.RFC3339)
+		guestID, guestKey := e.userWithKey(e.adminB, "b", "guest", "MEMBER")
+		var inv PermissionView
+		e.do("POST", "/v1/permissions", e.rootKey, map[string]any{
+			"user": map[string]any{"id": guestID}, "workspaceId": "a", "role": "MEMBER", "status": "INVITED",
+		}).want(201).data(&inv)
+		put := func(status, role string) *result {
+			return e.do("POST", "/v1/permissions", e.adminA, map[string]any{
+				"user": map[string]any{"id": guestID}, "workspaceId": "a", "role": role, "status": status,
+			})
+		}
+		put("ACTIVE", "ADMIN").wantProblem(409, "")
+		put("ARCHIVED", "MEMBER").want(200)
+		put("ACTIVE", "ADMIN").wantProblem(409, "")
+		if p := e.permOf(guestID, "a"); p.Status != keys.PermissionArchived || p.Role != keys.RoleMember {
+			t.Fatalf("withdrawn invitation = %+v", p)
+		}
+		// Keys only by the primary tenant's admins, and only where ACTIVE.
+		e.do("POST", "/v1/users/"+guestID+"/keys", e.adminA, map[string]any{"name": "x", "expiresAt": exp, "tenant": "a"}).wantProblem(403, "")
+		e.do("POST", "/v1/users/"+guestID+"/keys", e.rootKey, map[string]any{"name": "x", "expiresAt": exp, "tenant": "a"}).wantProblem(409, "")
+		// A new invitation, accepted by the invitee, is the way back.
+		put("INVITED", "MEMBER").want(200)
+		e.do("POST", "/v1/permissions/"+inv.ID+"/accept", e.adminA, nil).wantProblem(404, "")
+		e.do("POST", "/v1/permissions/"+inv.ID+"/accept", guestKey, nil).want(200)
+		if !e.historyHas(guestID, guestID, "permission.accept", "permission:a", "status", "INVITED", "ACTIVE") {
+			t.Fatal("no history entry for the acceptance")
+		}
+		e.do("POST", "/v1/users/"+guestID+"/keys", e.adminA, map[string]any{"name": "x", "expiresAt": exp, "tenant": "a"}).wantProblem(403, "")
+		e.do("POST", "/v1/users/"+guestID+"/keys", e.rootKey, map[string]any{"name": "x", "expiresAt": exp, "tenant": "a"}).want(201)
+		// The tenant admin of a may revoke what is valid in a, not change it.
+		var ks []KeyView
+		e.do("GET", "/v1/users/"+guestID+"/keys", e.adminA, nil).want(200).data(&ks)
+		if len(ks) != 1 {
+			t.Fatalf("keys of the guest in a = %+v", ks)
+		}
+		e.do("PATCH", "/v1/users/"+guestID+"/keys/"+ks[0].ID, e.adminA, map[string]any{"name": "y"}, "If-Match", "*").wantProblem(403, "")
+		e.do("DELETE", "/v1/users/"+guestID+"/keys/"+ks[0].ID, e.adminA, nil, "If-Match", "*").want(200)
+	})
+}
+
+// TestNoUserIDProbing (item 5): a taken id is a generic conflict, the same
+// whether the holder is visible to the caller or not.
+func TestNoUserIDProbing(t *testing.T) {
+	e := newEnv(t, newFileStore)
+	ub := e.createUser(e.adminB, map[string]any{"name": "hidden"})
+	ua := e.createUser(e.adminA, map[string]any{"name": "visible"})
+	hidden := e.do("POST", "/v1/users", e.adminA, map[string]any{"id": ub.ID, "name": "probe"}).wantProblem(409, "")
+	visible := e.do("POST", "/v1/users", e.adminA, map[string]any{"id": ua.ID, "name": "probe"}).wantProblem(409, "")
+	if hidden.Detail != visible.Detail || strings.Contains(hidden.Detail, ub.ID) || strings.Contains(hidden.Detail, "exists") {
+		t.Fatalf("conflict details: hidden %q, visible %q", hidden.Detail, visible.Detail)
+	}
+}
