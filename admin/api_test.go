@@ -492,7 +492,7 @@ func TestRoles(t *testing.T) {
 	}
 	e.do("PUT", base+"/other", e.adminA, nil, "If-Match", `"1"`).wantProblem(412, "")
 	e.do("DELETE", base+"/VIEWER", e.adminA, nil).wantProblem(404, "") // not its standard role
-	e.do("DELETE", base+"/ADMIN", e.adminA, nil).want(200).data(&rv)  // back to the default role
+	e.do("DELETE", base+"/ADMIN", e.adminA, nil).want(200).data(&rv)   // back to the default role
 	if rv.Role != keys.RoleMember || rv.Workspace != "a" {
 		t.Fatalf("roles after deleting the standard role = %+v", rv)
 	}
