@@ -167,6 +167,7 @@ var (
 	permListQuery   = append([]string{"q", "email", "status", "includeTechnicalUsers", "user"}, listQuery...)
 	activityQuery   = append([]string{"actor", "from", "to", "tenant"}, listQuery...)
 	tenantListQuery = append([]string{"q", "status"}, listQuery...)
+	roleQuery       = []string{"workspace"}
 )
 
 // routeTable lists every route of the API.
@@ -197,9 +198,9 @@ var routeTable = []route{
 	{Method: "PATCH", Pattern: "/v1/users/{id}/secrets/{secretId}", Summary: "Rename, activate or deactivate a signing secret (If-Match)", Tag: "secrets", Request: "SecretInput", Response: "Secret", handle: (*Handler).patchSecret},
 	{Method: "DELETE", Pattern: "/v1/users/{id}/secrets/{secretId}", Summary: "Delete a signing secret (If-Match); 204", Tag: "secrets", Status: 204, handle: (*Handler).deleteSecret},
 
-	{Method: "GET", Pattern: "/v1/users/{id}/roles", Summary: "The user's standard role and customer roles", Tag: "roles", Response: "Roles", handle: (*Handler).getRoles},
-	{Method: "PUT", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Set the standard role (ADMIN, MEMBER, VIEWER) or add a customer role", Tag: "roles", Response: "Roles", handle: (*Handler).putRole},
-	{Method: "DELETE", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Remove a customer role", Tag: "roles", Response: "Roles", handle: (*Handler).deleteRole},
+	{Method: "GET", Pattern: "/v1/users/{id}/roles", Summary: "The roles of the user's permission in ?workspace= (default: the caller's tenant; a superadmin names it when the user has several): the roles that count there", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).getRoles},
+	{Method: "PUT", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Set the permission's standard role (ADMIN, MEMBER, VIEWER) or add a customer role, in ?workspace=; takes effect at once on the gateway and the admin API", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).putRole},
+	{Method: "DELETE", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Remove a customer role, or set the standard role back to the default (MEMBER), in ?workspace=", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).deleteRole},
 
 	{Method: "GET", Pattern: "/v1/workspaces/{id}/permissions", Summary: "List the permissions of a workspace (tenant)", Tag: "permissions", Response: "Permission", List: true, Query: permListQuery, handle: (*Handler).listPermissions},
 	{Method: "POST", Pattern: "/v1/permissions", Summary: "Create or update the permission of a user in a workspace", Tag: "permissions", Request: "PermissionInput", Response: "Permission", Status: 200, handle: (*Handler).putPermission},

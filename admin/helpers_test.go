@@ -247,7 +247,9 @@ func req(method, path, key string, body any, hdr ...string) *http.Request {
 
 func (e *env) serve(r *http.Request) *result {
 	w := httptest.NewRecorder()
+	_, pattern := e.h.mux.Handler(r)
 	e.h.ServeHTTP(w, r)
+	observeStatus(pattern, w.Code)
 	return &result{t: e.t, method: r.Method, path: r.URL.Path, code: w.Code, header: w.Header(), body: w.Body.Bytes()}
 }
 

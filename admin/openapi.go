@@ -39,7 +39,9 @@ func schemas() obj {
 		"id": str("decimal digits when generated"), "name": str("unique within the primary tenant"),
 		"description": str(""), "email": str(""),
 		"type":          enum("TECHNICAL", "SERVICE", "APPLICATION"),
-		"role":          enum("ADMIN", "MEMBER", "VIEWER"),
+		"role": obj{"type": "string", "enum": []string{"ADMIN", "MEMBER", "VIEWER"},
+			"description": "the role of the user's permission in its primary tenant; setting it sets that permission's role. " +
+				"The role that counts in a tenant is always the user's permission's role there."},
 		"customerRoles": strList, "accessControlEntities": strList,
 		"primaryTenant": str(""), "scope": str(""),
 		"requestLimit":     obj{"type": "integer", "minimum": 0, "description": "requests per window; 0 = route default"},
@@ -96,8 +98,9 @@ func schemas() obj {
 		"SecretInput": obj{"type": "object", "additionalProperties": false, "properties": obj{
 			"name": str(""), "status": enum("ACTIVE", "INACTIVE"), "version": integer,
 		}},
-		"Roles": obj{"type": "object", "properties": obj{
-			"userId": str(""), "role": enum("ADMIN", "MEMBER", "VIEWER"), "customerRoles": strList,
+		"Roles": obj{"type": "object", "description": "the roles of the user's permission in one workspace", "properties": obj{
+			"userId": str(""), "workspace": str("the tenant of the permission"),
+			"role": enum("ADMIN", "MEMBER", "VIEWER"), "customerRoles": strList,
 			"roles": obj{"type": "array", "items": obj{"type": "object", "properties": obj{
 				"key": str(""), "type": enum("STANDARD", "CUSTOMER")}}},
 			"version": integer,
@@ -110,6 +113,8 @@ func schemas() obj {
 			"workspaceId": str(""), "role": enum("ADMIN", "MEMBER", "VIEWER"),
 			"status": enum("ACTIVE", "INVITED", "ARCHIVED"), "customerRoles": strList,
 			"accessControlEntities": strList, "version": integer, "createdAt": dateTime, "updatedAt": dateTime,
+			"acceptedAt": obj{"type": "string", "format": "date-time",
+				"description": "when it became ACTIVE (granted, or accepted by the invitee); absent for an invitation never accepted"},
 		}},
 		"PermissionInput": obj{"type": "object", "required": []string{"user", "workspace", "role", "status"}, "properties": obj{
 			"user":      obj{"type": "object", "required": []string{"id"}, "properties": obj{"id": str("")}},
@@ -156,6 +161,7 @@ var queryDocs = map[string]obj{
 	"actor":                 {"type": "string"},
 	"from":                  {"type": "string", "format": "date-time"},
 	"to":                    {"type": "string", "format": "date-time"},
+	"workspace":             {"type": "string", "description": "the tenant whose permission the roles are"},
 }
 
 func problemResponse(desc string) obj {
@@ -209,21 +215,8 @@ func buildOpenAPI() []byte {
 				responses["201"] = responses["200"]
 			}
 		}
-		if rt.Auth != authPublic {
-			responses["401"] = problemResponse("missing or invalid access key")
-			responses["403"] = problemResponse("not allowed")
-			responses["404"] = problemResponse("not found, or not visible to the caller")
-			responses["503"] = problemResponse("store unavailable, or master key not configured")
-		}
-		if rt.Request != "" {
-			responses["400"] = problemResponse("invalid input; errors lists the fields")
-			responses["409"] = problemResponse("conflict with the current state")
-			responses["413"] = problemResponse("body too large")
-			responses["415"] = problemResponse("body is not application/json")
-		}
-		if rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || rt.Method == http.MethodPut {
-			responses["412"] = problemResponse("If-Match or version does not match")
-			responses["428"] = problemResponse("If-Match or version required")
+		for code, desc := range errorResponses(rt) {
+			responses[strconv.Itoa(code)] = problemResponse(desc)
 		}
 		op := obj{
 			"operationId": operationID(rt),
@@ -269,6 +262,49 @@ func buildOpenAPI() []byte {
 		panic("admin: building the OpenAPI document: " + err.Error())
 	}
 	return b
+}
+
+// errorResponses lists the problem statuses a route can answer and why.
+func errorResponses(rt route) map[int]string {
+	out := map[int]string{}
+	if rt.Pattern == "/v1/openapi.json" {
+		return out
+	}
+	out[http.StatusInternalServerError] = "unexpected error (logged)"
+	if rt.Auth == authTrusted {
+		out[http.StatusNotFound] = "not a trusted local caller"
+	} else {
+		out[http.StatusUnauthorized] = "missing or invalid access key: unknown, wrong, expired, disabled or revoked, " +
+			"its user not ACTIVE or of a type that may not use access keys, or its tenant ARCHIVED"
+		out[http.StatusNotFound] = "not found, or not visible to the caller"
+		out[http.StatusServiceUnavailable] = "store unavailable, or master key not configured"
+	}
+	if rt.Auth == authAdmin {
+		out[http.StatusForbidden] = "the caller administers no tenant, or not this object's: " +
+			"a user's keys, secrets and record are managed by the administrators of its primary tenant"
+	}
+	mutating := rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || rt.Method == http.MethodPut
+	if rt.Request != "" || len(rt.Query) > 0 || mutating || strings.Contains(rt.Pattern, "{roleKey}") || rt.Tag == "roles" {
+		out[http.StatusBadRequest] = "invalid input (body, query parameter such as an unknown sort field, " +
+			"path value or If-Match); errors lists the fields"
+	}
+	if rt.Request != "" || rt.Method != http.MethodGet {
+		out[http.StatusConflict] = "conflict with the current state: a taken name or id, an illegal state change, " +
+			"an ARCHIVED tenant, a credential the user's type may not hold, a third live secret"
+	}
+	if rt.Request != "" {
+		out[http.StatusRequestEntityTooLarge] = "body too large"
+		out[http.StatusUnsupportedMediaType] = "body is not application/json"
+	}
+	if mutating || rt.Pattern == "/v1/permissions" {
+		out[http.StatusPreconditionFailed] = "If-Match or version does not match"
+	}
+	if mutating {
+		if rt.Tag != "roles" {
+			out[http.StatusPreconditionRequired] = "If-Match or version required"
+		}
+	}
+	return out
 }
 
 // operationID derives a stable operation id such as "GET_v1_users_id".

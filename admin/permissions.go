@@ -25,6 +25,7 @@ type permissionBody struct {
 	Version               *int64                 `json:"version"`
 	CreatedAt             json.RawMessage        `json:"createdAt"`
 	UpdatedAt             json.RawMessage        `json:"updatedAt"`
+	AcceptedAt            json.RawMessage        `json:"acceptedAt"`
 }
 
 // userRef names the user of a permission; only id counts.

@@ -105,16 +105,20 @@ type PermissionView struct {
 	Status                keys.PermissionStatus `json:"status"`
 	CustomerRoles         []string              `json:"customerRoles"`
 	AccessControlEntities []string              `json:"accessControlEntities"`
-	Version               int64                 `json:"version"`
-	CreatedAt             time.Time             `json:"createdAt"`
-	UpdatedAt             time.Time             `json:"updatedAt"`
+	// AcceptedAt is when the permission became ACTIVE: granted by an
+	// administrator, or accepted by the invitee. Absent for an invitation
+	// never accepted, which only the invitee's accept can make ACTIVE.
+	AcceptedAt *time.Time `json:"acceptedAt,omitempty"`
+	Version    int64      `json:"version"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	UpdatedAt  time.Time  `json:"updatedAt"`
 }
 
 func permissionView(p *keys.Permission, u *keys.User, t *keys.Tenant) PermissionView {
 	v := PermissionView{
 		ID: p.ID, WorkspaceID: p.TenantID, Role: p.Role, Status: p.Status,
 		CustomerRoles: p.CustomerRoles, AccessControlEntities: p.AccessControlEntities,
-		Version: p.Version, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt,
+		Version: p.Version, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, AcceptedAt: p.AcceptedAt,
 		User:      PermissionUser{ID: p.UserID, TechnicalUser: true},
 		Workspace: PermissionWorkspace{ID: p.TenantID},
 	}
