@@ -134,7 +134,11 @@ func TestAdminThroughCaddy(t *testing.T) {
 		t.Fatalf("roles: %s", data)
 	}
 	e.expect(http.MethodDelete, "/v1/users/"+u.ID+"/roles/auditor", ta, nil, nil, http.StatusOK)
-	e.expect(http.MethodDelete, "/v1/users/"+u.ID+"/roles/VIEWER", ta, nil, nil, http.StatusConflict)
+	// Deleting the standard role sets the tenant's default role.
+	_, data = e.expect(http.MethodDelete, "/v1/users/"+u.ID+"/roles/VIEWER", ta, nil, nil, http.StatusOK)
+	if !strings.Contains(string(data), `"role":"MEMBER"`) {
+		t.Fatalf("roles after deleting the standard role: %s", data)
+	}
 
 	// Keys: shown once, masked after; a duplicate name is 409.
 	var k struct{ ID, Key string }

@@ -157,14 +157,15 @@ func (e *env) api(method, path string, body any, want int) json.RawMessage {
 	return env.Data
 }
 
-// newUserKey creates a user in tenant with an ACTIVE permission there and a key.
+// newUserKey creates a TECHNICAL user (access keys and the token exchange)
+// in tenant with an ACTIVE permission there and a key.
 func (e *env) newUserKey(tenant, name string, expires time.Time) (userID, keyID, key string) {
 	e.t.Helper()
 	var u struct {
 		ID string `json:"id"`
 	}
 	json.Unmarshal(e.api(http.MethodPost, "/v1/users", map[string]any{
-		"name": name, "type": "SERVICE", "role": "MEMBER", "primaryTenant": tenant,
+		"name": name, "type": "TECHNICAL", "role": "MEMBER", "primaryTenant": tenant,
 	}, http.StatusCreated), &u)
 	e.api(http.MethodPost, "/v1/permissions", map[string]any{
 		"user": map[string]any{"id": u.ID}, "workspace": map[string]any{"id": tenant},

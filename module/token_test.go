@@ -229,7 +229,7 @@ func TestTokenOAuth2ClientCredentials(t *testing.T) {
 			}
 			want := map[string]string{
 				"X-Auth-User-Id": userID, "X-Auth-User-Name": "integration", "X-Auth-Tenant": "acme",
-				"X-Auth-Role": "MEMBER", "X-Auth-Scheme": "access_token", "X-Auth-Key-Id": keyID, "X-Auth-User-Type": "SERVICE",
+				"X-Auth-Role": "MEMBER", "X-Auth-Scheme": "access_token", "X-Auth-Key-Id": keyID, "X-Auth-User-Type": "TECHNICAL",
 			}
 			for k, v := range want {
 				if got := h.Get(k); got != v {
