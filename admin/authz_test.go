@@ -260,3 +260,35 @@ func TestNoUserIDProbing(t *testing.T) {
 		t.Fatalf("conflict details: hidden %q, visible %q", hidden.Detail, visible.Detail)
 	}
 }
+
+// TestCreateUserWithKey: seed 000's one-step form, POST /v1/users with
+// "key", answers the user and its API token once; bad input changes nothing.
+func TestCreateUserWithKey(t *testing.T) {
+	e := newEnv(t, newFileStore)
+	exp := e.clk.Now().Add(24 * time.Hour).Format(time.RFC3339)
+	var out UserWithKey
+	e.do("POST", "/v1/users", e.adminA, map[string]any{
+		"name": "bot", "type": "TECHNICAL", "key": map[string]any{"name": "ci", "expiresAt": exp},
+	}).want(201).data(&out)
+	if out.ID == "" || out.Key == nil || !strings.HasPrefix(out.Key.Key, "kg_") || out.Key.Name != "ci" || out.Key.Tenant != "a" {
+		t.Fatalf("created = %+v, key %+v", out.User, out.Key)
+	}
+	e.do("GET", "/v1/users", out.Key.Key, nil).wantProblem(403, "") // a MEMBER's key: valid, not an admin
+	var ks []KeyView
+	e.do("GET", "/v1/users/"+out.ID+"/keys", e.adminA, nil).want(200).data(&ks)
+	if len(ks) != 1 || ks[0].Key != "" {
+		t.Fatalf("keys = %+v", ks)
+	}
+	if !e.historyHas(out.ID, e.adminAID, "key.create", "key:"+out.Key.ID, "name", nil, "ci") {
+		t.Fatal("no history entry for the key")
+	}
+	before := e.do("GET", "/v1/users?tenant=a", e.rootKey, nil).want(200).envelope().Total
+	e.do("POST", "/v1/users", e.adminA, map[string]any{"name": "x", "key": map[string]any{"name": "ci"}}).wantProblem(400, "key.expiresAt")
+	e.do("POST", "/v1/users", e.adminA, map[string]any{"name": "x", "key": map[string]any{"expiresAt": exp}}).wantProblem(400, "key.name")
+	e.do("POST", "/v1/users", e.adminA, map[string]any{"name": "x", "key": map[string]any{"name": "ci", "expiresAt": exp, "bogus": 1}}).wantProblem(400, "")
+	e.do("POST", "/v1/users", e.adminA, map[string]any{"name": "x", "type": "APPLICATION", "key": map[string]any{"name": "ci", "expiresAt": exp}}).wantProblem(409, "")
+	e.do("PATCH", "/v1/users/"+out.ID, e.adminA, map[string]any{"key": map[string]any{"name": "ci", "expiresAt": exp}}, "If-Match", "*").wantProblem(400, "key")
+	if after := e.do("GET", "/v1/users?tenant=a", e.rootKey, nil).want(200).envelope().Total; after != before {
+		t.Fatalf("users after refused creations = %d, want %d", after, before)
+	}
+}

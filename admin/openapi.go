@@ -21,6 +21,18 @@ func (h *Handler) openAPI(w http.ResponseWriter, r *http.Request, _ *caller) err
 // OpenAPI returns the API's OpenAPI 3.1 document (JSON).
 func OpenAPI() []byte { return buildOpenAPI() }
 
+// withProps returns a copy of props with more added.
+func withProps(props, more obj) obj {
+	out := make(obj, len(props)+len(more))
+	for k, v := range props {
+		out[k] = v
+	}
+	for k, v := range more {
+		out[k] = v
+	}
+	return out
+}
+
 func ref(name string) obj { return obj{"$ref": "#/components/schemas/" + name} }
 
 func str(desc string) obj { return obj{"type": "string", "description": desc} }
@@ -38,7 +50,7 @@ func schemas() obj {
 	userProps := obj{
 		"id": str("decimal digits when generated"), "name": str("unique within the primary tenant"),
 		"description": str(""), "email": str(""),
-		"type":          enum("TECHNICAL", "SERVICE", "APPLICATION"),
+		"type": enum("TECHNICAL", "SERVICE", "APPLICATION"),
 		"role": obj{"type": "string", "enum": []string{"ADMIN", "MEMBER", "VIEWER"},
 			"description": "the role of the user's permission in its primary tenant; setting it sets that permission's role. " +
 				"The role that counts in a tenant is always the user's permission's role there."},
@@ -70,8 +82,8 @@ func schemas() obj {
 		"TenantPatch": obj{"type": "object", "additionalProperties": false, "properties": obj{
 			"name": str(""), "status": enum("ACTIVE", "ARCHIVED"), "version": integer,
 		}},
-		"User":      obj{"type": "object", "properties": userProps},
-		"UserInput": obj{"type": "object", "additionalProperties": false, "properties": userProps},
+		"User":      obj{"type": "object", "properties": withProps(userProps, obj{"key": obj{"$ref": "#/components/schemas/Key", "description": "the first access key with the full key, only in the response to a POST /v1/users that asked for one"}})},
+		"UserInput": obj{"type": "object", "additionalProperties": false, "properties": withProps(userProps, obj{"key": obj{"type": "object", "additionalProperties": false, "required": []string{"name", "expiresAt"}, "description": "POST only: also issue the user's first access key (seed 000's one-step form)", "properties": obj{"name": str("key name"), "expiresAt": dateTime}}})},
 		"Key": obj{"type": "object", "properties": obj{
 			"id": str(""), "name": str(""), "userId": str(""), "tenant": str(""),
 			"masked": str("kg_<id>_…last4"), "status": enum("ACTIVE", "INACTIVE", "REVOKED"),

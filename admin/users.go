@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/keygate/keygate/keys"
 )
@@ -36,6 +37,22 @@ type userBody struct {
 	Status                opt[keys.UserStatus] `json:"status"`
 	Superadmin            opt[bool]            `json:"superadmin"`
 	Version               *int64               `json:"version"`
+	// Key, on POST only, also issues the user's first access key (seed 000:
+	// a technical user comes with its API token).
+	Key *newUserKey `json:"key"`
+}
+
+// newUserKey is the "key" member of POST /v1/users.
+type newUserKey struct {
+	Name      *string    `json:"name"`
+	ExpiresAt *timestamp `json:"expiresAt"`
+}
+
+// UserWithKey is the data of POST /v1/users when the request asked for a
+// key: the user, and its first access key with the full key, shown once.
+type UserWithKey struct {
+	keys.User
+	Key *KeyView `json:"key,omitempty"`
 }
 
 // apply merges b into u.
@@ -144,7 +161,25 @@ func (b *userBody) validate(patch bool) *keys.ValidationError {
 	if !patch && b.Version != nil {
 		v.Add("version", "is not allowed when creating")
 	}
+	if b.Key != nil && patch {
+		v.Add("key", "is allowed only when creating; use POST /v1/users/{id}/keys")
+	}
 	return v
+}
+
+// validate checks the "key" member of POST /v1/users at now.
+func (k *newUserKey) validate(v *keys.ValidationError, now time.Time) {
+	if k.Name == nil {
+		v.Add("key.name", "is required")
+	} else {
+		checkName(v, "key.name", *k.Name)
+	}
+	switch {
+	case k.ExpiresAt == nil:
+		v.Add("key.expiresAt", "is required")
+	case !k.ExpiresAt.After(now):
+		v.Add("key.expiresAt", "must be in the future")
+	}
 }
 
 func (o opt[T]) isNull() bool { return o.Set && o.Null }
@@ -331,7 +366,11 @@ func (h *Handler) createUser(w http.ResponseWriter, r *http.Request, c *caller) 
 	if err := decodeJSON(w, r, h.maxBody, &b); err != nil {
 		return err
 	}
-	if v := b.validate(false); v.Err() != nil {
+	v := b.validate(false)
+	if b.Key != nil {
+		b.Key.validate(v, h.now())
+	}
+	if v.Err() != nil {
 		return v
 	}
 	u := keys.User{Type: keys.UserTechnical, Role: keys.RoleMember, Status: keys.UserActive}
@@ -360,12 +399,31 @@ func (h *Handler) createUser(w http.ResponseWriter, r *http.Request, c *caller) 
 	if t.Status != keys.TenantActive {
 		return errConflict("tenant " + t.ID + " is archived")
 	}
+	if b.Key != nil {
+		if err := h.allowCredential(&u, keys.CredAccessKey); err != nil {
+			return err
+		}
+	}
 	out, _, err := h.createUserWithPermission(ctx, u, c.actor)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Location", "/v1/users/"+out.ID)
-	writeOne(w, http.StatusCreated, "User", out.Version, userView(out))
+	if b.Key == nil {
+		writeOne(w, http.StatusCreated, "User", out.Version, userView(out))
+		return nil
+	}
+	// One step (seed 000): the user and its API token. The store has no
+	// transaction spanning both, so a failed key removes the user again.
+	plaintext, k := keys.NewAccessKey(h.hasher, out.ID, out.PrimaryTenant, *b.Key.Name, b.Key.ExpiresAt.Time)
+	key, err := h.store.CreateKey(ctx, k, c.actor)
+	if err != nil {
+		h.rollbackUser(ctx, out.ID)
+		return fmt.Errorf("creating the key of new user %s: %w", out.ID, err)
+	}
+	view := keyView(&key, h.now())
+	view.Key = plaintext
+	writeOne(w, http.StatusCreated, "User", out.Version, UserWithKey{User: userView(out), Key: &view})
 	return nil
 }
 
