@@ -115,6 +115,8 @@ func cliCommands() []caddycmd.Command {
 					c.Flags().String("description", "", "description")
 					c.Flags().String("email", "", "notification email")
 					c.Flags().Int("request-limit", 0, "requests per window (0: the route's default)")
+					c.Flags().String("key-name", "", "also issue the user's first access key with this name, printed once")
+					c.Flags().String("key-expires", "2160h", "expiry of that key: RFC 3339 date or duration from now")
 				},
 				run: func(cl *cliClient, fl caddycmd.Flags, _ []string) error {
 					body := map[string]any{
@@ -126,17 +128,77 @@ func cliCommands() []caddycmd.Command {
 							body[f] = v
 						}
 					}
+					cols := []string{"id", "name", "type", "role", "status", "primaryTenant"}
+					if name := fl.String("key-name"); name != "" {
+						exp, err := parseExpiry(fl.String("key-expires"))
+						if err != nil {
+							return err
+						}
+						body["key"] = map[string]any{"name": name, "expiresAt": exp}
+						cols = append(cols, "key.id", "key.expiresAt", "key.key")
+					}
 					res, err := cl.call(http.MethodPost, "/v1/users", "", body)
 					if err != nil {
 						return err
 					}
-					return cl.print(res.Data, []string{"id", "name", "type", "role", "status", "primaryTenant"})
+					return cl.print(res.Data, cols)
+				}},
+			{name: "update", usage: "<id> [--name N] [--description D] [--email E] [--type T] [--role R] [--request-limit N] [--tenant T]",
+				short: "Changes a user; only the flags given change (--role is the role of its permission in its primary tenant)",
+				flags: func(c *cobra.Command) {
+					c.Flags().String("name", "", "user name")
+					c.Flags().String("description", "", "description")
+					c.Flags().String("email", "", "notification email")
+					c.Flags().String("type", "", "TECHNICAL, SERVICE or APPLICATION")
+					c.Flags().String("role", "", "ADMIN, MEMBER or VIEWER")
+					c.Flags().Int("request-limit", 0, "requests per window (0: the route's default)")
+					c.Flags().String("tenant", "", "primary tenant")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, args []string) error {
+					if len(args) != 1 {
+						return errors.New("usage: users update <id> [flags]")
+					}
+					body := map[string]any{}
+					for flag, field := range map[string]string{"name": "name", "description": "description", "email": "email",
+						"type": "type", "role": "role", "tenant": "primaryTenant"} {
+						if fl.Changed(flag) {
+							body[field] = fl.String(flag)
+						}
+					}
+					if fl.Changed("request-limit") {
+						body["requestLimit"] = fl.Int("request-limit")
+					}
+					if len(body) == 0 {
+						return errors.New("nothing to change: give at least one flag")
+					}
+					res, err := cl.call(http.MethodPatch, "/v1/users/"+url.PathEscape(args[0]), "*", body)
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "type", "role", "status", "primaryTenant", "requestLimit", "version"})
 				}},
 			{name: "disable", usage: "<id>", short: "Sets a user INACTIVE (its keys stop working)", run: patchRun("/v1/users/%s", map[string]any{"status": "INACTIVE"}, []string{"id", "name", "status", "version"})},
 			{name: "enable", usage: "<id>", short: "Sets a user ACTIVE again", run: patchRun("/v1/users/%s", map[string]any{"status": "ACTIVE"}, []string{"id", "name", "status", "version"})},
 			{name: "delete", usage: "<id>", short: "Deletes a user and revokes all its keys", run: deleteRun("/v1/users/%s")},
 			{name: "history", usage: "<id>", short: "Shows a user's changelog", run: getRun("/v1/users/%s/history", []string{"at", "actor", "action", "target"})},
-			{name: "roles", usage: "<id>", short: "Shows a user's standard role and customer roles", run: getRun("/v1/users/%s/roles", []string{"userId", "role", "customerRoles"})},
+			{name: "roles", usage: "<id> [--workspace <tenant>]", short: "Shows the roles of a user's permission in a tenant: the roles that count there",
+				flags: func(c *cobra.Command) {
+					c.Flags().String("workspace", "", "tenant (default: the caller's; required for a superadmin when the user has several permissions)")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, args []string) error {
+					if len(args) != 1 {
+						return errors.New("one id argument is required")
+					}
+					path := "/v1/users/" + url.PathEscape(args[0]) + "/roles"
+					if ws := fl.String("workspace"); ws != "" {
+						path += "?" + url.Values{"workspace": {ws}}.Encode()
+					}
+					res, err := cl.call(http.MethodGet, path, "", nil)
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"userId", "workspace", "role", "customerRoles"})
+				}},
 			{name: "export", usage: "<id>", short: "Prints everything stored about a user as one JSON document (no secrets)",
 				run: func(cl *cliClient, _ caddycmd.Flags, args []string) error {
 					if len(args) != 1 {
@@ -169,7 +231,37 @@ func cliCommands() []caddycmd.Command {
 					if err != nil {
 						return err
 					}
-					return cl.print(res.Data, []string{"id", "name", "tenant", "status", "expiresAt", "masked", "lastUsedAt"})
+					return cl.print(res.Data, []string{"id", "name", "tenant", "status", "usable", "expiresAt", "masked", "replacedBy", "disableAt", "lastUsedAt"})
+				}},
+			{name: "update", usage: "--user <id> <keyId> [--name <name>] [--expires <date|duration>]", short: "Renames a key or changes its expiry (the key itself stays)",
+				flags: func(c *cobra.Command) {
+					userFlag(c)
+					c.Flags().String("name", "", "new key name, unique per user")
+					c.Flags().String("expires", "", "new expiry: RFC 3339 date or duration from now")
+				},
+				run: func(cl *cliClient, fl caddycmd.Flags, args []string) error {
+					if len(args) != 1 {
+						return errors.New("usage: keys update --user <id> <keyId> [--name N] [--expires E]")
+					}
+					body := map[string]any{}
+					if fl.Changed("name") {
+						body["name"] = fl.String("name")
+					}
+					if fl.Changed("expires") {
+						exp, err := parseExpiry(fl.String("expires"))
+						if err != nil {
+							return err
+						}
+						body["expiresAt"] = exp
+					}
+					if len(body) == 0 {
+						return errors.New("nothing to change: give --name or --expires")
+					}
+					res, err := cl.call(http.MethodPatch, "/v1/users/"+url.PathEscape(fl.String("user"))+"/keys/"+url.PathEscape(args[0]), "*", body)
+					if err != nil {
+						return err
+					}
+					return cl.print(res.Data, []string{"id", "name", "tenant", "status", "expiresAt", "version"})
 				}},
 			{name: "create", usage: "--user <id> --name <name> [--expires <date|duration>] [--tenant <id>] [--json]", short: "Creates a key and prints it once",
 				flags: func(c *cobra.Command) {

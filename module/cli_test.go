@@ -99,6 +99,33 @@ func TestCLIWithoutServer(t *testing.T) {
 		t.Fatalf("bad expiry: err=%v\n%s", err, out)
 	}
 
+	// users update and keys update change only what their flags name.
+	if out := c.must("users", "update", user.ID, "--description", "invoices", "--role", "VIEWER", "--json"); !strings.Contains(out, `"VIEWER"`) || !strings.Contains(out, `"invoices"`) || !strings.Contains(out, `"billing"`) {
+		t.Fatalf("users update:\n%s", out)
+	}
+	if out := c.must("users", "roles", user.ID); !strings.Contains(out, "VIEWER") || !strings.Contains(out, "acme") {
+		t.Fatalf("users roles after update:\n%s", out)
+	}
+	if out, err := c.run("users", "update", user.ID); err == nil || !strings.Contains(out, "nothing to change") {
+		t.Fatalf("users update without flags: err=%v\n%s", err, out)
+	}
+	if out := c.must("keys", "update", "--user", user.ID, key.ID, "--name", "ci-renamed", "--expires", "48h"); !strings.Contains(out, "ci-renamed") {
+		t.Fatalf("keys update:\n%s", out)
+	}
+	if out, err := c.run("keys", "update", "--user", user.ID, key.ID); err == nil || !strings.Contains(out, "nothing to change") {
+		t.Fatalf("keys update without flags: err=%v\n%s", err, out)
+	}
+	// One step: a user and its first key.
+	var withKey struct {
+		ID  string `json:"id"`
+		Key struct {
+			Key string `json:"key"`
+		} `json:"key"`
+	}
+	if err := json.Unmarshal([]byte(c.must("users", "create", "--tenant", "acme", "--name", "bot", "--key-name", "ci", "--json")), &withKey); err != nil || !strings.HasPrefix(withKey.Key.Key, "kg_") {
+		t.Fatalf("users create --key-name: %v %+v", err, withKey)
+	}
+
 	// A server on the same store accepts the key the CLI made; the CLI then
 	// goes through the server's admin endpoint (the file is locked) to revoke it.
 	srv := testcaddy.Start(t, caddyfile, testcaddy.Options{DataHome: dataHome,
