@@ -601,14 +601,29 @@ type UsageRecorder struct {
 
 	mu      sync.Mutex
 	pending map[string]Usage
+	logins  map[login]time.Time
 }
+
+// login is a user authenticating in a tenant, pending in a UsageRecorder.
+type login struct{ user, tenant string }
 
 // NewUsageRecorder returns a recorder flushing every interval (default 1m).
 func NewUsageRecorder(store Store, interval time.Duration) *UsageRecorder {
 	if interval <= 0 {
 		interval = time.Minute
 	}
-	return &UsageRecorder{store: store, interval: interval, pending: make(map[string]Usage)}
+	return &UsageRecorder{store: store, interval: interval, pending: make(map[string]Usage), logins: make(map[login]time.Time)}
+}
+
+// RecordLogin notes that the user authenticated in tenant at (the
+// permission's lastLogin); only the latest per user and tenant is kept.
+func (u *UsageRecorder) RecordLogin(userID, tenant string, at time.Time) {
+	k := login{userID, tenant}
+	u.mu.Lock()
+	if prev, ok := u.logins[k]; !ok || prev.Before(at) {
+		u.logins[k] = at
+	}
+	u.mu.Unlock()
 }
 
 // Record notes a use; only the latest per credential is kept.
@@ -627,15 +642,19 @@ func (u *UsageRecorder) Record(userID, keyID, secretID string, at time.Time) {
 // Flush writes what is pending.
 func (u *UsageRecorder) Flush(ctx context.Context) error {
 	u.mu.Lock()
-	if len(u.pending) == 0 {
+	if len(u.pending) == 0 && len(u.logins) == 0 {
 		u.mu.Unlock()
 		return nil
 	}
-	batch := make([]Usage, 0, len(u.pending))
+	batch := make([]Usage, 0, len(u.pending)+len(u.logins))
 	for _, v := range u.pending {
 		batch = append(batch, v)
 	}
+	for k, at := range u.logins {
+		batch = append(batch, Usage{UserID: k.user, Tenant: k.tenant, At: at})
+	}
 	clear(u.pending)
+	clear(u.logins)
 	u.mu.Unlock()
 	if err := u.store.TouchLastUsed(ctx, batch); err != nil {
 		return err

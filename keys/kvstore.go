@@ -328,7 +328,7 @@ func clone[T any](v T) T {
 // noHistory names the fields never recorded in history: bookkeeping, and
 // secret material (hashes and sealed values).
 var noHistory = map[string]bool{
-	"version": true, "createdAt": true, "updatedAt": true, "lastUsedAt": true,
+	"version": true, "createdAt": true, "updatedAt": true, "lastUsedAt": true, "lastLogin": true, "reviewedBy": true,
 	"hash": true, "sealed": true, "sealedPrivate": true, "last4": true,
 }
 

@@ -268,6 +268,7 @@ func (s *kvStore) touchLastUsed(ctx context.Context, used []Usage) error {
 	keysAt := make(map[string]time.Time)
 	secretsAt := make(map[string]time.Time)
 	usersAt := make(map[string]time.Time)
+	loginsAt := make(map[string]time.Time) // user\x00tenant → time
 	latest := func(m map[string]time.Time, id string, at time.Time) {
 		if prev, ok := m[id]; !ok || prev.Before(at) {
 			m[id] = at
@@ -281,6 +282,9 @@ func (s *kvStore) touchLastUsed(ctx context.Context, used []Usage) error {
 		if u.SecretID != "" && u.UserID != "" {
 			latest(secretsAt, secretKey(u.UserID, u.SecretID), at)
 		}
+		if u.Tenant != "" && u.KeyID == "" && u.SecretID == "" && u.UserID != "" {
+			latest(loginsAt, u.UserID+sep+u.Tenant, at)
+		}
 		if u.UserID != "" {
 			latest(usersAt, u.UserID, at)
 		}
@@ -292,8 +296,35 @@ func (s *kvStore) touchLastUsed(ctx context.Context, used []Usage) error {
 		if err := touchAll(tx, tblSecrets, secretsAt, func(s *Secret) **time.Time { return &s.LastUsedAt }); err != nil {
 			return err
 		}
-		return touchAll(tx, tblUsers, usersAt, func(u *User) **time.Time { return &u.LastUsedAt })
+		if err := touchAll(tx, tblUsers, usersAt, func(u *User) **time.Time { return &u.LastUsedAt }); err != nil {
+			return err
+		}
+		permsAt, err := permIDs(tx, loginsAt)
+		if err != nil {
+			return err
+		}
+		return touchAll(tx, tblPerms, permsAt, func(p *Permission) **time.Time { return &p.LastLogin })
 	})
+}
+
+// permIDs maps user\x00tenant keys to the ids of those permissions,
+// skipping the ones that do not exist.
+func permIDs(tx Tx, at map[string]time.Time) (map[string]time.Time, error) {
+	if len(at) == 0 {
+		return nil, nil
+	}
+	lk := slices.Sorted(maps.Keys(at))
+	raw, err := tx.GetMany(lkPerm, lk)
+	if err != nil {
+		return nil, fmt.Errorf("loading permissions: %w", err)
+	}
+	out := make(map[string]time.Time, len(lk))
+	for i, b := range raw {
+		if b != nil {
+			out[string(b)] = at[lk[i]]
+		}
+	}
+	return out, nil
 }
 
 // touchAll moves the last-used time of each record of table named in at

@@ -164,6 +164,7 @@ func (s *kvStore) PutPermission(ctx context.Context, p Permission, actor string)
 			}
 			if p.Status == PermissionInvited {
 				next.AcceptedAt = nil // a new invitation needs a new acceptance
+				next.InvitedBy = r.actor
 			}
 			next.Status = p.Status
 		}
@@ -171,6 +172,7 @@ func (s *kvStore) PutPermission(ctx context.Context, p Permission, actor string)
 			out = cur
 			return nil
 		}
+		next.ReviewedBy = r.actor
 		if err := writePermission(r, &cur, &next, "permission.update"); err != nil {
 			return err
 		}
@@ -189,10 +191,13 @@ func createPermission(r *recorder, u *User, p Permission, out *Permission, creat
 	if p.Status == "" {
 		p.Status = PermissionActive
 	}
-	p.AcceptedAt = nil
-	if p.Status == PermissionActive {
+	p.AcceptedAt, p.InvitedBy, p.ReviewedBy, p.LastLogin = nil, "", "", nil
+	switch p.Status {
+	case PermissionActive:
 		at := r.now
 		p.AcceptedAt = &at // granted ACTIVE by an administrator
+	case PermissionInvited:
+		p.InvitedBy = r.actor
 	}
 	p.ID = NewID()
 	p.Version, p.CreatedAt = 0, r.now
@@ -421,6 +426,7 @@ func mirrorToPermission(r *recorder, u *User) error {
 	if len(diff(&cur, &next)) == 0 {
 		return nil
 	}
+	next.ReviewedBy = r.actor
 	return writePermission(r, &cur, &next, "permission.update")
 }
 

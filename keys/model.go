@@ -117,9 +117,17 @@ type Permission struct {
 	// it. Nil for an invitation never accepted; a new invitation clears it.
 	// An ARCHIVED permission may become ACTIVE again only when it is set.
 	AcceptedAt *time.Time `json:"acceptedAt,omitempty"`
-	Version    int64      `json:"version"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	UpdatedAt  time.Time  `json:"updatedAt"`
+	// InvitedBy is the actor who created the latest invitation (INVITED).
+	InvitedBy string `json:"invitedBy,omitempty"`
+	// ReviewedBy is the actor who last changed the permission's role,
+	// customer roles, entities or status after it was created.
+	ReviewedBy string `json:"reviewedBy,omitempty"`
+	// LastLogin is when the user last authenticated in this tenant (from
+	// the usage recorder; not versioned, not in history).
+	LastLogin *time.Time `json:"lastLogin,omitempty"`
+	Version   int64      `json:"version"`
+	CreatedAt time.Time  `json:"createdAt"`
+	UpdatedAt time.Time  `json:"updatedAt"`
 }
 
 // KeyStatus is the state of an access key.

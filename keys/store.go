@@ -97,7 +97,8 @@ type Store interface {
 	// keys) with reseal, all in one transaction (master key rotation).
 	ResealSecrets(ctx context.Context, reseal func(kind, id string, sealed []byte) ([]byte, error)) (int, error)
 
-	// TouchLastUsed records when keys, secrets and users were last used. It
+	// TouchLastUsed records when keys, secrets and users were last used and
+	// when users last authenticated in tenants (Permission.LastLogin). It
 	// does not bump versions nor write history; ids that no longer exist are skipped.
 	TouchLastUsed(ctx context.Context, used []Usage) error
 
@@ -123,12 +124,16 @@ type Store interface {
 	Close() error
 }
 
-// Usage is one use of a credential, batched by TouchLastUsed.
+// Usage is one use of a credential, or (Tenant set, no key nor secret) one
+// authentication of a user in a tenant, batched by TouchLastUsed.
 type Usage struct {
 	UserID   string
 	KeyID    string // empty when a secret was used
 	SecretID string // empty when a key was used
-	At       time.Time
+	// Tenant, with KeyID and SecretID empty, moves the LastLogin of the
+	// user's permission in it.
+	Tenant string
+	At     time.Time
 }
 
 // Invalidation names what a change touched, for caches. Stores that implement

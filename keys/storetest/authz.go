@@ -213,3 +213,39 @@ func testUserIDConflict(t *testing.T, s keys.Store) {
 		t.Errorf("conflict on a taken id says whose: %q", err)
 	}
 }
+
+func testPermissionFields(t *testing.T, s keys.Store) {
+	tn, u := setup(t, s)
+	other := mustTenant(t, s, "other")
+	inv, _, err := s.PutPermission(ctx, keys.Permission{UserID: u.ID, TenantID: other.ID, Role: keys.RoleMember, Status: keys.PermissionInvited}, "inviter")
+	must(t, "invite", err)
+	if inv.InvitedBy != "inviter" || inv.ReviewedBy != "" || inv.LastLogin != nil {
+		t.Errorf("new invitation = %+v", inv)
+	}
+	up, _, err := s.PutPermission(ctx, keys.Permission{UserID: u.ID, TenantID: other.ID, Role: keys.RoleViewer}, "reviewer")
+	must(t, "review", err)
+	if up.InvitedBy != "inviter" || up.ReviewedBy != "reviewer" {
+		t.Errorf("reviewed invitation = %+v", up)
+	}
+	own := grant(t, s, u, tn.ID, keys.RoleMember)
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	must(t, "TouchLastUsed(logins)", s.TouchLastUsed(ctx, []keys.Usage{
+		{UserID: u.ID, Tenant: tn.ID, At: at},
+		{UserID: u.ID, Tenant: tn.ID, At: at.Add(-time.Minute)},
+		{UserID: u.ID, Tenant: "nowhere", At: at},
+	}))
+	got, err := s.GetPermission(ctx, u.ID, tn.ID)
+	must(t, "GetPermission", err)
+	if got.LastLogin == nil || !got.LastLogin.Equal(at) || got.Version != own.Version {
+		t.Errorf("permission after a login: lastLogin %v, version %d (was %d)", got.LastLogin, got.Version, own.Version)
+	}
+	if o, _ := s.GetPermission(ctx, u.ID, other.ID); o.LastLogin != nil {
+		t.Errorf("login in one tenant moved another's lastLogin: %v", o.LastLogin)
+	}
+	// A later change keeps lastLogin and records no lastLogin in history.
+	_, _, err = s.PutPermission(ctx, keys.Permission{UserID: u.ID, TenantID: tn.ID, CustomerRoles: []string{"x"}}, actor)
+	must(t, "PutPermission", err)
+	if got, _ = s.GetPermission(ctx, u.ID, tn.ID); got.LastLogin == nil || !got.LastLogin.Equal(at) {
+		t.Errorf("lastLogin after an update = %v", got.LastLogin)
+	}
+}

@@ -69,6 +69,7 @@ func cases() []testCase {
 		{"ArchivedTenant", testArchivedTenant},
 		{"InvitationConsent", testInvitationConsent},
 		{"UserIDConflict", testUserIDConflict},
+		{"PermissionFields", testPermissionFields},
 	}
 }
 
