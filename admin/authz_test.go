@@ -133,6 +133,10 @@ func TestRolesByWorkspace(t *testing.T) {
 	if got, _ := e.getUser(u.ID); got.Role != keys.RoleMember {
 		t.Fatalf("user record role (primary tenant a) = %s", got.Role)
 	}
+	// Every keygate user is a technical user: includeTechnicalUsers=false lists none.
+	if n := e.do("GET", "/v1/workspaces/a/permissions?includeTechnicalUsers=false", e.rootKey, nil).want(200).envelope().Total; n != 0 {
+		t.Fatalf("permissions without technical users = %d", n)
+	}
 	// Users listed in a tenant show the role that counts there.
 	var list []keys.User
 	e.do("GET", "/v1/users?tenant=b&q=multi", e.rootKey, nil).want(200).data(&list)
@@ -214,6 +218,9 @@ func TestInvitationConsent(t *testing.T) {
 		e.do("POST", "/v1/permissions", e.rootKey, map[string]any{
 			"user": map[string]any{"id": guestID}, "workspaceId": "a", "role": "MEMBER", "status": "INVITED",
 		}).want(201).data(&inv)
+		if inv.InvitedByUser == nil || inv.InvitedByUser.ID != e.rootID || inv.ReviewedByUser != nil || inv.LastLogin != nil || inv.AcceptedAt != nil {
+			t.Fatalf("new invitation = %+v", inv)
+		}
 		put := func(status, role string) *result {
 			return e.do("POST", "/v1/permissions", e.adminA, map[string]any{
 				"user": map[string]any{"id": guestID}, "workspaceId": "a", "role": role, "status": status,
@@ -222,7 +229,8 @@ func TestInvitationConsent(t *testing.T) {
 		put("ACTIVE", "ADMIN").wantProblem(409, "")
 		put("ARCHIVED", "MEMBER").want(200)
 		put("ACTIVE", "ADMIN").wantProblem(409, "")
-		if p := e.permOf(guestID, "a"); p.Status != keys.PermissionArchived || p.Role != keys.RoleMember {
+		if p := e.permOf(guestID, "a"); p.Status != keys.PermissionArchived || p.Role != keys.RoleMember ||
+			p.ReviewedByUser == nil || p.ReviewedByUser.ID != e.adminAID {
 			t.Fatalf("withdrawn invitation = %+v", p)
 		}
 		// Keys only by the primary tenant's admins, and only where ACTIVE.

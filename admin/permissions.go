@@ -26,6 +26,9 @@ type permissionBody struct {
 	CreatedAt             json.RawMessage        `json:"createdAt"`
 	UpdatedAt             json.RawMessage        `json:"updatedAt"`
 	AcceptedAt            json.RawMessage        `json:"acceptedAt"`
+	LastLogin             json.RawMessage        `json:"lastLogin"`
+	InvitedByUser         json.RawMessage        `json:"invitedByUser"`
+	ReviewedByUser        json.RawMessage        `json:"reviewedByUser"`
 }
 
 // userRef names the user of a permission; only id counts.

@@ -109,9 +109,29 @@ type PermissionView struct {
 	// administrator, or accepted by the invitee. Absent for an invitation
 	// never accepted, which only the invitee's accept can make ACTIVE.
 	AcceptedAt *time.Time `json:"acceptedAt,omitempty"`
-	Version    int64      `json:"version"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	UpdatedAt  time.Time  `json:"updatedAt"`
+	// LastLogin is when the user last authenticated in this workspace
+	// (written by the gateways about once a minute); null when never.
+	LastLogin *time.Time `json:"lastLogin"`
+	// InvitedByUser is who created the latest invitation; null when none.
+	InvitedByUser *ActorRef `json:"invitedByUser"`
+	// ReviewedByUser is who last changed the permission; null when nobody.
+	ReviewedByUser *ActorRef `json:"reviewedByUser"`
+	Version        int64     `json:"version"`
+	CreatedAt      time.Time `json:"createdAt"`
+	UpdatedAt      time.Time `json:"updatedAt"`
+}
+
+// ActorRef names who did something: a user id, or the name of a trusted
+// local caller ("local", "cli") or "system".
+type ActorRef struct {
+	ID string `json:"id"`
+}
+
+func actorRef(id string) *ActorRef {
+	if id == "" {
+		return nil
+	}
+	return &ActorRef{ID: id}
 }
 
 func permissionView(p *keys.Permission, u *keys.User, t *keys.Tenant) PermissionView {
@@ -119,6 +139,7 @@ func permissionView(p *keys.Permission, u *keys.User, t *keys.Tenant) Permission
 		ID: p.ID, WorkspaceID: p.TenantID, Role: p.Role, Status: p.Status,
 		CustomerRoles: p.CustomerRoles, AccessControlEntities: p.AccessControlEntities,
 		Version: p.Version, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, AcceptedAt: p.AcceptedAt,
+		LastLogin: p.LastLogin, InvitedByUser: actorRef(p.InvitedBy), ReviewedByUser: actorRef(p.ReviewedBy),
 		User:      PermissionUser{ID: p.UserID, TechnicalUser: true},
 		Workspace: PermissionWorkspace{ID: p.TenantID},
 	}
