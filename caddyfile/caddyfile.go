@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/keygate/keygate/module"
+	"github.com/keygate/keygate/ratelimit"
 )
 
 func init() {
@@ -46,12 +47,16 @@ func init() {
 //		master_key <base64 of 32 bytes>
 //		pepper <secret>
 //		purge_interval <duration>
+//		auth_failures <rate> <burst> | off {
+//			size <n>
+//		}
 //		cache {
 //			ttl <duration>
 //			negative_ttl <duration>
 //			size <n>
 //		}
 //		token {
+//			throttle <rate> <burst> | off
 //			issuer <string>
 //			audience <string>
 //			lifetime <duration>
@@ -117,6 +122,15 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 					return nil, d.Errf("unrecognized cache option '%s'", d.Val())
 				}
 			}
+		case "auth_failures":
+			if app.AuthFailures != nil {
+				return nil, d.Err("auth_failures already specified")
+			}
+			tc, err := parseThrottle(d, "auth_failures")
+			if err != nil {
+				return nil, err
+			}
+			app.AuthFailures = tc
 		case "token":
 			if app.Token != nil {
 				return nil, d.Err("token already specified")
@@ -351,6 +365,8 @@ func parseTokenOptions(d *caddyfile.Dispenser) (*module.TokenConfig, error) {
 			err = durationArg(d, &tc.Lifetime)
 		case "rotate":
 			err = durationArg(d, &tc.Rotate)
+		case "throttle":
+			tc.Throttle, err = parseThrottle(d, "token throttle")
 		case "algorithm":
 			err = oneArg(d, &tc.Algorithm)
 			if err == nil && tc.Algorithm != "RS256" && tc.Algorithm != "EdDSA" {
@@ -454,4 +470,44 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	}
 	*dst = caddy.Duration(v)
 	return nil
+}
+
+// parseThrottle reads a per-client-IP throttle: `<rate> <burst>`, with an
+// optional block (`size <n>`), or `off`. The rate is checked here so that
+// a typo is reported with its line.
+func parseThrottle(d *caddyfile.Dispenser, what string) (*module.ThrottleConfig, error) {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		if d.NextBlock(d.Nesting()) {
+			return nil, d.Errf("%s off takes no block", what)
+		}
+		return &module.ThrottleConfig{Off: true}, nil
+	}
+	if len(args) != 2 {
+		return nil, d.Errf("%s: want <rate> <burst> or off, such as %s 60/1m 100", what, what)
+	}
+	if _, err := ratelimit.ParseRate(args[0]); err != nil {
+		return nil, d.Errf("%s: %v", what, err)
+	}
+	burst, err := strconv.Atoi(args[1])
+	if err != nil || burst < 1 {
+		return nil, d.Errf("%s burst: '%s' is not a positive integer", what, args[1])
+	}
+	tc := &module.ThrottleConfig{Rate: args[0], Burst: burst}
+	err = eachOption(d, what+" ", func(opt string) error {
+		if opt != "size" {
+			return d.Errf("unrecognized %s option '%s'", what, opt)
+		}
+		if err := intArg(d, &tc.Size); err != nil {
+			return err
+		}
+		if tc.Size == 0 {
+			return d.Errf("%s size: must be positive", what)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
 }

@@ -48,6 +48,14 @@ type App struct {
 	// Cache configures the in-process cache of keys and users.
 	Cache *CacheConfig `json:"cache,omitempty"`
 
+	// AuthFailures throttles failed authentications per client IP, at
+	// every keygate route and at the token endpoint: a client whose budget
+	// is used up gets 429 with Retry-After for every request, before its
+	// credential is looked at, until the bucket refills. Counted: 401s, and
+	// the gateway's 400 for more than one credential. Default: rate 60/1m,
+	// burst 100.
+	AuthFailures *ThrottleConfig `json:"auth_failures,omitempty"`
+
 	// PurgeInterval is how often DELETED users past their planned purge
 	// date are removed. Default: 1h.
 	PurgeInterval caddy.Duration `json:"purge_interval,omitempty"`
@@ -65,6 +73,8 @@ type App struct {
 	resolver *keys.Resolver
 	usage    *keys.UsageRecorder
 	replay   auth.ReplayGuard
+	// throttles are the per-client-IP throttles (auth_failures, token).
+	throttles *throttles
 	// primary is the limiter of record: the breaker-guarded Redis limiter,
 	// or the in-process one with the file store. Routes wrap it with their
 	// own fail mode (ratelimit.Guarded), falling back to local.
@@ -255,7 +265,7 @@ func (a *App) setup() error {
 	if a.tokens, err = newTokenKeys(a.Token, shared.store, a.sealer, logger); err != nil {
 		return err
 	}
-	return nil
+	return a.setupThrottles()
 }
 
 // provisionMasterKey sets up the sealer: from the configured master key, or
@@ -410,6 +420,7 @@ func (a *App) Stop() error {
 
 // Cleanup releases this config's hold on the shared store.
 func (a *App) Cleanup() error {
+	a.throttles.release()
 	if a.redisLimiter != nil {
 		_ = a.redisLimiter.Close()
 		a.redisLimiter = nil

@@ -75,15 +75,23 @@ var (
 		Name: "tokens_rejected_total",
 		Help: "Token requests and access tokens rejected, by reason.",
 	}, []string{"reason"})
+	throttledTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "throttled_total",
+		Help: "Requests answered 429 by a per-client-IP throttle (auth_failures, token throttle), by endpoint (gateway, token).",
+	}, []string{"endpoint"})
 
 	cacheHit  = cacheLookups.WithLabelValues("hit")
 	cacheMiss = cacheLookups.WithLabelValues("miss")
 
 	// The children counted on every request, resolved once.
-	decisionAllowed  = limiterDecisions.WithLabelValues("allowed")
-	decisionLimited  = limiterDecisions.WithLabelValues("limited")
-	decisionDegraded = limiterDecisions.WithLabelValues("degraded")
-	okByScheme       = func() (m [auth.AccessToken + 1]prometheus.Counter) {
+	decisionAllowed   = limiterDecisions.WithLabelValues("allowed")
+	decisionLimited   = limiterDecisions.WithLabelValues("limited")
+	decisionDegraded  = limiterDecisions.WithLabelValues("degraded")
+	throttledGateway  = throttledTotal.WithLabelValues("gateway")
+	throttledToken    = throttledTotal.WithLabelValues("token")
+	requestsThrottled = requestsTotal.WithLabelValues("throttled", "none")
+	okByScheme        = func() (m [auth.AccessToken + 1]prometheus.Counter) {
 		for s := auth.AccessKey; s <= auth.AccessToken; s++ {
 			m[s] = requestsTotal.WithLabelValues("ok", s.String())
 		}
@@ -94,6 +102,7 @@ var (
 var collectors = []prometheus.Collector{
 	requestsTotal, authDuration, storeDuration, storeErrors, cacheLookups,
 	limiterDecisions, limiterLeased, circuitState, tokensIssued, tokensRejected,
+	throttledTotal,
 }
 
 // registerMetrics adds the collectors to this config's registry.

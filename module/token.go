@@ -38,6 +38,11 @@ type TokenConfig struct {
 	// the old key stays in the JWKS until its last token has expired.
 	// Default: 720h
 	Rotate caddy.Duration `json:"rotate,omitempty"`
+	// Throttle limits requests to the token endpoint per client IP,
+	// successful or not (each mint costs a signature). Failed ones count
+	// against the keygate app's auth_failures too. Default: rate 20/1s,
+	// burst 100.
+	Throttle *ThrottleConfig `json:"throttle,omitempty"`
 }
 
 // Token defaults and bounds.

@@ -71,9 +71,13 @@ type tokenError struct {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if h.throttled(w, r) {
+		return nil
+	}
 	now := time.Now()
 	tok, exp, te := h.exchange(r, now)
 	if te != nil {
+		h.countFailure(r, te.status)
 		h.refuse(w, te)
 		return nil
 	}
