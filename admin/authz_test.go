@@ -300,3 +300,25 @@ func TestCreateUserWithKey(t *testing.T) {
 		t.Fatalf("users after refused creations = %d, want %d", after, before)
 	}
 }
+
+// TestCreateState: seed 004's CREATE state, for a user that is being set
+// up: its keys authenticate nothing until it is made ACTIVE.
+func TestCreateState(t *testing.T) {
+	e := newEnv(t, newFileStore)
+	exp := e.clk.Now().Add(24 * time.Hour).Format(time.RFC3339)
+	var out UserWithKey
+	e.do("POST", "/v1/users", e.adminA, map[string]any{
+		"name": "setup", "role": "ADMIN", "status": "CREATE", "key": map[string]any{"name": "ci", "expiresAt": exp},
+	}).want(201).data(&out)
+	if out.Status != keys.UserCreate {
+		t.Fatalf("status = %s", out.Status)
+	}
+	e.do("GET", "/v1/users", out.Key.Key, nil).wantProblem(401, "")
+	e.do("PATCH", "/v1/users/"+out.ID, e.adminA, map[string]any{"status": "INACTIVE"}, "If-Match", "*").wantProblem(409, "")
+	e.do("PATCH", "/v1/users/"+out.ID, e.adminA, map[string]any{"status": "ACTIVE"}, "If-Match", "*").want(200)
+	e.do("GET", "/v1/users", out.Key.Key, nil).want(200)
+	e.do("PATCH", "/v1/users/"+out.ID, e.adminA, map[string]any{"status": "CREATE"}, "If-Match", "*").wantProblem(409, "")
+	if !e.historyHas(out.ID, e.adminAID, "user.update", "", "status", "CREATE", "ACTIVE") {
+		t.Fatal("no history entry for CREATE → ACTIVE")
+	}
+}

@@ -143,15 +143,17 @@ func (b *userBody) validate(patch bool) *keys.ValidationError {
 		v.Add("requestLimit", "must be from 0 to 1000000000")
 	}
 	if b.Status.Set && !b.Status.Null {
-		ok := []keys.UserStatus{keys.UserActive, keys.UserInactive}
+		// CREATE (seed 004): created but not set up yet; it authenticates
+		// nothing until PATCHed ACTIVE.
+		ok := []keys.UserStatus{keys.UserActive, keys.UserInactive, keys.UserCreate}
 		if patch {
-			ok = append(ok, keys.UserCreate, keys.UserDeleting, keys.UserDeleted)
+			ok = append(ok, keys.UserDeleting, keys.UserDeleted)
 		}
 		if !slices.Contains(ok, b.Status.V) {
 			if patch {
 				v.Add("status", "must be ACTIVE, INACTIVE or DELETING")
 			} else {
-				v.Add("status", "must be ACTIVE or INACTIVE")
+				v.Add("status", "must be CREATE, ACTIVE or INACTIVE")
 			}
 		}
 	}
