@@ -322,3 +322,37 @@ func TestCreateState(t *testing.T) {
 		t.Fatal("no history entry for CREATE → ACTIVE")
 	}
 }
+
+// TestRetention: the sweep removes history and activity entries past their
+// retention; the history route and export show what is kept.
+func TestRetention(t *testing.T) {
+	e := newEnv(t, newFileStore)
+	u := e.createUser(e.adminA, map[string]any{"name": "old"})
+	e.clk.Advance(100 * 24 * time.Hour)
+	e.do("PATCH", "/v1/users/"+u.ID, e.adminA, map[string]any{"description": "recent"}, "If-Match", "*").want(200)
+	h, a, err := PurgeExpired(t.Context(), e.store, e.clk.Now(), Retention{History: 30 * 24 * time.Hour, Activity: DefaultActivityRetention})
+	if err != nil || h == 0 || a == 0 {
+		t.Fatalf("PurgeExpired = %d history, %d activity, %v", h, a, err)
+	}
+	var hist []keys.HistoryEntry
+	e.do("GET", "/v1/users/"+u.ID+"/history", e.adminA, nil).want(200).data(&hist)
+	if len(hist) != 1 || hist[0].Changes["description"].To != "recent" {
+		t.Fatalf("history after retention = %+v", hist)
+	}
+	var ex Export
+	e.do("GET", "/v1/users/"+u.ID+"/export", e.adminA, nil).want(200).data(&ex)
+	if len(ex.History) != 1 {
+		t.Fatalf("export after retention has %d history entries", len(ex.History))
+	}
+	var acts []keys.Activity
+	e.do("GET", "/v1/activity?size=100", e.rootKey, nil).want(200).data(&acts)
+	for _, x := range acts {
+		if x.At.Before(e.clk.Now().Add(-DefaultActivityRetention)) {
+			t.Fatalf("activity entry past retention kept: %+v", x)
+		}
+	}
+	// Zero keeps everything.
+	if h, a, err := PurgeExpired(t.Context(), e.store, e.clk.Now().Add(365*24*time.Hour), Retention{}); h != 0 || a != 0 || err != nil {
+		t.Fatalf("PurgeExpired without retention = %d, %d, %v", h, a, err)
+	}
+}

@@ -53,3 +53,34 @@ func Purge(ctx context.Context, s keys.Store, now time.Time) (int, error) {
 		}
 	}
 }
+
+// DefaultActivityRetention is how long the activity log is kept unless
+// configured: seed 003's log retention time, 90 days.
+const DefaultActivityRetention = 90 * 24 * time.Hour
+
+// Retention says how long history and activity log entries are kept; zero
+// (or less) keeps them for as long as the user, or forever.
+type Retention struct {
+	History  time.Duration
+	Activity time.Duration
+}
+
+// PurgeExpired removes the history and activity log entries older than r
+// allows at now and returns how many of each it removed. module/ runs it
+// with Purge; export and the history route show what is kept.
+func PurgeExpired(ctx context.Context, s keys.Store, now time.Time, r Retention) (history, activity int, err error) {
+	var errs []error
+	if r.History > 0 {
+		history, err = s.PurgeHistory(ctx, now.Add(-r.History))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("purging history: %w", err))
+		}
+	}
+	if r.Activity > 0 {
+		activity, err = s.PurgeActivity(ctx, now.Add(-r.Activity))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("purging the activity log: %w", err))
+		}
+	}
+	return history, activity, errors.Join(errs...)
+}

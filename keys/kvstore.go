@@ -447,12 +447,19 @@ func (r *recorder) record(userID, action, target string, changes map[string]Chan
 	if err != nil {
 		return fmt.Errorf("counting history of user %s: %w", userID, err)
 	}
+	purged, err := historyPurged(r.tx, userID)
+	if err != nil {
+		return err
+	}
+	n += purged
 	id := NewID()
 	if err := putJSON(r.tx, tblHistory, userID+sep+id, e); err != nil {
 		return err
 	}
-	// The sort key is the entry's sequence number: history is append-only,
-	// so the count orders entries by insertion even when clocks disagree.
+	// The sort key is the entry's sequence number: history is append-only
+	// (retention removes the oldest entries, whose number historyPurged
+	// keeps), so the count orders entries by insertion even when clocks
+	// disagree.
 	if err := r.tx.IndexAdd(index, fmt.Sprintf("%012d", n), id); err != nil {
 		return fmt.Errorf("indexing history of user %s: %w", userID, err)
 	}

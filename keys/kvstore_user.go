@@ -384,6 +384,9 @@ func (s *kvStore) PurgeUser(ctx context.Context, id string) error {
 				return fmt.Errorf("deleting history of user %s: %w", id, err)
 			}
 		}
+		if err := tx.Delete(tblMeta, historyPurgedKey(id)); err != nil {
+			return fmt.Errorf("deleting history of user %s: %w", id, err)
+		}
 		if err := claim(tx, lkUserName, userNameKey(&cur), "", id, "user name"); err != nil {
 			return err
 		}

@@ -104,6 +104,12 @@ type Store interface {
 
 	// History returns a user's changelog, newest first.
 	History(ctx context.Context, userID string, page, size int) (Page[HistoryEntry], error)
+	// PurgeHistory removes the history entries from before before, of every
+	// user, oldest first (retention); it returns how many it removed.
+	PurgeHistory(ctx context.Context, before time.Time) (int, error)
+	// PurgeActivity removes the activity log entries from before before
+	// (retention); it returns how many it removed.
+	PurgeActivity(ctx context.Context, before time.Time) (int, error)
 	// AppendActivity records one admin API call.
 	AppendActivity(ctx context.Context, a Activity) error
 	// ListActivity pages through the activity log, newest first.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -248,4 +249,70 @@ func testPermissionFields(t *testing.T, s keys.Store) {
 	if got, _ = s.GetPermission(ctx, u.ID, tn.ID); got.LastLogin == nil || !got.LastLogin.Equal(at) {
 		t.Errorf("lastLogin after an update = %v", got.LastLogin)
 	}
+}
+
+func testRetention(t *testing.T, s keys.Store) {
+	_, u := setup(t, s)
+	_, other := setup2(t, s)
+	for i, d := range []string{"one", "two"} {
+		_, err := s.UpdateUser(ctx, u.ID, 0, set(func(x *keys.User) { x.Description = d }), actor)
+		must(t, "UpdateUser "+strconv.Itoa(i), err)
+	}
+	cutoff := time.Now()
+	_, err := s.UpdateUser(ctx, u.ID, 0, set(func(x *keys.User) { x.Description = "three" }), actor)
+	must(t, "UpdateUser(after cutoff)", err)
+
+	n, err := s.PurgeHistory(ctx, cutoff)
+	must(t, "PurgeHistory", err)
+	if n != 4 { // u: create, one, two; other: create
+		t.Errorf("PurgeHistory removed %d entries, want 4", n)
+	}
+	h, err := s.History(ctx, u.ID, 1, 100)
+	must(t, "History", err)
+	if h.Total != 1 || len(h.Items) != 1 || h.Items[0].Changes["description"].To != "three" {
+		t.Fatalf("history after retention = %+v", h)
+	}
+	if oh, _ := s.History(ctx, other.ID, 1, 100); oh.Total != 0 {
+		t.Errorf("other user's history after retention = %+v", oh)
+	}
+	// New entries still come newest first.
+	for _, d := range []string{"four", "five"} {
+		_, err := s.UpdateUser(ctx, u.ID, 0, set(func(x *keys.User) { x.Description = d }), actor)
+		must(t, "UpdateUser", err)
+	}
+	h, err = s.History(ctx, u.ID, 1, 100)
+	must(t, "History", err)
+	var got []any
+	for _, e := range h.Items {
+		got = append(got, e.Changes["description"].To)
+	}
+	if h.Total != 3 || len(got) != 3 || got[0] != "five" || got[1] != "four" || got[2] != "three" {
+		t.Fatalf("history after retention and new changes = %v", got)
+	}
+	if n, err := s.PurgeHistory(ctx, cutoff); err != nil || n != 0 {
+		t.Errorf("second PurgeHistory = %d, %v", n, err)
+	}
+	// A purged user's retention bookkeeping goes with it.
+	_, err = s.DeleteUser(ctx, u.ID, 0, actor)
+	must(t, "DeleteUser", err)
+	must(t, "PurgeUser", s.PurgeUser(ctx, u.ID))
+
+	now := time.Now().UTC()
+	for _, at := range []time.Time{now.Add(-100 * 24 * time.Hour), now.Add(-91 * 24 * time.Hour), now.Add(-time.Hour)} {
+		must(t, "AppendActivity", s.AppendActivity(ctx, keys.Activity{At: at, Actor: actor, Method: "GET", Path: "/v1/users", Status: 200}))
+	}
+	n, err = s.PurgeActivity(ctx, now.Add(-90*24*time.Hour))
+	must(t, "PurgeActivity", err)
+	a, err := s.ListActivity(ctx, keys.ActivityQuery{})
+	must(t, "ListActivity", err)
+	if n != 2 || a.Total != 1 || !a.Items[0].At.Equal(now.Add(-time.Hour)) {
+		t.Errorf("PurgeActivity removed %d; left %+v", n, a)
+	}
+}
+
+// setup2 returns a second tenant and a user in it.
+func setup2(t *testing.T, s keys.Store) (keys.Tenant, keys.User) {
+	t.Helper()
+	tn := mustTenant(t, s, "second")
+	return tn, mustUser(t, s, tn.ID, "second-bot")
 }

@@ -70,6 +70,7 @@ func cases() []testCase {
 		{"InvitationConsent", testInvitationConsent},
 		{"UserIDConflict", testUserIDConflict},
 		{"PermissionFields", testPermissionFields},
+		{"Retention", testRetention},
 	}
 }
 
