@@ -1,0 +1,23 @@
+package caddyfile_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// TestExampleCaddyfileFormatted keeps Caddyfile.example `keygate fmt` clean:
+// Caddy warns "Caddyfile input is not formatted" on every start otherwise.
+func TestExampleCaddyfileFormatted(t *testing.T) {
+	path := filepath.Join("..", "Caddyfile.example")
+	in, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := caddyfile.Format(in); !bytes.Equal(out, in) {
+		t.Fatalf("%s is not formatted; run: go run ./cmd/keygate fmt --overwrite Caddyfile.example", path)
+	}
+}
