@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -37,6 +39,37 @@ func init() {
 	}
 }
 
+// CLICommandNames lists keygate's own subcommands in the order a newcomer
+// needs them, so the keygate binary's help can show them first.
+func CLICommandNames() []string {
+	cmds := cliCommands()
+	names := make([]string, len(cmds))
+	for i, c := range cmds {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// cliExamples are the Example sections of keygate's subcommands' help.
+var cliExamples = map[string]string{
+	"bootstrap": `  keygate bootstrap --tenant acme --user ops --config Caddyfile.example
+  keygate bootstrap --tenant acme --user ops --expires 2027-01-31 --json --config Caddyfile.example`,
+	"tenants": `  keygate tenants list --config Caddyfile.example
+  keygate tenants create --id shop --name "Shop Inc." --config Caddyfile.example`,
+	"users": `  keygate users create --tenant acme --name ci-bot --key-name ci --config Caddyfile.example
+  keygate users list --tenant acme --type TECHNICAL --config Caddyfile.example
+  keygate users disable <user id> --config Caddyfile.example`,
+	"keys": `  keygate keys create --user <user id> --name ci --expires 90d --config Caddyfile.example
+  keygate keys list --user <user id> --config Caddyfile.example
+  keygate keys replace --user <user id> <key id> --grace 24h --config Caddyfile.example`,
+	"secrets": `  keygate secrets create --user <user id> --config Caddyfile.example
+  keygate secrets deactivate --user <user id> <secret id> --config Caddyfile.example`,
+	"permissions": `  keygate permissions list --tenant acme --config Caddyfile.example
+  keygate permissions set --user <user id> --tenant acme --role VIEWER --config Caddyfile.example`,
+	"activity":          `  keygate activity list --from 2026-11-01T00:00:00Z --config Caddyfile.example`,
+	"rotate-master-key": `  keygate rotate-master-key --new-key "$(head -c32 /dev/urandom | base64)" --config Caddyfile.example`,
+}
+
 // cliVerb is one `keygate <resource> <verb>` operation.
 type cliVerb struct {
 	name  string
@@ -53,6 +86,7 @@ func cliCommands() []caddycmd.Command {
 			Usage: "--tenant <id> --user <name> [--expires <date|duration>] [--json]",
 			Short: "Creates a tenant, a superadmin user with an ADMIN permission in it, and prints its first key once",
 			CobraFunc: func(cmd *cobra.Command) {
+				cmd.Example = cliExamples["bootstrap"]
 				addCommonFlags(cmd)
 				cmd.Flags().String("tenant", "", "tenant id to create (required)")
 				cmd.Flags().String("user", "", "name of the admin user (required)")
@@ -231,6 +265,9 @@ func cliCommands() []caddycmd.Command {
 					if err != nil {
 						return err
 					}
+					if !cl.json {
+						res.Data = markReplaced(res.Data)
+					}
 					return cl.print(res.Data, []string{"id", "name", "tenant", "status", "usable", "expiresAt", "masked", "replacedBy", "disableAt", "lastUsedAt"})
 				}},
 			{name: "update", usage: "--user <id> <keyId> [--name <name>] [--expires <date|duration>]", short: "Renames a key or changes its expiry (the key itself stays)",
@@ -379,7 +416,7 @@ func cliCommands() []caddycmd.Command {
 					if err != nil {
 						return err
 					}
-					return cl.print(res.Data, []string{"id", "user.id", "user.name", "workspaceId", "role", "status"})
+					return cl.print(res.Data, []string{"id", "user.id", "user.userName", "workspaceId", "role", "status"})
 				}},
 			{name: "set", usage: "--user <id> --tenant <id> --role R [--status S]", short: "Creates or updates the permission of a user in a tenant",
 				flags: func(c *cobra.Command) {
@@ -396,7 +433,7 @@ func cliCommands() []caddycmd.Command {
 					if err != nil {
 						return err
 					}
-					return cl.print(res.Data, []string{"id", "user.id", "workspaceId", "role", "status"})
+					return cl.print(res.Data, []string{"id", "user.id", "user.userName", "workspaceId", "role", "status"})
 				}},
 		}),
 		{
@@ -407,6 +444,7 @@ func cliCommands() []caddycmd.Command {
 sealed value with the configured master key and re-encrypts it with --new-key, in one
 transaction. Then set master_key to the new key and start the server again.`,
 			CobraFunc: func(cmd *cobra.Command) {
+				cmd.Example = cliExamples["rotate-master-key"]
 				addCommonFlags(cmd)
 				cmd.Flags().String("new-key", "", "the new master key, base64 of 32 bytes (required)")
 				cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
@@ -422,6 +460,25 @@ transaction. Then set master_key to the new key and start the server again.`,
 	}
 }
 
+// markReplaced shows a key that was replaced but still works (its grace
+// period, until disableAt) as REPLACED rather than ACTIVE in the table.
+func markReplaced(data json.RawMessage) json.RawMessage {
+	var rows []map[string]any
+	if json.Unmarshal(data, &rows) != nil {
+		return data
+	}
+	for _, r := range rows {
+		if by, _ := r["replacedBy"].(string); by != "" && r["status"] == "ACTIVE" {
+			r["status"] = "REPLACED"
+		}
+	}
+	out, err := json.Marshal(rows)
+	if err != nil {
+		return data
+	}
+	return out
+}
+
 func userFlag(c *cobra.Command) { c.Flags().String("user", "", "user id (required)") }
 
 func addCommonFlags(cmd *cobra.Command) {
@@ -429,6 +486,7 @@ func addCommonFlags(cmd *cobra.Command) {
 	cmd.Flags().StringP("adapter", "a", "", "name of the config adapter")
 	cmd.Flags().String("address", "", "admin API address of the running server (default: from the config, else localhost:2019)")
 	cmd.Flags().Bool("json", false, "print JSON for scripts")
+	cmd.Flags().BoolP("verbose", "v", false, "print (to stderr) which server or store the command talked to")
 }
 
 // resourceCommand makes `keygate <name> <verb> …` with one sub-command per verb.
@@ -438,8 +496,9 @@ func resourceCommand(name, short string, verbs []cliVerb) caddycmd.Command {
 		Usage: "<" + verbNames(verbs) + "> [flags]",
 		Short: short,
 		CobraFunc: func(cmd *cobra.Command) {
+			cmd.Example = cliExamples[name]
 			for _, v := range verbs {
-				sub := &cobra.Command{Use: v.name + " " + v.usage, Short: v.short}
+				sub := &cobra.Command{Use: v.name + " " + v.usage, Short: v.short, Example: verbExample(cliExamples[name], v.name)}
 				addCommonFlags(sub)
 				if v.flags != nil {
 					v.flags(sub)
@@ -449,6 +508,18 @@ func resourceCommand(name, short string, verbs []cliVerb) caddycmd.Command {
 			}
 		},
 	}
+}
+
+// verbExample picks the lines of a resource's examples that use verb.
+func verbExample(examples, verb string) string {
+	var lines []string
+	for _, l := range strings.Split(examples, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 2 && f[2] == verb {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 func verbNames(verbs []cliVerb) string {
@@ -466,6 +537,9 @@ func cliRun(run func(*cliClient, caddycmd.Flags, []string) error) func(*cobra.Co
 		fl := caddycmd.Flags{FlagSet: cmd.Flags()}
 		cl := &cliClient{config: fl.String("config"), adapter: fl.String("adapter"), address: fl.String("address"),
 			json: fl.Bool("json"), out: cmd.OutOrStdout()}
+		if fl.Bool("verbose") {
+			cl.verbose = cmd.ErrOrStderr()
+		}
 		defer cl.close()
 		return run(cl, fl, args)
 	}
@@ -558,9 +632,14 @@ type cliClient struct {
 	config, adapter, address string
 	json                     bool
 	out                      io.Writer
+	// verbose, when set (-v), receives one line saying which server (or
+	// store) answered.
+	verbose io.Writer
 
 	local    http.Handler
 	localApp *App
+	// adminAddr is the admin address the last remote call went to.
+	adminAddr string
 }
 
 func (cl *cliClient) close() {
@@ -621,7 +700,10 @@ func (cl *cliClient) send(method, path, ifMatch string, payload []byte) (int, []
 		if !errors.Is(err, errNoServer) {
 			return 0, nil, err
 		}
-		if err := cl.openLocal(); err != nil {
+		// A read opens an existing store only: it never creates the
+		// store file or a master key.
+		readOnly := method == http.MethodGet || method == http.MethodHead
+		if err := cl.openLocal(readOnly); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -646,6 +728,7 @@ func (cl *cliClient) sendRemote(method, path, ifMatch string, payload []byte) (i
 	if err != nil {
 		return 0, nil, err
 	}
+	cl.adminAddr = addr
 	na, err := caddy.ParseNetworkAddress(addr)
 	if err != nil {
 		return 0, nil, fmt.Errorf("admin address %s: %w", addr, err)
@@ -683,6 +766,7 @@ func (cl *cliClient) sendRemote(method, path, ifMatch string, payload []byte) (i
 	if err != nil {
 		var opErr *net.OpError
 		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			cl.logf("no server answers on %s (%s)", addr, cl.addrSource())
 			return 0, nil, errNoServer
 		}
 		return 0, nil, fmt.Errorf("calling the admin endpoint at %s: %w", addr, err)
@@ -696,18 +780,61 @@ func (cl *cliClient) sendRemote(method, path, ifMatch string, payload []byte) (i
 	// app (503 from AdminAPI) does not hold our store: open it directly.
 	if resp.StatusCode == http.StatusNotFound && !bytes.Contains(data, []byte(`"status"`)) ||
 		resp.StatusCode == http.StatusServiceUnavailable && bytes.Contains(data, []byte("no keygate app")) {
+		cl.logf("the server on %s (%s) is not a keygate server with a keygate app (HTTP %d)", addr, cl.addrSource(), resp.StatusCode)
 		return 0, nil, errNoServer
 	}
+	cl.logf("%s %s: HTTP %d from the keygate server on %s (%s), %s", method, path, resp.StatusCode, addr, cl.addrSource(), req.URL.Redacted())
 	return resp.StatusCode, data, nil
 }
 
-// openLocal opens the store named by the config and serves the API in-process.
-func (cl *cliClient) openLocal() error {
+// addrSource says where the admin address came from, for -v.
+func (cl *cliClient) addrSource() string {
+	switch {
+	case cl.address != "":
+		return "from --address"
+	case cl.config != "":
+		return "the admin address of " + cl.config + ", or Caddy's default localhost:2019 when it names none"
+	default:
+		return "Caddy's default admin address; --config or --address name another"
+	}
+}
+
+// logf writes one -v line to stderr.
+func (cl *cliClient) logf(format string, args ...any) {
+	if cl.verbose != nil {
+		fmt.Fprintf(cl.verbose, "keygate: "+format+"\n", args...)
+	}
+}
+
+// openLocal opens the store named by the config and serves the API
+// in-process. With readOnly, a file store that does not exist yet is an
+// error rather than created, and so is a missing master key file.
+func (cl *cliClient) openLocal(readOnly bool) error {
 	app, err := loadAppConfig(cl.config, cl.adapter)
 	if err != nil {
 		return err
 	}
 	app.logger = zap.NewNop()
+	where := "the Redis store"
+	if app.Store == nil || app.Store.Backend == "" || app.Store.Backend == "file" {
+		path := DefaultStorePath()
+		if app.Store != nil && app.Store.Path != "" {
+			path = caddy.NewReplacer().ReplaceAll(app.Store.Path, "")
+		}
+		where = "the store file " + path
+		if readOnly {
+			if _, err := os.Stat(path); err != nil {
+				return fmt.Errorf("no keygate server answered on %s and there is no store at %s yet: nothing to show (start the server, or create data with `keygate bootstrap`)", cl.adminAddr, path)
+			}
+			if app.MasterKey == "" {
+				mk := filepath.Join(filepath.Dir(path), "master.key")
+				if _, err := os.Stat(mk); err != nil {
+					return fmt.Errorf("the store %s has no master key file %s; set master_key in the config (a read does not create one)", path, mk)
+				}
+			}
+		}
+	}
+	cl.logf("opening %s directly (no keygate server answered)", where)
 	if err := app.setup(); err != nil {
 		_ = app.Cleanup()
 		return fmt.Errorf("opening the key store (no running keygate answered on its admin address): %w", err)

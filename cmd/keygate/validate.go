@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,13 +14,16 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/keygate/keygate/module"
 )
 
 // validateCommand replaces Caddy's validate: it loads and provisions the
 // config without starting it, like Caddy's, but provisions the keygate app on
-// a scratch file store in a temporary directory that is removed afterwards,
-// so validating creates no store file and no master key where the server
-// keeps them.
+// a copy of the file store (and its master key file) in a temporary
+// directory that is removed afterwards, so validating creates no store file
+// and no master key where the server keeps them, and does not wait for the
+// lock of a running server.
 func validateCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "validate --config <path> [--adapter <name>] [--envfile <path>]",
@@ -27,9 +32,10 @@ func validateCommand() *cobra.Command {
 the loading and provisioning stages (an unknown option, a wrong value, an unknown
 scheme, with the file and line for a Caddyfile).
 
-The keygate app is provisioned on a scratch store in a temporary directory,
-removed afterwards: validating never creates the store file or a master key.
-A Redis store is connected to, not written to.`,
+The keygate app is provisioned on a copy of the store file and its master key
+file (when they exist) in a temporary directory, removed afterwards: validating
+checks master_key against the store but never creates the store file or a
+master key. A Redis store is connected to, not written to.`,
 		Example: `  keygate validate --config Caddyfile.example --adapter caddyfile
   keygate validate --config /etc/keygate/Caddyfile --envfile /etc/keygate/env`,
 		Args: cobra.NoArgs,
@@ -71,7 +77,7 @@ func validate(config, adapter string, envfiles []string) error {
 		return fmt.Errorf("creating a scratch directory: %w", err)
 	}
 	defer os.RemoveAll(scratch)
-	raw, err = scratchStore(raw, filepath.Join(scratch, "keygate.db"))
+	raw, err = scratchStore(raw, scratch)
 	if err != nil {
 		return err
 	}
@@ -83,9 +89,11 @@ func validate(config, adapter string, envfiles []string) error {
 }
 
 // scratchStore points the keygate app's file store (explicit or default) at
-// path. A config without a keygate app gets one with only that store: a
-// keygate handler would load the app with its defaults otherwise.
-func scratchStore(raw []byte, path string) ([]byte, error) {
+// a copy in dir: of the store file and its master key file when they exist
+// (so a wrong master_key is still reported), else at a new file there. A
+// config without a keygate app gets one with only that store: a keygate
+// handler would load the app with its defaults otherwise.
+func scratchStore(raw []byte, dir string) ([]byte, error) {
 	var cfg map[string]any
 	if err := json.Unmarshal(raw, &cfg); err != nil {
 		return nil, fmt.Errorf("decoding config: %w", err)
@@ -109,13 +117,44 @@ func scratchStore(raw []byte, path string) ([]byte, error) {
 		app["store"] = store
 	}
 	if backend, _ := store["backend"].(string); backend == "" || backend == "file" {
-		store["path"] = path
+		real := module.DefaultStorePath()
+		if p, _ := store["path"].(string); p != "" {
+			real = caddy.NewReplacer().ReplaceAll(p, "")
+		}
+		copyPath := filepath.Join(dir, "keygate.db")
+		for _, f := range [][2]string{
+			{real, copyPath},
+			{filepath.Join(filepath.Dir(real), "master.key"), filepath.Join(dir, "master.key")},
+		} {
+			if err := copyFile(f[0], f[1]); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("copying %s to validate against it: %w", f[0], err)
+			}
+		}
+		store["path"] = copyPath
 	}
 	out, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
 	return out, nil
+}
+
+// copyFile copies src to dst (mode 0600).
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // loadEnvFile sets the KEY=VALUE lines of file in the environment (blank

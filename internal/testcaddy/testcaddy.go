@@ -1,4 +1,4 @@
-// Package testcaddy builds the keygate binary once per test process and
+// Package testcaddy builds the keygate binary (cached across test runs) and
 // starts real Caddy servers from Caddyfiles on free ports, each with its
 // own admin address and data directory, stopped (by PID) when the test ends.
 package testcaddy
@@ -6,7 +6,10 @@ package testcaddy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -27,28 +30,129 @@ var (
 )
 
 // Binary builds ./cmd/keygate (once per process) and returns its path.
+//
+// The binary (about 100 MB) is kept in the user cache directory
+// (os.UserCacheDir()/keygate-test/<hash>/keygate), keyed by a hash of the Go
+// version and every file that goes into the build, so later test runs of the
+// same tree reuse it and no test run leaves a copy in the temp directory.
+// Cached binaries of other trees not used for an hour are removed (the tree
+// changes with every edit). KEYGATE_TEST_BIN names a
+// prebuilt binary to use instead.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		dir, err := os.MkdirTemp("", "keygate-bin-")
-		if err != nil {
-			buildErr = err
+		if p := os.Getenv("KEYGATE_TEST_BIN"); p != "" {
+			binPath = p
 			return
 		}
-		binPath = filepath.Join(dir, "keygate")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/keygate")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/keygate: %v\n%s", err, out)
-		}
+		binPath, buildErr = cachedBuild()
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// cachedBuild returns the cached binary for the current source tree,
+// building it first when there is none.
+func cachedBuild() (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	sum, err := sourceHash(root)
+	if err != nil {
+		return "", fmt.Errorf("hashing the source tree: %w", err)
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	cache := filepath.Join(base, "keygate-test")
+	dir := filepath.Join(cache, sum)
+	bin := filepath.Join(dir, "keygate")
+	if runtime.GOOS == "windows" {
+		bin += ".exe"
+	}
+	if _, err := os.Stat(bin); err == nil {
+		now := time.Now()
+		_ = os.Chtimes(dir, now, now) // last use, for pruneCache
+		return bin, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating the test binary cache: %w", err)
+	}
+	// Build next to the final name and rename: test processes of several
+	// packages may build the same binary at once.
+	tmp, err := os.CreateTemp(dir, "keygate-*.tmp")
+	if err != nil {
+		return "", fmt.Errorf("creating the test binary: %w", err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/keygate")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/keygate: %v\n%s", err, out)
+	}
+	if err := os.Rename(tmp.Name(), bin); err != nil {
+		return "", fmt.Errorf("caching the test binary: %w", err)
+	}
+	pruneCache(cache, dir)
+	return bin, nil
+}
+
+// sourceHash hashes the Go version and the files a build of ./cmd/keygate
+// reads from the tree: go.mod, go.sum, and the non-test .go and embedded
+// files outside testdata, hidden and node_modules directories.
+func sourceHash(root string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if p != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch {
+		case name == "go.mod", name == "go.sum", strings.HasSuffix(name, ".lua"),
+			strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go"):
+		default:
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fmt.Fprintf(h, "%s %d\n", filepath.ToSlash(rel), len(data))
+		h.Write(data)
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// pruneCache removes cached binaries other than keep not used for an hour.
+func pruneCache(cache, keep string) {
+	entries, err := os.ReadDir(cache)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		p := filepath.Join(cache, e.Name())
+		if p == keep {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Hour {
+			_ = os.RemoveAll(p)
+		}
+	}
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -178,8 +282,27 @@ func (s *Server) CLI(args ...string) string {
 	return out
 }
 
+// CLIStderr runs a keygate subcommand like CLI and returns what it wrote
+// to stderr (the -v lines, logs).
+func (s *Server) CLIStderr(args ...string) string {
+	s.t.Helper()
+	_, stderr, err := s.runCLI(args...)
+	if err != nil {
+		s.t.Fatalf("keygate %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return stderr
+}
+
 // TryCLI is CLI without failing the test.
 func (s *Server) TryCLI(args ...string) (string, error) {
+	stdout, stderr, err := s.runCLI(args...)
+	if err != nil {
+		return stdout + stderr, err
+	}
+	return stdout, nil
+}
+
+func (s *Server) runCLI(args ...string) (string, string, error) {
 	bin := Binary(s.t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -190,10 +313,7 @@ func (s *Server) TryCLI(args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	if err != nil {
-		return stdout.String() + stderr.String(), err
-	}
-	return stdout.String(), nil
+	return stdout.String(), stderr.String(), err
 }
 
 // Reload loads a new Caddyfile into the running server.
