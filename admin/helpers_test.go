@@ -250,6 +250,7 @@ func (e *env) serve(r *http.Request) *result {
 	_, pattern := e.h.mux.Handler(r)
 	e.h.ServeHTTP(w, r)
 	observeStatus(pattern, w.Code)
+	observeBody(pattern, w.Code, w.Header().Get("Content-Type"), w.Body.Bytes())
 	return &result{t: e.t, method: r.Method, path: r.URL.Path, code: w.Code, header: w.Header(), body: w.Body.Bytes()}
 }
 
