@@ -177,8 +177,8 @@ func checkRateHeaders(t *testing.T, r result, limit, window, want int64) (remain
 	if remaining > limit {
 		t.Fatalf("RateLimit r=%d above the limit %d", remaining, limit)
 	}
-	// Quota frees at most one window plus one sub-bucket (W/12) from now.
-	if maxReset := window + (window+11)/12 + 1; reset < 0 || reset > maxReset {
+	// The headers never announce more than the window (issue 16).
+	if maxReset := window; reset < 0 || reset > maxReset {
 		t.Fatalf("RateLimit t=%d outside [0, %d]", reset, maxReset)
 	}
 	for name, exp := range map[string]int64{"X-RateLimit-Limit": limit, "X-RateLimit-Remaining": remaining, "X-RateLimit-Reset": reset} {
@@ -207,7 +207,7 @@ func checkLimited(t *testing.T, r result, limit, window int64) {
 		t.Fatalf("429 body %s", r.body)
 	}
 	ra, err := strconv.Atoi(r.header.Get("Retry-After"))
-	if err != nil || ra < 1 || int64(ra) > window+(window+11)/12+1 {
+	if err != nil || ra < 1 || int64(ra) > window {
 		t.Fatalf("429 Retry-After %q", r.header.Get("Retry-After"))
 	}
 	checkRateHeaders(t, r, limit, window, 0)

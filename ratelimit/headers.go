@@ -30,16 +30,25 @@ const PolicyName = "user"
 // the older X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset
 // (the same seconds as t=), and, when d is not Allowed, Retry-After. All
 // seconds are rounded up; Retry-After is at least 1.
+//
+// t=, X-RateLimit-Reset and Retry-After never exceed the window (w=): a
+// client is never told to wait longer than the window it was told about.
+// The limiter counts a request until the end of its sub-bucket's window,
+// up to one sub-bucket (window/12) past its own window; that happens only
+// when the quota was spent within the current sub-bucket, and a client that
+// comes back after the window is then refused once more with a
+// Retry-After of at most that sub-bucket.
 func WriteHeaders(h http.Header, d Decision, window time.Duration) {
 	var buf [128]byte
 	var end [6]int
 	b := buf[:0]
-	reset := ceilSeconds(d.Reset)
+	win := ceilSeconds(window)
+	reset := min(ceilSeconds(d.Reset), win)
 
 	b = append(b, `"`+PolicyName+`";q=`...)
 	b = strconv.AppendInt(b, d.Limit, 10)
 	b = append(b, ";w="...)
-	b = strconv.AppendInt(b, ceilSeconds(window), 10)
+	b = strconv.AppendInt(b, win, 10)
 	end[0] = len(b)
 	b = append(b, `"`+PolicyName+`";r=`...)
 	b = strconv.AppendInt(b, d.Remaining, 10)
@@ -54,7 +63,7 @@ func WriteHeaders(h http.Header, d Decision, window time.Duration) {
 	end[4] = len(b)
 	n := 5
 	if !d.Allowed {
-		b = strconv.AppendInt(b, max(ceilSeconds(d.RetryAfter), 1), 10)
+		b = strconv.AppendInt(b, max(min(ceilSeconds(d.RetryAfter), win), 1), 10)
 		end[5] = len(b)
 		n = 6
 	}

@@ -28,15 +28,28 @@ func TestWriteHeaders(t *testing.T) {
 		},
 		{
 			name:   "rejected",
-			d:      Decision{Limit: 10, Reset: 95 * time.Second, RetryAfter: 95 * time.Second},
+			d:      Decision{Limit: 10, Reset: 45 * time.Second, RetryAfter: 55 * time.Second},
 			window: time.Minute,
 			want: map[string]string{
 				"RateLimit-Policy":      `"user";q=10;w=60`,
-				"RateLimit":             `"user";r=0;t=95`,
+				"RateLimit":             `"user";r=0;t=45`,
 				"X-RateLimit-Limit":     "10",
 				"X-RateLimit-Remaining": "0",
-				"X-RateLimit-Reset":     "95",
-				"Retry-After":           "95",
+				"X-RateLimit-Reset":     "45",
+				"Retry-After":           "55",
+			},
+		},
+		{
+			// A sub-bucketed window counts a request until its bucket leaves,
+			// up to one bucket past the window: the headers say the window.
+			name:   "rejected, never longer than the window",
+			d:      Decision{Limit: 600, Reset: 129 * time.Second, RetryAfter: 129 * time.Second},
+			window: 2 * time.Minute,
+			want: map[string]string{
+				"RateLimit-Policy":  `"user";q=600;w=120`,
+				"RateLimit":         `"user";r=0;t=120`,
+				"X-RateLimit-Reset": "120",
+				"Retry-After":       "120",
 			},
 		},
 		{
