@@ -59,7 +59,8 @@
 // (application/problem+json, type https://keygate.dev/problems/<slug>).
 // Lists take page (default 1), size (default 30, at most 100), sort
 // (comma-separated fields, "-" for descending; unknown fields are 400) and
-// filters; total counts all matches.
+// filters; total counts all matches. An answer with one object (read,
+// created or changed) has total 1.
 //
 // Every single object carries a strong ETag "<version>". PATCH, PUT and
 // DELETE on tenants, users, keys and secrets need If-Match (428 without it,

@@ -156,8 +156,9 @@ type Envelope struct {
 	Type string `json:"type"`
 	// Errors is always empty in a successful response.
 	Errors []keys.FieldError `json:"errors"`
-	// Total is the number of matching items for a list (all pages); for a
-	// single object 1 when it was read and 0 when it was written (as in the seed).
+	// Total is how many objects the answer is about: for a list the number
+	// of all matching items (all pages), for a single object 1, whether it
+	// was read, created or changed.
 	Total int `json:"total"`
 	// Page and Size echo the paging of a list; absent for single objects.
 	Page int `json:"page,omitempty"`
@@ -184,14 +185,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeOne writes a single object in the envelope with its strong ETag.
 func writeOne(w http.ResponseWriter, status int, typ string, version int64, data any) {
-	total := 0
-	if status == http.StatusOK {
-		total = 1
-	}
 	if version > 0 {
 		w.Header().Set("ETag", etag(version))
 	}
-	writeJSON(w, status, Envelope{Status: "OK", Type: typ, Errors: []keys.FieldError{}, Total: total, Data: data})
+	writeJSON(w, status, Envelope{Status: "OK", Type: typ, Errors: []keys.FieldError{}, Total: 1, Data: data})
 }
 
 // writeList writes a page of objects in the envelope.
