@@ -33,7 +33,7 @@ type Detector struct {
 	IsTokenKID func(kid string) bool
 }
 
-// where a credential was found, for Credential.Strip.
+// where a credential was found.
 type location uint8
 
 const (
@@ -60,9 +60,8 @@ type Credential struct {
 	// Token is the raw JWT of an access token (access_token only).
 	Token string
 
-	loc     location
-	keyName string // KeyHeader / KeyQuery used, for Strip
-	sig     signed
+	loc location // where it was found
+	sig signed
 }
 
 // Detect finds exactly one credential of the enabled schemes, in the order
@@ -104,7 +103,7 @@ func (d *Detector) Detect(r *http.Request) (Credential, error) {
 	// 1. Access key.
 	if d.Schemes.Has(AccessKey) {
 		if strings.EqualFold(authScheme, "Bearer") && strings.HasPrefix(authParam, keys.KeyPrefix) {
-			add(accessKeyCredential(authParam, inAuthorization, ""))
+			add(accessKeyCredential(authParam, inAuthorization))
 		}
 		name := d.KeyHeader
 		if name == "" {
@@ -115,7 +114,7 @@ func (d *Detector) Detect(r *http.Request) (Credential, error) {
 			return Credential{}, err
 		}
 		if v != "" {
-			add(accessKeyCredential(v, inKeyHeader, name))
+			add(accessKeyCredential(v, inKeyHeader))
 		}
 		if d.KeyQuery != "" && r.URL != nil {
 			v, n, err := queryParam(r.URL.RawQuery, d.KeyQuery)
@@ -125,7 +124,7 @@ func (d *Detector) Detect(r *http.Request) (Credential, error) {
 			case n > 1:
 				return Credential{}, fmt.Errorf("access key query parameter repeated: %w", ErrAmbiguous)
 			case n == 1:
-				add(accessKeyCredential(v, inKeyQuery, d.KeyQuery))
+				add(accessKeyCredential(v, inKeyQuery))
 			}
 		}
 	}
@@ -195,45 +194,120 @@ func (d *Detector) Detect(r *http.Request) (Credential, error) {
 	return found, nil
 }
 
-// Strip removes the credential from r (its headers or query parameter) so
-// it is not forwarded upstream.
-func (c *Credential) Strip(r *http.Request) {
-	if c.loc&inAuthorization != 0 {
-		r.Header.Del("Authorization")
+// Strip removes from r every place that can carry a credential on this
+// route, whichever one the request used: Authorization, the key header and
+// key query parameter, the wallee MAC headers, Signature and
+// Signature-Input, and the SigV4 query parameters. A credential sent twice
+// (say as a Bearer token and in X-Api-Key) is therefore never forwarded.
+// The rest of the query keeps its order and encoding.
+func (d *Detector) Strip(r *http.Request) {
+	h := r.Header
+	delete(h, "Authorization")
+	if d.Schemes.Has(AccessKey) {
+		name := d.KeyHeader
+		if name == "" {
+			name = DefaultKeyHeader
+		}
+		h.Del(name)
 	}
-	if c.loc&inKeyHeader != 0 && c.keyName != "" {
-		r.Header.Del(c.keyName)
-	}
-	if c.loc&inMACHeaders != 0 {
-		for _, h := range macHeaders {
-			r.Header.Del(h)
+	if d.Schemes.Has(WalleeMAC) {
+		for _, n := range macHeaders {
+			delete(h, n)
 		}
 	}
-	if c.loc&inSignatureHeaders != 0 {
-		r.Header.Del("Signature")
-		r.Header.Del("Signature-Input")
+	if d.Schemes.Has(HTTPSignature) {
+		delete(h, "Signature")
+		delete(h, "Signature-Input")
 	}
-	if c.loc&(inKeyQuery|inAmzQuery) != 0 && r.URL != nil {
-		q := r.URL.Query()
-		if c.loc&inKeyQuery != 0 {
-			q.Del(c.keyName)
-		}
-		if c.loc&inAmzQuery != 0 {
-			for _, n := range amzQueryParams {
-				q.Del(n)
-			}
-		}
-		r.URL.RawQuery = q.Encode()
+	if r.URL == nil || r.URL.RawQuery == "" {
+		return
+	}
+	var names [len(amzQueryParams) + 1]string
+	list := names[:0]
+	if d.Schemes.Has(AccessKey) && d.KeyQuery != "" {
+		list = append(list, d.KeyQuery)
+	}
+	if d.Schemes.Has(SigV4) {
+		list = append(list, amzQueryParams[:]...)
+	}
+	if q, changed := removeQueryParams(r.URL.RawQuery, list); changed {
+		r.URL.RawQuery = q
 		r.RequestURI = r.URL.RequestURI()
 	}
 }
 
-func accessKeyCredential(v string, loc location, name string) (Credential, error) {
+// CredentialHeaders lists the request headers that can carry a credential
+// on this route (canonical names), for callers that must keep them from
+// being renamed or dropped on the way upstream.
+func (d *Detector) CredentialHeaders() []string {
+	names := []string{"Authorization"}
+	if d.Schemes.Has(AccessKey) {
+		name := d.KeyHeader
+		if name == "" {
+			name = DefaultKeyHeader
+		}
+		names = append(names, http.CanonicalHeaderKey(name))
+	}
+	if d.Schemes.Has(WalleeMAC) {
+		names = append(names, macHeaders[:]...)
+	}
+	if d.Schemes.Has(HTTPSignature) {
+		names = append(names, "Signature", "Signature-Input")
+	}
+	return names
+}
+
+// removeQueryParams drops every parameter of rawQuery named in names
+// (compared after decoding), keeping the others as sent.
+func removeQueryParams(rawQuery string, names []string) (string, bool) {
+	if len(names) == 0 {
+		return rawQuery, false
+	}
+	drop := func(part string) bool {
+		k, _, _ := strings.Cut(part, "=")
+		if strings.ContainsAny(k, "%+") {
+			if dk, err := url.QueryUnescape(k); err == nil {
+				k = dk
+			}
+		}
+		for _, n := range names {
+			if k == n {
+				return true
+			}
+		}
+		return false
+	}
+	found := false
+	for rest := rawQuery; rest != "" && !found; {
+		var part string
+		part, rest, _ = strings.Cut(rest, "&")
+		found = drop(part)
+	}
+	if !found {
+		return rawQuery, false
+	}
+	var b strings.Builder
+	b.Grow(len(rawQuery))
+	for rest := rawQuery; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, "&")
+		if drop(part) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String(), true
+}
+
+func accessKeyCredential(v string, loc location) (Credential, error) {
 	id, ok := keys.ParseAccessKey(v)
 	if !ok {
 		return Credential{}, fmt.Errorf("access key: %w", ErrMalformed)
 	}
-	return Credential{Scheme: AccessKey, AccessKey: v, KeyID: id, loc: loc, keyName: name}, nil
+	return Credential{Scheme: AccessKey, AccessKey: v, KeyID: id, loc: loc}, nil
 }
 
 // singleHeader returns the value of a header that must appear at most once

@@ -118,15 +118,40 @@ func TestAccessKeyNotVerifiable(t *testing.T) {
 
 func TestStrip(t *testing.T) {
 	key, _ := keys.NewAccessKey(keys.NewHasher(nil), "u", "t", "n", testNow)
-	r := newReq("GET", "/x?api_key="+key+"&keep=1", "")
+	r := newReq("GET", "/x?b=%20&api_key="+key+"&keep=1&X-Amz-Signature=ab&a%70i_key=2", "")
 	d := Detector{KeyQuery: "api_key"}
-	c, err := d.Detect(r)
-	if err != nil {
+	if _, err := d.Detect(r); err == nil {
+		t.Fatal("a key sent twice in the query must be ambiguous")
+	}
+	d.Strip(r)
+	if r.URL.RawQuery != "b=%20&keep=1" || r.RequestURI != "/x?b=%20&keep=1" {
+		t.Fatalf("query after strip: %q %q", r.URL.RawQuery, r.RequestURI)
+	}
+
+	// The same key in Authorization and X-Api-Key is one credential, and
+	// neither copy survives Strip.
+	r = newReq("GET", "/x", "")
+	r.Header.Set("Authorization", "Bearer "+key)
+	r.Header.Set("X-Api-Key", key)
+	if _, err := d.Detect(r); err != nil {
 		t.Fatal(err)
 	}
-	c.Strip(r)
-	if r.URL.RawQuery != "keep=1" || r.RequestURI != "/x?keep=1" {
-		t.Fatalf("query after strip: %q %q", r.URL.RawQuery, r.RequestURI)
+	r.Header.Set("Signature", "x")
+	r.Header.Set("X-Mac-Value", "x")
+	r.Header.Set("X-Other", "kept")
+	d.Strip(r)
+	if len(r.Header) != 1 || r.Header.Get("X-Other") != "kept" {
+		t.Fatalf("headers after strip: %v", r.Header)
+	}
+
+	// Only the route's schemes are stripped.
+	only, _ := ParseSchemeSet("sigv4")
+	d = Detector{Schemes: only}
+	r = newReq("GET", "/x?X-Amz-Credential=a&api_key=k", "")
+	r.Header.Set("X-Api-Key", "k")
+	d.Strip(r)
+	if r.URL.RawQuery != "api_key=k" || r.Header.Get("X-Api-Key") != "k" {
+		t.Fatalf("strip went beyond the route: %q %v", r.URL.RawQuery, r.Header)
 	}
 }
 

@@ -56,12 +56,9 @@ type VerifyOptions struct {
 	// means DefaultMaxPresignExpiry (15m).
 	MaxPresignExpiry time.Duration
 	// Budget, when set, bounds the bytes that all requests together buffer
-	// for digest checks; past it Verify fails with ErrBodyBudget.
+	// for digest checks; past it Verify fails with ErrBodyBudget. On
+	// success the caller releases Verified.Held once the request is done.
 	Budget *BodyBudget
-	// Held, when set, receives the bytes Verify took from Budget, on
-	// success and on failure: the caller releases them with Budget.Release
-	// once the request is finished (the body is held until then).
-	Held *int64
 }
 
 // Verified describes a valid signature.
@@ -79,6 +76,9 @@ type Verified struct {
 	// ReplayTTL is how long the replay key must be remembered: 2 × MaxSkew,
 	// or longer when the signature stays valid longer (presigned SigV4).
 	ReplayTTL time.Duration
+	// Held is the number of bytes of VerifyOptions.Budget that the buffered
+	// body holds; release them with Budget.Release when the request is done.
+	Held int64
 }
 
 // env is the per-call verification context shared by the schemes.
@@ -92,7 +92,7 @@ type env struct {
 	require []string
 	presign time.Duration
 	budget  *BodyBudget
-	held    *int64
+	held    int64 // taken from budget
 }
 
 // signed is implemented by the parsed data of each signed scheme.
@@ -126,7 +126,6 @@ func (c *Credential) Verify(r *http.Request, secrets []Secret, opt VerifyOptions
 		require: opt.Require,
 		presign: opt.MaxPresignExpiry,
 		budget:  opt.Budget,
-		held:    opt.Held,
 	}
 	if e.presign <= 0 {
 		e.presign = DefaultMaxPresignExpiry
@@ -152,8 +151,11 @@ func (c *Credential) Verify(r *http.Request, secrets []Secret, opt VerifyOptions
 	e.target = originForm(e.target)
 	v, err := c.sig.verify(r, secrets, &e)
 	if err != nil {
+		// The request is refused: its buffered body goes with it.
+		e.budget.Release(e.held)
 		return Verified{}, err
 	}
+	v.Held = e.held
 	if v.ReplayTTL < 2*e.skew {
 		v.ReplayTTL = 2 * e.skew
 	}
@@ -261,12 +263,7 @@ func readBody(r *http.Request, e *env) ([]byte, error) {
 		if !e.budget.take(n) {
 			return false
 		}
-		if e.held != nil {
-			*e.held += n
-		} else {
-			// Nobody will release it: give it back now.
-			e.budget.Release(n)
-		}
+		e.held += n
 		return true
 	}
 	// reserved is what buf may grow to: the budget backs it, whatever

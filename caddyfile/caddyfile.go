@@ -6,12 +6,14 @@ package caddyfile
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 
 	"github.com/keygate/keygate/module"
 	"github.com/keygate/keygate/ratelimit"
@@ -122,6 +124,12 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 					return nil, d.Errf("unrecognized cache option '%s'", d.Val())
 				}
 			}
+		case "signed_body_buffer":
+			n, err := sizeArg(d)
+			if err != nil {
+				return nil, err
+			}
+			app.SignedBodyBuffer = n
 		case "auth_failures":
 			if app.AuthFailures != nil {
 				return nil, d.Err("auth_failures already specified")
@@ -223,6 +231,19 @@ func parseStore(d *caddyfile.Dispenser) (*module.StoreConfig, error) {
 	return sc, nil
 }
 
+// sizeArg reads one positive size: bytes, or a unit such as 10MiB or 1MB.
+func sizeArg(d *caddyfile.Dispenser) (int64, error) {
+	var v string
+	if err := oneArg(d, &v); err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil || n == 0 || n > 1<<40 {
+		return 0, d.Errf("%s: '%s' is not a positive size (bytes, or e.g. 10MiB)", d.Val(), v)
+	}
+	return int64(n), nil
+}
+
 // parseKeygate sets up the gateway handler. Syntax:
 //
 //	keygate [<matcher>] {
@@ -238,6 +259,9 @@ func parseStore(d *caddyfile.Dispenser) (*module.StoreConfig, error) {
 //		replay_protection on|all|off
 //		sigv4_region <region>
 //		sigv4_service <service>
+//		sigv4_max_expires <duration>
+//		require_covered <header|host>...
+//		max_signed_body <size>
 //		header_prefix <prefix>
 //		keep_credentials
 //	}
@@ -304,6 +328,21 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			err = oneArg(d, &hd.SigV4Region)
 		case "sigv4_service":
 			err = oneArg(d, &hd.SigV4Service)
+		case "sigv4_max_expires":
+			err = durationArg(d, &hd.SigV4MaxExpires)
+		case "require_covered":
+			hd.RequireCovered = d.RemainingArgs()
+			if len(hd.RequireCovered) == 0 {
+				return d.ArgErr()
+			}
+			for _, name := range hd.RequireCovered {
+				n := strings.ToLower(name)
+				if n != "host" && n != "@authority" && (strings.HasPrefix(n, "@") || strings.ContainsAny(n, "()\"")) {
+					return d.Errf("require_covered: '%s' must be a header name, host or @authority", name)
+				}
+			}
+		case "max_signed_body":
+			hd.MaxSignedBody, err = sizeArg(d)
 		case "header_prefix":
 			err = oneArg(d, &hd.HeaderPrefix)
 		case "keep_credentials":

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -64,6 +66,12 @@ type App struct {
 	// access_token scheme). Default: the TokenConfig defaults.
 	Token *TokenConfig `json:"token,omitempty"`
 
+	// SignedBodyBuffer bounds, in bytes, the request bodies that all routes
+	// together hold in memory to check signed digests (see max_signed_body
+	// on the route). A signed request that would go past it is answered 503
+	// with Retry-After. Default: 128 MiB.
+	SignedBodyBuffer int64 `json:"signed_body_buffer,omitempty"`
+
 	ctx      caddy.Context
 	logger   *zap.Logger
 	shared   *sharedStore
@@ -86,7 +94,14 @@ type App struct {
 	cancel       context.CancelFunc
 	admin        *admin.Handler
 	tokens       *tokenKeys
+	bodyBudget   *auth.BodyBudget
+	// routes counts the keygate handlers provisioned with this app.
+	// (a plain int64 for sync/atomic: App is copied by value in CaddyModule)
+	routes int64
 }
+
+// DefaultSignedBodyBuffer is App.SignedBodyBuffer when the config leaves it unset.
+const DefaultSignedBodyBuffer = 128 << 20
 
 // StoreConfig selects the key store.
 type StoreConfig struct {
@@ -191,6 +206,13 @@ func (a *App) setup() error {
 		sc.Timeout = caddy.Duration(50 * time.Millisecond)
 	}
 	a.Store.Backend = sc.Backend
+	if a.SignedBodyBuffer < 0 {
+		return errors.New("signed_body_buffer must not be negative")
+	}
+	if a.SignedBodyBuffer == 0 {
+		a.SignedBodyBuffer = DefaultSignedBodyBuffer
+	}
+	a.bodyBudget = auth.NewBodyBudget(a.SignedBodyBuffer)
 
 	shared, key, err := acquireStore(sc)
 	if err != nil {
@@ -364,7 +386,36 @@ func (a *App) Start() error {
 	})
 	go a.purgeLoop(runCtx)
 	go a.tokens.run(runCtx)
+	a.warnCredentialLogging()
 	return nil
+}
+
+// warnCredentialLogging warns, once per start, about HTTP servers that
+// write access logs while no log uses the keygate format: Caddy would
+// write X-Api-Key, ?api_key=, Signature and X-Mac-Value in clear. (Caddy's
+// own filter encoder can do the same job; this cannot see into it, so the
+// warning says so.)
+func (a *App) warnCredentialLogging() {
+	if atomic.LoadInt64(&a.routes) == 0 || logEncoderInUse() {
+		return
+	}
+	app, err := a.ctx.AppIfConfigured("http")
+	if err != nil {
+		return
+	}
+	httpApp, ok := app.(*caddyhttp.App)
+	if !ok {
+		return
+	}
+	for name, srv := range httpApp.Servers {
+		if srv.Logs == nil {
+			continue
+		}
+		a.logger.Warn("access logs are on but no log uses the keygate format: keygate credentials "+
+			"(X-Api-Key, ?api_key=, Signature, X-Mac-Value, …) would be logged in clear; "+
+			"use `log { format keygate }` (or filter those fields yourself)",
+			zap.String("server", name), zap.Bool("log_credentials", srv.Logs.ShouldLogCredentials))
+	}
 }
 
 // retryMasterKeyCheck repeats the check until Redis answers.

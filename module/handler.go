@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
 
 	"github.com/keygate/keygate/auth"
 	"github.com/keygate/keygate/keys"
@@ -81,6 +82,21 @@ type Handler struct {
 	// SigV4Service, when set, must be the service of SigV4 credentials.
 	SigV4Service string `json:"sigv4_service,omitempty"`
 
+	// SigV4MaxExpires caps X-Amz-Expires of presigned SigV4 URLs.
+	// Default: 15m (AWS allows up to 7 days).
+	SigV4MaxExpires caddy.Duration `json:"sigv4_max_expires,omitempty"`
+
+	// RequireCovered names what signatures on this route must cover on top
+	// of what every signature covers (method, target, and the body digest
+	// when there is a body): header field names, or "host" / "@authority"
+	// for the request's host. It can only add requirements.
+	RequireCovered []string `json:"require_covered,omitempty"`
+
+	// MaxSignedBody bounds, in bytes, the body keygate reads to check a
+	// signed digest (draft-cavage Digest, RFC 9421 Content-Digest, SigV4
+	// payload hash); a larger signed body is answered 413. Default: 10 MiB.
+	MaxSignedBody int64 `json:"max_signed_body,omitempty"`
+
 	// HeaderPrefix of the identity headers. Default: X-Auth-
 	HeaderPrefix string `json:"header_prefix,omitempty"`
 
@@ -97,9 +113,13 @@ type Handler struct {
 	// tenantValue is Tenant boxed once, for the placeholder.
 	tenantValue any
 	roles       map[string]struct{}
-	hdr         identityHeaders
-	keyHeader   string
-	lastWarn    *warnLimiter
+	require     []string
+	// protected are the identity and credential header names that no
+	// client spelling, Connection token or trailer may touch.
+	protected []string
+	hdr       identityHeaders
+	keyHeader string
+	lastWarn  *rate.Sometimes
 }
 
 // identityHeaders are the canonical names of the headers keygate sets.
@@ -131,6 +151,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // provision sets the route up over app (split from Provision for tests).
 func (h *Handler) provision(app *App, logger *zap.Logger) error {
 	h.app, h.logger = app, logger
+	atomic.AddInt64(&app.routes, 1)
 	if h.Tenant == "" {
 		return errors.New("tenant is required")
 	}
@@ -151,7 +172,7 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 	if h.Limit < 0 || h.MaxLimit < 0 {
 		return errors.New("limit and max_limit must not be negative")
 	}
-	h.lastWarn = new(warnLimiter)
+	h.lastWarn = &rate.Sometimes{Interval: 10 * time.Second}
 	h.limiter = &ratelimit.Guarded{Primary: h.app.primary, Fallback: h.app.local, Mode: ratelimit.FailClosed}
 	switch h.OnStoreError {
 	case "", "fail_closed":
@@ -162,6 +183,26 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 	}
 	if h.MaxSkew <= 0 {
 		h.MaxSkew = caddy.Duration(5 * time.Minute)
+	}
+	if h.SigV4MaxExpires < 0 || h.MaxSignedBody < 0 {
+		return errors.New("sigv4_max_expires and max_signed_body must not be negative")
+	}
+	if h.SigV4MaxExpires == 0 {
+		h.SigV4MaxExpires = caddy.Duration(auth.DefaultMaxPresignExpiry)
+	}
+	if h.MaxSignedBody == 0 {
+		h.MaxSignedBody = auth.DefaultMaxBody
+	}
+	h.require = make([]string, 0, len(h.RequireCovered))
+	for _, name := range h.RequireCovered {
+		n := strings.ToLower(strings.TrimSpace(name))
+		if n == "host" {
+			n = "@authority"
+		}
+		if n == "" || (strings.HasPrefix(n, "@") && n != "@authority") || strings.ContainsAny(n, " \t()\"") {
+			return fmt.Errorf("require_covered %q: must be a header name, host or @authority", name)
+		}
+		h.require = append(h.require, n)
 	}
 	switch h.ReplayProtection {
 	case "":
@@ -187,27 +228,21 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 		tenant: c(p + "Tenant"), role: c(p + "Role"), customerRoles: c(p + "Customer-Roles"),
 		keyID: c(p + "Key-Id"), scheme: c(p + "Scheme"),
 	}
+	h.protected = h.protectedNames()
 	return nil
 }
 
-// stripIdentity removes client-sent copies of the identity headers,
-// including spellings with '_' for '-', which upstreams such as CGI, PHP
-// or some proxies treat as the same header.
+// stripIdentity removes client-sent copies of the identity headers, and
+// spellings with '_' for '-' of the identity and credential headers, which
+// upstreams such as CGI, PHP or some proxies treat as the same header.
 func (h *Handler) stripIdentity(hd http.Header) {
 	names := h.hdr.all()
 	for _, name := range names {
 		delete(hd, name)
 	}
 	for k := range hd {
-		if strings.IndexByte(k, '_') < 0 {
-			continue
-		}
-		alias := textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))
-		for _, name := range names {
-			if alias == name {
-				delete(hd, k)
-				break
-			}
+		if strings.IndexByte(k, '_') >= 0 && h.isProtected(k) {
+			delete(hd, k)
 		}
 	}
 }
@@ -222,6 +257,9 @@ type outcome struct {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.throttled(w, r) {
+		return nil
+	}
 	start := time.Now()
 	h.stripIdentity(r.Header)
 
@@ -232,6 +270,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	id, out := h.authenticate(r, tenant, start)
+	if id.held > 0 {
+		// The verified body stays buffered until the upstream has read it.
+		defer h.app.bodyBudget.Release(id.held)
+	}
 	if out != nil {
 		authDuration.Observe(time.Since(start).Seconds())
 		return h.refuse(w, r, id, out)
@@ -260,9 +302,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		switch {
 		case d.Degraded:
 			decisionDegraded.Inc()
-			if h.lastWarn.ok(time.Now()) {
+			h.lastWarn.Do(func() {
 				h.logger.Warn("rate limiter store unavailable; failing open and counting in-process")
-			}
+			})
 		case d.Allowed:
 			decisionAllowed.Inc()
 			if d.Leased {
@@ -279,9 +321,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	h.app.usage.Record(id.principal.User.ID, id.keyID, id.secretID, start)
 	h.setIdentity(r, repl, tenant, id)
-	if !h.KeepCredentials {
-		id.cred.Strip(r)
-	}
+	h.prepareForward(r)
 	authDuration.Observe(time.Since(start).Seconds())
 	if c := okByScheme[id.scheme]; c != nil {
 		c.Inc()
@@ -298,6 +338,7 @@ type identity struct {
 	keyID     string // access key id, or empty
 	keyTenant string // the tenant an access key is valid in
 	secretID  string // signing secret id, or empty
+	held      int64  // bytes of the app's body budget the buffered body holds
 }
 
 // authenticate finds and checks the credential and the permission.
@@ -327,7 +368,7 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 	case cred.Scheme == auth.AccessToken:
 		// Verified locally; the minting key and its user still come from
 		// the cache so that revocation applies before exp.
-		k, p, out := h.app.verifyAccessToken(ctx, cred.Token, tenant, now)
+		k, p, out := h.app.verifyAccessToken(ctx, h.lookupKey, h.lookupPrincipal, cred.Token, tenant, now)
 		if k != nil {
 			id.keyID = k.ID
 		}
@@ -353,14 +394,18 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 			cands = append(cands, auth.Secret{ID: s.ID, Value: s.Value})
 		}
 		v, err := cred.Verify(r, cands, auth.VerifyOptions{
-			Now:         now,
-			MaxSkew:     time.Duration(h.MaxSkew),
-			OriginalURI: originalURI(r),
-			Region:      h.SigV4Region,
-			Service:     h.SigV4Service,
+			Now:              now,
+			MaxSkew:          time.Duration(h.MaxSkew),
+			OriginalURI:      originalURI(r),
+			Region:           h.SigV4Region,
+			Service:          h.SigV4Service,
+			MaxBody:          h.MaxSignedBody,
+			Require:          h.require,
+			MaxPresignExpiry: time.Duration(h.SigV4MaxExpires),
+			Budget:           h.app.bodyBudget,
 		})
 		if err != nil {
-			return id, unauthenticated("signature rejected", err)
+			return id, signatureFailure(err)
 		}
 		if auth.NeedsReplayCheck(h.replayMode, r.Method, v.HasNonce) {
 			fresh, err := h.app.replay.Remember(ctx, v.ReplayKey, v.ReplayTTL)
@@ -374,6 +419,7 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 		}
 		id.principal = p
 		id.secretID = v.SecretID
+		id.held = v.Held
 	default:
 		return id, unauthenticated("scheme not available on this route", nil)
 	}
@@ -395,6 +441,8 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 	if h.roles != nil && !h.hasRole(perm) {
 		return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "required role missing"}
 	}
+	// The permission's lastLogin (written in batches, off the request path).
+	h.app.usage.RecordLogin(id.principal.User.ID, tenant, now)
 	return id, nil
 }
 
@@ -427,6 +475,23 @@ func (h *Handler) hasRole(p *keys.Permission) bool {
 	return false
 }
 
+// signatureFailure maps a Verify error to the answer: a body over
+// max_signed_body is 413, a spent body budget 503 (the request may pass
+// later), anything else the one 401 of every credential problem, with
+// signature_coverage in the log and metrics when the signature binds too
+// little.
+func signatureFailure(err error) *outcome {
+	switch {
+	case errors.Is(err, auth.ErrBodyTooLarge):
+		return &outcome{status: http.StatusRequestEntityTooLarge, result: "body_too_large", reason: "signed body larger than max_signed_body", err: err}
+	case errors.Is(err, auth.ErrBodyBudget):
+		return &outcome{status: http.StatusServiceUnavailable, result: "busy", reason: "signed body buffer budget exhausted", err: err}
+	case errors.Is(err, auth.ErrCoverage):
+		return &outcome{status: http.StatusUnauthorized, result: "signature_coverage", reason: "signature_coverage", err: err}
+	}
+	return unauthenticated("signature rejected", err)
+}
+
 func unauthenticated(reason string, err error) *outcome {
 	return &outcome{status: http.StatusUnauthorized, result: "unauthenticated", reason: reason, err: err}
 }
@@ -442,6 +507,7 @@ func lookupFailure(reason string, err error) *outcome {
 
 // refuse logs the reason, counts it and answers with the problem body.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, id identity, out *outcome) error {
+	h.countFailure(r, out.status)
 	scheme := "none"
 	if id.scheme != 0 {
 		scheme = id.scheme.String()
@@ -521,19 +587,6 @@ func originalURI(r *http.Request) string {
 		return orig.RequestURI
 	}
 	return r.RequestURI
-}
-
-// warnLimiter lets a warning through at most once per 10 seconds.
-type warnLimiter struct {
-	last atomic.Int64 // unix nanoseconds of the last warning
-}
-
-func (l *warnLimiter) ok(now time.Time) bool {
-	prev := l.last.Load()
-	if now.UnixNano()-prev < int64(10*time.Second) {
-		return false
-	}
-	return l.last.CompareAndSwap(prev, now.UnixNano())
 }
 
 var (

@@ -15,6 +15,8 @@ var problems = map[int][]byte{
 		"A valid access key or request signature is required."),
 	http.StatusForbidden: problemBody("forbidden", "Forbidden", http.StatusForbidden,
 		"The credential is valid but has no permission for this resource."),
+	http.StatusRequestEntityTooLarge: problemBody("body-too-large", "Content Too Large", http.StatusRequestEntityTooLarge,
+		"The signed request's body is larger than this route verifies (max_signed_body)."),
 	http.StatusTooManyRequests: problemBody("rate-limited", "Too Many Requests", http.StatusTooManyRequests,
 		"The request limit of this user is reached; retry after the time in Retry-After."),
 	http.StatusServiceUnavailable: problemBody("unavailable", "Service Unavailable", http.StatusServiceUnavailable,

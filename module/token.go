@@ -395,7 +395,11 @@ func (a *App) verifyAccessKeyFrom(ctx context.Context,
 // JWT locally against the in-memory keys, then, so that revocation bites
 // before exp, the API key that minted it and its owner through the
 // resolver's cache. The caller checks the permission in tenant.
-func (a *App) verifyAccessToken(ctx context.Context, tok, tenant string, now time.Time) (*keys.Key, *keys.Principal, *outcome) {
+func (a *App) verifyAccessToken(ctx context.Context,
+	keyOf func(context.Context, string, time.Time) (*keys.Key, error),
+	principalOf func(context.Context, string, time.Time) (*keys.Principal, error),
+	tok, tenant string, now time.Time,
+) (*keys.Key, *keys.Principal, *outcome) {
 	if a.tokens == nil {
 		return nil, nil, unauthenticated("token exchange not configured", nil)
 	}
@@ -412,7 +416,7 @@ func (a *App) verifyAccessToken(ctx context.Context, tok, tenant string, now tim
 		tokensRejected.WithLabelValues("wrong_tenant").Inc()
 		return nil, nil, &outcome{status: 403, result: "forbidden", reason: "access token of another tenant"}
 	}
-	k, err := a.resolver.Key(ctx, vt.KeyID, now)
+	k, err := keyOf(ctx, vt.KeyID, now)
 	if err != nil {
 		if errors.Is(err, keys.ErrNotFound) {
 			tokensRejected.WithLabelValues("revoked").Inc()
@@ -423,7 +427,7 @@ func (a *App) verifyAccessToken(ctx context.Context, tok, tenant string, now tim
 		tokensRejected.WithLabelValues("revoked").Inc()
 		return k, nil, unauthenticated("access token's API key expired, disabled or revoked", nil)
 	}
-	p, err := a.resolver.Principal(ctx, k.UserID, now)
+	p, err := principalOf(ctx, k.UserID, now)
 	if err != nil {
 		return k, nil, lookupFailure("access token's user not found", err)
 	}
