@@ -592,7 +592,11 @@ func TestPermissions(t *testing.T) {
 		t.Fatalf("q filter = %+v", list)
 	}
 	e.do("GET", "/v1/workspaces/b/permissions?includeTechnicalUsers=maybe", e.adminB, nil).wantProblem(400, "includeTechnicalUsers")
-	e.do("GET", "/v1/workspaces/b/permissions?sort=role", e.adminB, nil).wantProblem(400, "sort")
+	e.do("GET", "/v1/workspaces/b/permissions?sort=email", e.adminB, nil).wantProblem(400, "sort")
+	e.do("GET", "/v1/workspaces/b/permissions?sort=role,-lastLogin", e.adminB, nil).want(200).data(&list)
+	if len(list) != 2 || list[0].Role != keys.RoleAdmin {
+		t.Fatalf("sorted by role = %+v", list)
+	}
 	e.do("GET", "/v1/workspaces/nowhere/permissions", e.rootKey, nil).wantProblem(404, "")
 }
 

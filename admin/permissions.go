@@ -64,7 +64,7 @@ func (h *Handler) workspace(r *http.Request, c *caller, id string) (keys.Tenant,
 
 func (h *Handler) listPermissions(w http.ResponseWriter, r *http.Request, c *caller) error {
 	q := r.URL.Query()
-	lo, err := parseList(q, "id", "createdAt")
+	lo, err := parseList(q, "id", "createdAt", "updatedAt", "status", "role", "lastLogin")
 	if err != nil {
 		return err
 	}

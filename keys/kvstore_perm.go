@@ -6,7 +6,12 @@ import (
 	"slices"
 )
 
-var permSortFields = []string{"id", "createdAt"}
+// permSortFields are the sort fields with an index; permListFields are all
+// of them, the others sorted in memory (one tenant's permissions).
+var (
+	permSortFields = []string{"id", "createdAt"}
+	permListFields = []string{"id", "createdAt", "updatedAt", "status", "role", "lastLogin"}
+)
 
 // permTransitions are the status changes PutPermission allows; INVITED →
 // ACTIVE is AcceptPermission's alone, and ARCHIVED → ACTIVE is allowed only
@@ -37,8 +42,20 @@ func checkPermTransition(cur *Permission, status PermissionStatus) error {
 func permScope(tenant string) string { return "t:" + tenant + ":perms:by:" }
 
 func permSortKey(p *Permission, field string) string {
-	if field == "createdAt" {
+	switch field {
+	case "createdAt":
 		return timeKey(p.CreatedAt)
+	case "updatedAt":
+		return timeKey(p.UpdatedAt)
+	case "status":
+		return string(p.Status)
+	case "role":
+		return string(p.Role) // ADMIN < MEMBER < VIEWER: most privileged first
+	case "lastLogin":
+		if p.LastLogin == nil {
+			return "" // never: before any time
+		}
+		return timeKey(*p.LastLogin)
 	}
 	return p.ID
 }
@@ -277,15 +294,17 @@ func (s *kvStore) GetPermissionByID(ctx context.Context, id string) (Permission,
 	return p, err
 }
 
-// ListPermissions pages through the permissions of a tenant.
+// ListPermissions pages through the permissions of a tenant (sort fields:
+// id, createdAt, updatedAt, status, role, lastLogin).
 func (s *kvStore) ListPermissions(ctx context.Context, q PermissionQuery) (Page[Permission], error) {
 	if q.Tenant == "" {
 		return Page[Permission]{}, fieldError("workspaceId", "is required")
 	}
-	ps, err := normalize(q.ListOptions, permSortFields, Sort{Field: "id"})
+	ps, err := normalize(q.ListOptions, permListFields, Sort{Field: "id"})
 	if err != nil {
 		return Page[Permission]{}, err
 	}
+	inMemory := slices.ContainsFunc(ps.sort, func(s Sort) bool { return !slices.Contains(permSortFields, s.Field) })
 	l := lister[Permission]{
 		table:   tblPerms,
 		index:   func(f string) string { return permScope(q.Tenant) + f },
@@ -320,6 +339,14 @@ func (s *kvStore) ListPermissions(ctx context.Context, q PermissionQuery) (Page[
 	}
 	var p Page[Permission]
 	err = s.b.View(ctx, func(tx Tx) (err error) {
+		if inMemory {
+			all, err := l.collect(tx, l.index("id"), false)
+			if err != nil {
+				return err
+			}
+			p = l.inMemory(all, ps)
+			return nil
+		}
 		p, err = l.list(tx, ps)
 		return err
 	})

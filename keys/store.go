@@ -58,7 +58,8 @@ type Store interface {
 	GetPermission(ctx context.Context, userID, tenantID string) (Permission, error)
 	// GetPermissionByID returns a permission by its id or ErrNotFound.
 	GetPermissionByID(ctx context.Context, id string) (Permission, error)
-	// ListPermissions pages through the permissions of a tenant (sort fields: id, createdAt).
+	// ListPermissions pages through the permissions of a tenant (sort
+	// fields: id, createdAt, updatedAt, status, role, lastLogin).
 	ListPermissions(ctx context.Context, q PermissionQuery) (Page[Permission], error)
 	// UserPermissions returns every permission of a user.
 	UserPermissions(ctx context.Context, userID string) ([]Permission, error)

@@ -249,6 +249,34 @@ func testPermissionFields(t *testing.T, s keys.Store) {
 	if got, _ = s.GetPermission(ctx, u.ID, tn.ID); got.LastLogin == nil || !got.LastLogin.Equal(at) {
 		t.Errorf("lastLogin after an update = %v", got.LastLogin)
 	}
+
+	// Sorting by the fields the list documents.
+	v2 := mustUser(t, s, tn.ID, "v2")
+	grant(t, s, v2, tn.ID, keys.RoleViewer)
+	a3 := mustUser(t, s, tn.ID, "a3")
+	grant(t, s, a3, tn.ID, keys.RoleAdmin)
+	must(t, "TouchLastUsed", s.TouchLastUsed(ctx, []keys.Usage{{UserID: a3.ID, Tenant: tn.ID, At: at.Add(time.Hour)}}))
+	list := func(sorts ...keys.Sort) []string {
+		t.Helper()
+		p, err := s.ListPermissions(ctx, keys.PermissionQuery{Tenant: tn.ID, ListOptions: keys.ListOptions{Sort: sorts}})
+		must(t, "ListPermissions", err)
+		var ids []string
+		for _, x := range p.Items {
+			ids = append(ids, x.UserID)
+		}
+		return ids
+	}
+	if got := list(keys.Sort{Field: "role"}); !slices.Equal(got, []string{a3.ID, u.ID, v2.ID}) {
+		t.Errorf("by role = %v, want %v", got, []string{a3.ID, u.ID, v2.ID})
+	}
+	if got := list(keys.Sort{Field: "lastLogin", Desc: true}); !slices.Equal(got, []string{a3.ID, u.ID, v2.ID}) {
+		t.Errorf("by lastLogin desc = %v", got)
+	}
+	if got := list(keys.Sort{Field: "status"}, keys.Sort{Field: "role", Desc: true}); len(got) != 3 || got[0] != v2.ID {
+		t.Errorf("by status, -role = %v", got)
+	}
+	_, err = s.ListPermissions(ctx, keys.PermissionQuery{Tenant: tn.ID, ListOptions: keys.ListOptions{Sort: []keys.Sort{{Field: "email"}}}})
+	wantField(t, "ListPermissions(sort email)", err, "sort")
 }
 
 func testRetention(t *testing.T, s keys.Store) {
