@@ -66,6 +66,18 @@ type App struct {
 	// access_token scheme). Default: the TokenConfig defaults.
 	Token *TokenConfig `json:"token,omitempty"`
 
+	// Credentials says which credentials users of each type may hold and
+	// use: user type (TECHNICAL, SERVICE, APPLICATION) → list of
+	// access_key, token (the token exchange and its access tokens),
+	// signature (signing secrets). Types not named keep the defaults of the
+	// seed documents: SERVICE [access_key], TECHNICAL [access_key, token],
+	// APPLICATION [signature]. An empty list allows nothing.
+	Credentials map[string][]string `json:"credentials,omitempty"`
+
+	// Retention says how long history and the activity log are kept.
+	// Default: history forever, activity 90 days.
+	Retention *RetentionConfig `json:"retention,omitempty"`
+
 	// SignedBodyBuffer bounds, in bytes, the request bodies that all routes
 	// together hold in memory to check signed digests (see max_signed_body
 	// on the route). A signed request that would go past it is answered 503
@@ -94,6 +106,7 @@ type App struct {
 	cancel       context.CancelFunc
 	admin        *admin.Handler
 	tokens       *tokenKeys
+	credentials  keys.CredentialPolicy
 	bodyBudget   *auth.BodyBudget
 	// routes counts the keygate handlers provisioned with this app.
 	// (a plain int64 for sync/atomic: App is copied by value in CaddyModule)
@@ -253,7 +266,13 @@ func (a *App) setup() error {
 	}, opener)
 	shared.attach(a.resolver)
 	a.usage = keys.NewUsageRecorder(shared.store, time.Minute)
-	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer})
+	if a.credentials, err = credentialPolicy(a.Credentials); err != nil {
+		return err
+	}
+	if err := a.Retention.validate(); err != nil {
+		return err
+	}
+	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer, Credentials: a.credentials})
 
 	// The in-process limiter lives with the pooled store, so a config
 	// reload keeps its counts (a new one would hand every user a fresh quota).
@@ -456,6 +475,7 @@ func (a *App) purgeLoop(ctx context.Context) {
 			} else if n > 0 {
 				a.logger.Info("purged deleted users", zap.Int("count", n))
 			}
+			a.sweepRetention(ctx)
 		}
 	}
 }

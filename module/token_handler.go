@@ -148,6 +148,11 @@ func (h *TokenHandler) exchange(r *http.Request, now time.Time) (string, time.Du
 	if p.User.Status != keys.UserActive {
 		return "", 0, invalidClient("user not active", nil)
 	}
+	if reason, err := app.exchangeRefusal(ctx, p, k.TenantID, now); err != nil {
+		return "", 0, unavailable("loading tenant", err)
+	} else if reason != "" {
+		return "", 0, invalidClient(reason, nil)
+	}
 	perm := p.Permission(k.TenantID)
 	if perm == nil || perm.Status != keys.PermissionActive {
 		return "", 0, invalidClient("no active permission in the key's tenant", nil)
