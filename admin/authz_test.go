@@ -99,7 +99,11 @@ func TestRoleChangesTakeEffect(t *testing.T) {
 // TestRolesByWorkspace (item 1): ?workspace= picks the permission; a
 // superadmin names it when the user has several.
 func TestRolesByWorkspace(t *testing.T) {
-	e := newEnv(t, newFileStore)
+	bothStores(t, testRolesByWorkspace)
+}
+
+func testRolesByWorkspace(t *testing.T, f storeFactory) {
+	e := newEnv(t, f)
 	u := e.createUser(e.adminA, map[string]any{"name": "multi", "role": "MEMBER"})
 	base := "/v1/users/" + u.ID + "/roles"
 	var rv RolesView
@@ -179,7 +183,11 @@ func TestArchivedTenantAcceptsNothing(t *testing.T) {
 // TestUserTypesLimitCredentials (item 3): the default mapping, 409 with a
 // clear message, and a configured policy.
 func TestUserTypesLimitCredentials(t *testing.T) {
-	e := newEnv(t, newFileStore)
+	bothStores(t, testUserTypesLimitCredentials)
+}
+
+func testUserTypesLimitCredentials(t *testing.T, f storeFactory) {
+	e := newEnv(t, f)
 	exp := e.clk.Now().Add(time.Hour).Format(time.RFC3339)
 	svc := e.createUser(e.adminA, map[string]any{"name": "svc", "type": "SERVICE"})
 	app := e.createUser(e.adminA, map[string]any{"name": "app", "type": "APPLICATION"})
@@ -201,7 +209,7 @@ func TestUserTypesLimitCredentials(t *testing.T) {
 	e.do("GET", "/v1/users", key, nil).wantProblem(401, "")
 
 	// Operators may allow more.
-	e2 := newEnvPolicy(t, newFileStore, keys.CredentialPolicy{keys.UserService: {keys.CredAccessKey, keys.CredSignature}}.WithDefaults())
+	e2 := newEnvPolicy(t, f, keys.CredentialPolicy{keys.UserService: {keys.CredAccessKey, keys.CredSignature}}.WithDefaults())
 	svc2 := e2.createUser(e2.adminA, map[string]any{"name": "svc", "type": "SERVICE"})
 	e2.do("POST", "/v1/users/"+svc2.ID+"/secrets", e2.adminA, nil).want(201)
 }
@@ -259,7 +267,11 @@ func TestInvitationConsent(t *testing.T) {
 // TestNoUserIDProbing (item 5): a taken id is a generic conflict, the same
 // whether the holder is visible to the caller or not.
 func TestNoUserIDProbing(t *testing.T) {
-	e := newEnv(t, newFileStore)
+	bothStores(t, testNoUserIDProbing)
+}
+
+func testNoUserIDProbing(t *testing.T, f storeFactory) {
+	e := newEnv(t, f)
 	ub := e.createUser(e.adminB, map[string]any{"name": "hidden"})
 	ua := e.createUser(e.adminA, map[string]any{"name": "visible"})
 	hidden := e.do("POST", "/v1/users", e.adminA, map[string]any{"id": ub.ID, "name": "probe"}).wantProblem(409, "")
