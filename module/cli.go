@@ -125,7 +125,8 @@ func cliCommands() []caddycmd.Command {
 					}
 					return cl.print(res.Data, []string{"id", "name", "status", "version"})
 				}},
-			{name: "archive", usage: "<id>", short: "Archives a tenant", run: patchRun("/v1/tenants/%s", map[string]any{"status": "ARCHIVED"}, []string{"id", "name", "status", "version"})},
+			{name: "archive", usage: "<id>", short: "Archives a tenant: its keys, tokens and signatures stop working at once", run: patchRun("/v1/tenants/%s", map[string]any{"status": "ARCHIVED"}, []string{"id", "name", "status", "version"})},
+			{name: "activate", usage: "<id>", short: "Reactivates an archived tenant: its credentials work again as they were", run: patchRun("/v1/tenants/%s", map[string]any{"status": "ACTIVE"}, []string{"id", "name", "status", "version"})},
 		}),
 		resourceCommand("users", "Manages technical, service and application users", []cliVerb{
 			{name: "list", usage: "[--tenant <id>] [--status S] [--type T] [--q text]", short: "Lists users",
@@ -233,6 +234,12 @@ func cliCommands() []caddycmd.Command {
 					}
 					return cl.print(res.Data, []string{"userId", "workspace", "role", "customerRoles"})
 				}},
+			{name: "add-role", usage: "<id> <ADMIN|MEMBER|VIEWER|customer role> [--workspace <tenant>]",
+				short: "Sets the standard role of the user's permission in a tenant, or adds a customer role",
+				flags: workspaceFlag, run: roleRun(http.MethodPut)},
+			{name: "remove-role", usage: "<id> <role> [--workspace <tenant>]",
+				short: "Removes a customer role, or sets the standard role back to MEMBER",
+				flags: workspaceFlag, run: roleRun(http.MethodDelete)},
 			{name: "export", usage: "<id>", short: "Prints everything stored about a user as one JSON document (no secrets)",
 				run: func(cl *cliClient, _ caddycmd.Flags, args []string) error {
 					if len(args) != 1 {
@@ -480,6 +487,28 @@ func markReplaced(data json.RawMessage) json.RawMessage {
 }
 
 func userFlag(c *cobra.Command) { c.Flags().String("user", "", "user id (required)") }
+
+func workspaceFlag(c *cobra.Command) {
+	c.Flags().String("workspace", "", "tenant of the permission (default: the caller's; required for a superadmin when the user has several)")
+}
+
+// roleRun calls PUT or DELETE /v1/users/{id}/roles/{roleKey}[?workspace=].
+func roleRun(method string) func(*cliClient, caddycmd.Flags, []string) error {
+	return func(cl *cliClient, fl caddycmd.Flags, args []string) error {
+		if len(args) != 2 {
+			return errors.New("usage: <user id> <role>")
+		}
+		path := "/v1/users/" + url.PathEscape(args[0]) + "/roles/" + url.PathEscape(args[1])
+		if ws := fl.String("workspace"); ws != "" {
+			path += "?" + url.Values{"workspace": {ws}}.Encode()
+		}
+		res, err := cl.call(method, path, "", nil)
+		if err != nil {
+			return err
+		}
+		return cl.print(res.Data, []string{"userId", "workspace", "role", "customerRoles"})
+	}
+}
 
 func addCommonFlags(cmd *cobra.Command) {
 	cmd.Flags().StringP("config", "c", "", "config file of the keygate server (to find its admin address or its store)")

@@ -106,6 +106,18 @@ func TestCLIWithoutServer(t *testing.T) {
 	if out := c.must("users", "roles", user.ID); !strings.Contains(out, "VIEWER") || !strings.Contains(out, "acme") {
 		t.Fatalf("users roles after update:\n%s", out)
 	}
+	if out := c.must("users", "add-role", user.ID, "ADMIN", "--workspace", "acme"); !strings.Contains(out, "ADMIN") {
+		t.Fatalf("users add-role:\n%s", out)
+	}
+	if out := c.must("users", "add-role", user.ID, "auditor"); !strings.Contains(out, "auditor") {
+		t.Fatalf("users add-role (customer):\n%s", out)
+	}
+	if out := c.must("users", "remove-role", user.ID, "ADMIN", "--json"); !strings.Contains(out, `"MEMBER"`) || !strings.Contains(out, "auditor") {
+		t.Fatalf("users remove-role:\n%s", out)
+	}
+	if out := c.must("users", "get", user.ID, "--json"); !strings.Contains(out, `"role": "MEMBER"`) && !strings.Contains(out, `"role":"MEMBER"`) {
+		t.Fatalf("user record after the permission's role changed:\n%s", out)
+	}
 	if out, err := c.run("users", "update", user.ID); err == nil || !strings.Contains(out, "nothing to change") {
 		t.Fatalf("users update without flags: err=%v\n%s", err, out)
 	}
