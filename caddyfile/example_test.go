@@ -9,15 +9,18 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
-// TestExampleCaddyfileFormatted keeps Caddyfile.example `keygate fmt` clean:
-// Caddy warns "Caddyfile input is not formatted" on every start otherwise.
+// TestExampleCaddyfileFormatted keeps Caddyfile.example and the packaged
+// Caddyfile `keygate fmt` clean: Caddy warns "Caddyfile input is not
+// formatted" on every start otherwise.
 func TestExampleCaddyfileFormatted(t *testing.T) {
-	path := filepath.Join("..", "Caddyfile.example")
-	in, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out := caddyfile.Format(in); !bytes.Equal(out, in) {
-		t.Fatalf("%s is not formatted; run: go run ./cmd/keygate fmt --overwrite Caddyfile.example", path)
+	for _, name := range []string{"Caddyfile.example", "packaging/Caddyfile"} {
+		path := filepath.Join("..", filepath.FromSlash(name))
+		in, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out := caddyfile.Format(in); !bytes.Equal(out, in) {
+			t.Errorf("%s is not formatted; run: go run ./cmd/keygate fmt --overwrite %s", name, name)
+		}
 	}
 }
