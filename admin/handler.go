@@ -40,21 +40,25 @@ type Config struct {
 	// one the user's type does not allow is 409, and an access key of such
 	// a user does not authenticate. Default: keys.DefaultCredentialPolicy.
 	Credentials keys.CredentialPolicy
+	// Verifier answers POST /v1/verify with the gateway's logic. If nil,
+	// that route answers 503.
+	Verifier Verifier
 }
 
 // Handler is the admin REST API (SPEC section 5) as a plain http.Handler.
 // Create it with New; it is safe for concurrent use.
 type Handler struct {
-	store   keys.Store
-	hasher  *keys.Hasher
-	sealer  *keys.Sealer
-	now     func() time.Time
-	log     *slog.Logger
-	maxBody int64
-	keyLife time.Duration
-	creds   keys.CredentialPolicy
-	mux     *http.ServeMux
-	openapi []byte
+	store    keys.Store
+	hasher   *keys.Hasher
+	sealer   *keys.Sealer
+	now      func() time.Time
+	log      *slog.Logger
+	maxBody  int64
+	keyLife  time.Duration
+	creds    keys.CredentialPolicy
+	verifier Verifier
+	mux      *http.ServeMux
+	openapi  []byte
 }
 
 // New returns a Handler for cfg. It panics if cfg.Store is nil.
@@ -63,15 +67,16 @@ func New(cfg Config) *Handler {
 		panic("admin: Config.Store is required")
 	}
 	h := &Handler{
-		store:   cfg.Store,
-		hasher:  cfg.Hasher,
-		sealer:  cfg.Sealer,
-		now:     cfg.Now,
-		log:     cfg.Logger,
-		maxBody: cfg.MaxBody,
-		keyLife: cfg.DefaultKeyLifetime,
-		creds:   cfg.Credentials,
-		mux:     http.NewServeMux(),
+		store:    cfg.Store,
+		hasher:   cfg.Hasher,
+		sealer:   cfg.Sealer,
+		now:      cfg.Now,
+		log:      cfg.Logger,
+		maxBody:  cfg.MaxBody,
+		keyLife:  cfg.DefaultKeyLifetime,
+		creds:    cfg.Credentials,
+		verifier: cfg.Verifier,
+		mux:      http.NewServeMux(),
 	}
 	if h.creds == nil {
 		h.creds = keys.DefaultCredentialPolicy()
@@ -132,6 +137,9 @@ const (
 	authTrusted
 	// authPublic: no credential (the OpenAPI document).
 	authPublic
+	// authVerify: the route's Verifier authenticates the caller through the
+	// gateway's cache; calls are data plane, not in the activity log.
+	authVerify
 )
 
 // route is one row of the route table. The table is data so the OpenAPI
@@ -206,6 +214,8 @@ var routeTable = []route{
 	{Method: "POST", Pattern: "/v1/permissions", Summary: "Create or update the permission of a user in a workspace", Tag: "permissions", Request: "PermissionInput", Response: "Permission", Status: 200, handle: (*Handler).putPermission},
 	{Method: "POST", Pattern: "/v1/permissions/{id}/accept", Auth: authSelf, Summary: "Accept an invitation (INVITED → ACTIVE), with the invited user's own key", Tag: "permissions", Response: "Permission", handle: (*Handler).acceptPermission},
 
+	{Method: "POST", Pattern: "/v1/verify", Auth: authVerify, Summary: "Check an access key or access token as the gateway would (and count it against the user's request limit), for services that check keys themselves; the caller's key needs role ADMIN or customer role " + VerifyRole + " in the tenant", Tag: "verify", Request: "VerifyRequest", Response: "VerifyResult", handle: (*Handler).verify},
+
 	{Method: "GET", Pattern: "/v1/users/{id}/history", Summary: "A user's changelog, newest first", Tag: "audit", Response: "HistoryEntry", List: true, Query: []string{"page", "size"}, handle: (*Handler).history},
 	{Method: "GET", Pattern: "/v1/activity", Summary: "The admin API activity log, newest first", Tag: "audit", Response: "Activity", List: true, Query: activityQuery, handle: (*Handler).activity},
 	{Method: "GET", Pattern: "/v1/users/{id}/export", Summary: "Everything stored about a user as one document (no secret values, no hashes)", Tag: "audit", Response: "Export", handle: (*Handler).export},
@@ -273,7 +283,7 @@ func (h *Handler) wrap(rt route) http.Handler {
 				h.fail(rec, r, rt, err)
 			}
 		}()
-		if rt.Auth == authPublic {
+		if rt.Auth == authPublic || rt.Auth == authVerify {
 			return
 		}
 		if f, ok := w.(http.Flusher); ok {
@@ -303,7 +313,7 @@ func (h *Handler) serve(rt route, w http.ResponseWriter, r *http.Request, st *ca
 	ctx := r.Context()
 	var c *caller
 	switch rt.Auth {
-	case authPublic:
+	case authPublic, authVerify:
 		c = &caller{}
 	case authTrusted:
 		actor, ok := trustedActor(ctx)

@@ -68,6 +68,23 @@ func schemas() obj {
 			"type": str("https://keygate.dev/problems/<slug>"), "title": str(""), "status": integer,
 			"detail": str(""), "errors": obj{"type": "array", "items": fieldError},
 		}},
+		"VerifyRequest": obj{"type": "object", "additionalProperties": false, "properties": obj{
+			"key":     str("an access key kg_… (exactly one of key and token)"),
+			"token":   str("an access token from the token endpoint"),
+			"tenant":  str("the tenant in which it must be valid; default: the caller key's tenant"),
+			"consume": obj{"type": "integer", "enum": []int{0, 1}, "description": "1 (default): count against the user's request limit; 0: check only"},
+		}},
+		"VerifyResult": obj{"type": "object", "required": []string{"valid", "code", "tenant"}, "properties": obj{
+			"valid": obj{"type": "boolean"},
+			"code": obj{"type": "string", "enum": []string{"VALID", "INVALID", "FORBIDDEN", "RATE_LIMITED"},
+				"description": "INVALID never says whether a key is unknown, wrong, expired or revoked"},
+			"user": obj{"type": "object", "properties": obj{"id": str(""), "name": str(""),
+				"type": enum("TECHNICAL", "SERVICE", "APPLICATION")}},
+			"tenant": str(""), "role": enum("ADMIN", "MEMBER", "VIEWER"), "customerRoles": strList,
+			"keyId": str("the access key (or the key a token came from)"),
+			"ratelimit": obj{"type": "object", "description": "after this call; absent without a limit or with consume 0",
+				"properties": obj{"limit": integer, "remaining": integer, "reset": obj{"type": "integer", "description": "seconds until quota frees"}}},
+		}},
 		"Envelope": obj{"type": "object", "properties": obj{
 			"status": enum("OK"), "type": str("kind of data"), "errors": obj{"type": "array", "items": fieldError},
 			"total": integer, "page": integer, "size": integer, "data": obj{},
@@ -218,6 +235,9 @@ func buildOpenAPI() []byte {
 			responses["200"] = obj{"description": "the OpenAPI document", "content": obj{"application/json": obj{}}}
 		case status == http.StatusNoContent:
 			responses["204"] = obj{"description": "done"}
+		case rt.Auth == authVerify:
+			responses["200"] = obj{"description": "the verdict (valid or not); not wrapped in the envelope",
+				"content": obj{"application/json": obj{"schema": ref(rt.Response)}}}
 		default:
 			data := obj{}
 			if rt.Response != "" {
@@ -286,6 +306,16 @@ func buildOpenAPI() []byte {
 func errorResponses(rt route) map[int]string {
 	out := map[int]string{}
 	if rt.Pattern == "/v1/openapi.json" {
+		return out
+	}
+	if rt.Auth == authVerify {
+		out[http.StatusBadRequest] = "invalid input: not exactly one of key and token, consume not 0 or 1; errors lists the fields"
+		out[http.StatusUnauthorized] = "the caller's own access key is missing or invalid"
+		out[http.StatusForbidden] = "the caller has neither role ADMIN nor customer role " + VerifyRole + " in the tenant (nor is a superadmin)"
+		out[http.StatusRequestEntityTooLarge] = "body too large"
+		out[http.StatusUnsupportedMediaType] = "body is not application/json"
+		out[http.StatusServiceUnavailable] = "key store or rate limiter unavailable"
+		out[http.StatusInternalServerError] = "unexpected error (logged)"
 		return out
 	}
 	out[http.StatusInternalServerError] = "unexpected error (logged)"

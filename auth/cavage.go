@@ -294,6 +294,9 @@ func matchDigest(what, b64 string, sum []byte) error {
 // checkDigestHeader verifies the legacy Digest header (RFC 3230) against
 // the body: every SHA-256 / SHA-512 entry must match, and one must exist.
 func checkDigestHeader(r *http.Request, e *env) error {
+	if e.noBody {
+		return ErrNoBody
+	}
 	body, err := readBody(r, e)
 	if err != nil {
 		return err

@@ -183,3 +183,24 @@ func TestBodyBudget(t *testing.T) {
 		wantErr(t, signed(true), twoSecrets, VerifyOptions{MaxBody: 1000}, ErrBodyTooLarge)
 	})
 }
+
+// Verified without its body (forward auth), a signature over a body digest
+// is refused with ErrNoBody; one that covers no body still verifies.
+func TestVerifyNoBody(t *testing.T) {
+	r := newReq("GET", "/v1/x", "")
+	r.Header.Set("Digest", bodyDigest(`{"a":1}`))
+	r.Header.Set("Signature", signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)", "digest"}, secretA, testNow.Unix(), 0))
+	wantErr(t, r, twoSecrets, VerifyOptions{NoBody: true}, ErrNoBody)
+
+	r = newReq("GET", "/v1/x", "")
+	r.Header.Set("Signature", signCavage(r, "app-7", "hs2019", []string{"(request-target)", "(created)"}, secretA, testNow.Unix(), 0))
+	wantOK(t, r, twoSecrets, VerifyOptions{NoBody: true}, HTTPSignature, "app-7", "sa")
+
+	r = newReq("PUT", "/prod/orders/1", "")
+	o := v4opts(secretA)
+	o.payloadHash = strings.Repeat("ab", 32)
+	r.Header.Set("X-Amz-Content-Sha256", o.payloadHash)
+	o.signed = []string{"x-amz-content-sha256"}
+	signV4(r, o)
+	wantErr(t, r, twoSecrets, VerifyOptions{NoBody: true}, ErrNoBody)
+}

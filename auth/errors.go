@@ -26,6 +26,10 @@ var (
 	ErrCoverage = errors.New("signature does not cover the request")
 	// ErrBodyTooLarge: a covered body digest needs a body larger than MaxBody.
 	ErrBodyTooLarge = errors.New("body too large to verify")
+	// ErrNoBody: the signature covers a body digest, and the request was
+	// verified without its body (VerifyOptions.NoBody: a forward-auth
+	// subrequest carries none).
+	ErrNoBody = errors.New("signature covers a body the verifier does not get")
 	// ErrBodyBudget: the process-wide budget for buffered request bodies
 	// (BodyBudget) is spent; the request may succeed later.
 	ErrBodyBudget = errors.New("body buffer budget exhausted")

@@ -228,6 +228,9 @@ func (s *rfc9421Sig) verify(r *http.Request, secrets []Secret, e *env) (Verified
 // checkContentDigest verifies RFC 9530 Content-Digest against the body:
 // every sha-256 / sha-512 member must match, and one must exist.
 func checkContentDigest(r *http.Request, e *env) error {
+	if e.noBody {
+		return ErrNoBody
+	}
 	v, err := combinedHeader(r.Header, "Content-Digest")
 	if err != nil {
 		return err

@@ -299,6 +299,9 @@ func (s *sigV4) signingKey(dst []byte, secret string) []byte {
 }
 
 func checkPayloadHash(r *http.Request, want string, e *env) error {
+	if e.noBody && !strings.EqualFold(want, emptyPayloadHash) {
+		return ErrNoBody
+	}
 	body, err := readBody(r, e)
 	if err != nil {
 		return err

@@ -55,6 +55,11 @@ type VerifyOptions struct {
 	// MaxPresignExpiry caps X-Amz-Expires of presigned SigV4 URLs. Zero
 	// means DefaultMaxPresignExpiry (15m).
 	MaxPresignExpiry time.Duration
+	// NoBody says that r stands for a request whose body keygate does not
+	// get (a forward-auth subrequest): a signature that covers a body
+	// digest then fails with ErrNoBody instead of being checked against an
+	// empty body.
+	NoBody bool
 	// Budget, when set, bounds the bytes that all requests together buffer
 	// for digest checks; past it Verify fails with ErrBodyBudget. On
 	// success the caller releases Verified.Held once the request is done.
@@ -93,6 +98,7 @@ type env struct {
 	presign time.Duration
 	budget  *BodyBudget
 	held    int64 // taken from budget
+	noBody  bool
 }
 
 // signed is implemented by the parsed data of each signed scheme.
@@ -126,6 +132,7 @@ func (c *Credential) Verify(r *http.Request, secrets []Secret, opt VerifyOptions
 		require: opt.Require,
 		presign: opt.MaxPresignExpiry,
 		budget:  opt.Budget,
+		noBody:  opt.NoBody,
 	}
 	if e.presign <= 0 {
 		e.presign = DefaultMaxPresignExpiry

@@ -15,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/keygate/keygate/auth"
+	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/module"
 	"github.com/keygate/keygate/ratelimit"
 )
@@ -23,6 +25,8 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("keygate", parseGlobal)
 	httpcaddyfile.RegisterHandlerDirective("keygate", parseKeygate)
 	httpcaddyfile.RegisterDirectiveOrder("keygate", httpcaddyfile.After, "basic_auth")
+	httpcaddyfile.RegisterHandlerDirective("keygate_auth", parseForwardAuth)
+	httpcaddyfile.RegisterDirectiveOrder("keygate_auth", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterHandlerDirective("keygate_admin", parseAdmin)
 	httpcaddyfile.RegisterDirectiveOrder("keygate_admin", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterHandlerDirective("keygate_token", parseToken)
@@ -64,6 +68,13 @@ func init() {
 //			lifetime <duration>
 //			algorithm RS256|EdDSA
 //			rotate <duration>
+//		}
+//		credentials {
+//			TECHNICAL|SERVICE|APPLICATION access_key|token|signature...|none
+//		}
+//		retention {
+//			history <duration>|forever
+//			activity <duration>|forever
 //		}
 //	}
 func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -148,6 +159,35 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.Token = tc
+		case "credentials":
+			if app.Credentials != nil {
+				return nil, d.Err("credentials already specified")
+			}
+			creds, err := parseCredentials(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Credentials = creds
+		case "retention":
+			if app.Retention != nil {
+				return nil, d.Err("retention already specified")
+			}
+			app.Retention = new(module.RetentionConfig)
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			err := eachOption(d, "retention: ", func(opt string) error {
+				switch opt {
+				case "history":
+					return retentionArg(d, &app.Retention.History)
+				case "activity":
+					return retentionArg(d, &app.Retention.Activity)
+				}
+				return d.Errf("unrecognized retention option '%s'", opt)
+			})
+			if err != nil {
+				return nil, err
+			}
 		default:
 			return nil, d.Errf("unrecognized keygate option '%s'", d.Val())
 		}
@@ -282,6 +322,11 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			if len(hd.Schemes) == 0 {
 				return d.ArgErr()
 			}
+			for _, name := range hd.Schemes {
+				if _, err := auth.ParseScheme(name); err != nil {
+					return d.Errf("schemes: '%s' is not a scheme: use %s", name, schemeList())
+				}
+			}
 		case "key_header":
 			err = oneArg(d, &hd.KeyHeader)
 		case "key_query":
@@ -362,6 +407,21 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		return nil, d.Err("keygate: tenant is required")
 	}
 	return hd, nil
+}
+
+// parseForwardAuth sets up the forward-auth handler; it takes the options
+// of the keygate directive:
+//
+//	keygate_auth [<matcher>] {
+//		tenant <id|placeholder>
+//		…
+//	}
+func parseForwardAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	hd, err := parseKeygate(h)
+	if err != nil {
+		return nil, err
+	}
+	return &module.ForwardAuth{Handler: *hd.(*module.Handler)}, nil
 }
 
 // parseAdmin sets up the admin API handler. Syntax:
@@ -455,6 +515,69 @@ func parseJWKS(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		return nil, err
 	}
 	return jh, nil
+}
+
+// retentionArg reads a retention: a positive duration (days as e.g.
+// 2160h), or forever.
+func retentionArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	if s == "forever" {
+		*dst = -1
+		return nil
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return d.Errf("retention: '%s' is not a positive duration or forever", s)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
+
+// parseCredentials reads the credentials block: one line per user type
+// with the credential kinds it may use ("none" for none). Values are
+// checked when the app is provisioned.
+func parseCredentials(d *caddyfile.Dispenser) (map[string][]string, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	out := map[string][]string{}
+	err := eachOption(d, "credentials: ", func(typ string) error {
+		kinds := []string{}
+		for d.NextArg() {
+			if v := d.Val(); v != "none" {
+				kinds = append(kinds, v)
+			}
+		}
+		if len(kinds) == 0 && d.Val() != "none" {
+			return d.Errf("credentials: %s needs access_key, token, signature or none", typ)
+		}
+		// The same check as at provision, here with the line number.
+		policy := keys.CredentialPolicy{keys.UserType(typ): make([]keys.CredentialKind, len(kinds))}
+		for i, k := range kinds {
+			policy[keys.UserType(typ)][i] = keys.CredentialKind(k)
+		}
+		if err := policy.Validate(); err != nil {
+			return d.Err(err.Error())
+		}
+		out[typ] = kinds
+		return nil
+	})
+	return out, err
+}
+
+// schemeList names every scheme the schemes option takes.
+func schemeList() string {
+	var names []string
+	for s := auth.AccessKey; ; s++ {
+		if _, err := auth.ParseScheme(s.String()); err != nil || s.String() == "" {
+			break
+		}
+		names = append(names, s.String())
+	}
+	return strings.Join(names, ", ")
 }
 
 // eachOption calls fn for every option of the block at d, refusing an

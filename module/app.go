@@ -108,6 +108,8 @@ type App struct {
 	tokens       *tokenKeys
 	credentials  keys.CredentialPolicy
 	bodyBudget   *auth.BodyBudget
+	// verifier runs POST /v1/verify through the gateway's decision.
+	verifier *Handler
 	// routes counts the keygate handlers provisioned with this app.
 	// (a plain int64 for sync/atomic: App is copied by value in CaddyModule)
 	routes int64
@@ -272,7 +274,7 @@ func (a *App) setup() error {
 	if err := a.Retention.validate(); err != nil {
 		return err
 	}
-	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer, Credentials: a.credentials})
+	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer, Credentials: a.credentials, Verifier: a})
 
 	// The in-process limiter lives with the pooled store, so a config
 	// reload keeps its counts (a new one would hand every user a fresh quota).
@@ -304,6 +306,9 @@ func (a *App) setup() error {
 		logger = zap.NewNop()
 	}
 	if a.tokens, err = newTokenKeys(a.Token, shared.store, a.sealer, logger); err != nil {
+		return err
+	}
+	if a.verifier, err = a.newVerifier(logger.Named("verify")); err != nil {
 		return err
 	}
 	return a.setupThrottles()

@@ -145,13 +145,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	atomic.AddInt64(&app.routes, 1)
 	return h.provision(app, ctx.Logger())
 }
 
 // provision sets the route up over app (split from Provision for tests).
 func (h *Handler) provision(app *App, logger *zap.Logger) error {
 	h.app, h.logger = app, logger
-	atomic.AddInt64(&app.routes, 1)
 	if h.Tenant == "" {
 		return errors.New("tenant is required")
 	}
@@ -262,21 +262,55 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	start := time.Now()
 	h.stripIdentity(r.Header)
-
-	tenant := h.Tenant
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if h.tenantRepl && repl != nil {
-		tenant = repl.ReplaceKnown(h.Tenant, "")
-	}
-
-	id, out := h.authenticate(r, tenant, start)
+	tenant, repl := h.tenantOf(r)
+	id, out := h.admit(w, r, tenant, start, verifyVia{})
 	if id.held > 0 {
 		// The verified body stays buffered until the upstream has read it.
 		defer h.app.bodyBudget.Release(id.held)
 	}
+	authDuration.Observe(time.Since(start).Seconds())
 	if out != nil {
-		authDuration.Observe(time.Since(start).Seconds())
 		return h.refuse(w, r, id, out)
+	}
+	h.setIdentity(r.Header, repl, tenant, id)
+	h.prepareForward(r)
+	if c := okByScheme[id.scheme]; c != nil {
+		c.Inc()
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// tenantOf resolves the route's tenant for r.
+func (h *Handler) tenantOf(r *http.Request) (string, *caddy.Replacer) {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if h.tenantRepl && repl != nil {
+		return repl.ReplaceKnown(h.Tenant, ""), repl
+	}
+	return h.Tenant, repl
+}
+
+// verifyVia says how a signed request reaches keygate: its request-target
+// as the client sent it (empty: originalURI of the request), and whether
+// keygate gets its body (forward auth does not).
+type verifyVia struct {
+	target string
+	noBody bool
+}
+
+func (v verifyVia) signedTarget(r *http.Request) string {
+	if v.target != "" {
+		return v.target
+	}
+	return originalURI(r)
+}
+
+// admit is the whole decision of the gateway and of forward auth: it
+// authenticates r, checks the permission, applies the user's request
+// limit (writing the RateLimit headers to w) and records the use.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, now time.Time, via verifyVia) (identity, *outcome) {
+	id, out := h.authenticate(r, tenant, now, via)
+	if out != nil {
+		return id, out
 	}
 
 	// Request limit: the user's own, else the route's, capped by max_limit.
@@ -295,8 +329,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		if err != nil {
 			storeErrors.WithLabelValues("ratelimit").Inc()
-			authDuration.Observe(time.Since(start).Seconds())
-			return h.refuse(w, r, id, &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "rate limiter unavailable", err: err})
+			return id, &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "rate limiter unavailable", err: err}
 		}
 		ratelimit.WriteHeaders(w.Header(), d, window)
 		switch {
@@ -314,19 +347,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			decisionLimited.Inc()
 		}
 		if !d.Allowed {
-			authDuration.Observe(time.Since(start).Seconds())
-			return h.refuse(w, r, id, &outcome{status: http.StatusTooManyRequests, result: "limited", reason: "request limit reached"})
+			return id, &outcome{status: http.StatusTooManyRequests, result: "limited", reason: "request limit reached"}
 		}
 	}
 
-	h.app.usage.Record(id.principal.User.ID, id.keyID, id.secretID, start)
-	h.setIdentity(r, repl, tenant, id)
-	h.prepareForward(r)
-	authDuration.Observe(time.Since(start).Seconds())
-	if c := okByScheme[id.scheme]; c != nil {
-		c.Inc()
-	}
-	return next.ServeHTTP(w, r)
+	h.app.usage.Record(id.principal.User.ID, id.keyID, id.secretID, now)
+	return id, nil
 }
 
 // identity is who a request authenticated as.
@@ -342,7 +368,7 @@ type identity struct {
 }
 
 // authenticate finds and checks the credential and the permission.
-func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (identity, *outcome) {
+func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, via verifyVia) (identity, *outcome) {
 	var id identity
 	cred, err := h.detector.Detect(r)
 	if err != nil {
@@ -396,7 +422,8 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 		v, err := cred.Verify(r, cands, auth.VerifyOptions{
 			Now:              now,
 			MaxSkew:          time.Duration(h.MaxSkew),
-			OriginalURI:      originalURI(r),
+			OriginalURI:      via.signedTarget(r),
+			NoBody:           via.noBody,
 			Region:           h.SigV4Region,
 			Service:          h.SigV4Service,
 			MaxBody:          h.MaxSignedBody,
@@ -426,6 +453,11 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time) (i
 
 	if id.principal.User.Status != keys.UserActive {
 		return id, unauthenticated("user not active", nil)
+	}
+	// The user's type allows this credential, and no tenant involved is
+	// archived (401, like every credential problem).
+	if out := h.checkPrincipal(r.Context(), &id, tenant, now); out != nil {
+		return id, out
 	}
 	// A key is valid in exactly one tenant: elsewhere it is a valid
 	// credential without permission (checked after the user's status, so an
@@ -486,6 +518,8 @@ func signatureFailure(err error) *outcome {
 		return &outcome{status: http.StatusRequestEntityTooLarge, result: "body_too_large", reason: "signed body larger than max_signed_body", err: err}
 	case errors.Is(err, auth.ErrBodyBudget):
 		return &outcome{status: http.StatusServiceUnavailable, result: "busy", reason: "signed body buffer budget exhausted", err: err}
+	case errors.Is(err, auth.ErrNoBody):
+		return unauthenticated("signature covers a body digest; forward auth gets no body (use keygate as the proxy)", err)
 	case errors.Is(err, auth.ErrCoverage):
 		return &outcome{status: http.StatusUnauthorized, result: "signature_coverage", reason: "signature_coverage", err: err}
 	}
@@ -541,12 +575,11 @@ var roleValues = map[keys.Role]any{keys.RoleAdmin: string(keys.RoleAdmin), keys.
 // setIdentity sets the identity headers and placeholders. The header values
 // share one backing array (each slice capped at length 1, so an append by a
 // later handler copies instead of overwriting its neighbour).
-func (h *Handler) setIdentity(r *http.Request, repl *caddy.Replacer, tenant string, id identity) {
+func (h *Handler) setIdentity(hd http.Header, repl *caddy.Replacer, tenant string, id identity) {
 	u := &id.principal.User
 	role := string(id.perm.Role)
 	v := new([8]string)
 	v[0], v[1], v[2], v[3], v[4], v[5] = u.ID, u.Name, string(u.Type), tenant, role, id.scheme.String()
-	hd := r.Header
 	hd[h.hdr.userID] = v[0:1:1]
 	hd[h.hdr.userName] = v[1:2:2]
 	hd[h.hdr.userType] = v[2:3:3]

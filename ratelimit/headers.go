@@ -43,7 +43,7 @@ func WriteHeaders(h http.Header, d Decision, window time.Duration) {
 	var end [6]int
 	b := buf[:0]
 	win := ceilSeconds(window)
-	reset := min(ceilSeconds(d.Reset), win)
+	reset := d.ResetSeconds(window)
 
 	b = append(b, `"`+PolicyName+`";q=`...)
 	b = strconv.AppendInt(b, d.Limit, 10)
@@ -63,7 +63,7 @@ func WriteHeaders(h http.Header, d Decision, window time.Duration) {
 	end[4] = len(b)
 	n := 5
 	if !d.Allowed {
-		b = strconv.AppendInt(b, max(min(ceilSeconds(d.RetryAfter), win), 1), 10)
+		b = strconv.AppendInt(b, d.RetryAfterSeconds(window), 10)
 		end[5] = len(b)
 		n = 6
 	}
@@ -83,6 +83,18 @@ func WriteHeaders(h http.Header, d Decision, window time.Duration) {
 	if n == 6 {
 		h[hdrRetry] = vals[5:6:6]
 	}
+}
+
+// ResetSeconds is d.Reset as the headers state it (t=, X-RateLimit-Reset):
+// whole seconds, rounded up, never more than the window.
+func (d Decision) ResetSeconds(window time.Duration) int64 {
+	return min(ceilSeconds(d.Reset), ceilSeconds(window))
+}
+
+// RetryAfterSeconds is d.RetryAfter as Retry-After states it: whole
+// seconds, rounded up, at least 1 and never more than the window.
+func (d Decision) RetryAfterSeconds(window time.Duration) int64 {
+	return max(min(ceilSeconds(d.RetryAfter), ceilSeconds(window)), 1)
 }
 
 // ceilSeconds returns d in whole seconds, rounded up; 0 for d <= 0.
