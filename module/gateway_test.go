@@ -25,7 +25,7 @@ type upstream struct {
 	query string
 }
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t testing.TB) *upstream {
 	u := &upstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
@@ -51,7 +51,7 @@ func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }
 // env is one running keygate with a gateway route for tenant acme, the
 // admin API, and a recording upstream.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *testcaddy.Server
 	up       *upstream
 	gateway  string
@@ -78,7 +78,7 @@ http://127.0.0.1:%d {
 `, global, gwPort, routeOpts, upstreamAddr, adminPort)
 }
 
-func startEnv(t *testing.T, global, routeOpts string) *env {
+func startEnv(t testing.TB, global, routeOpts string) *env {
 	t.Helper()
 	up := newUpstream(t)
 	gw, ad := testcaddy.FreePort(t), testcaddy.FreePort(t)

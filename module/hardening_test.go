@@ -27,7 +27,7 @@ import (
 // signCavageCovering signs like signCavageHS2019 but over exactly headers
 // (nil: no headers parameter at all, the draft's default).
 func signCavageCovering(headers []string) reqSigner {
-	return func(_ *testing.T, req *http.Request, user, secret string, _ []byte) {
+	return func(_ testing.TB, req *http.Request, user, secret string, _ []byte) {
 		created := time.Now().Unix()
 		cover := headers
 		if cover == nil {
@@ -57,7 +57,7 @@ func signCavageCovering(headers []string) reqSigner {
 
 // sign9421Covering signs per RFC 9421 over exactly comps.
 func sign9421Covering(comps ...string) reqSigner {
-	return func(_ *testing.T, req *http.Request, user, secret string, _ []byte) {
+	return func(_ testing.TB, req *http.Request, user, secret string, _ []byte) {
 		var base strings.Builder
 		for _, c := range comps {
 			var v string

@@ -26,7 +26,7 @@ import (
 
 // A reqSigner signs req (whose body is body) in place as user with secret,
 // the base64 string keygate issued.
-type reqSigner func(t *testing.T, req *http.Request, user, secret string, body []byte)
+type reqSigner func(t testing.TB, req *http.Request, user, secret string, body []byte)
 
 // signedScheme is one signed scheme under test: how to sign and the
 // X-Auth-Scheme keygate reports for it.
@@ -56,7 +56,7 @@ func signHMAC256(key []byte, msg string) []byte {
 	return m.Sum(nil)
 }
 
-func decodeSecret(t *testing.T, secret string) []byte {
+func decodeSecret(t testing.TB, secret string) []byte {
 	t.Helper()
 	k, err := base64.StdEncoding.DecodeString(secret)
 	if err != nil || len(k) != 32 {
@@ -67,7 +67,7 @@ func decodeSecret(t *testing.T, secret string) []byte {
 
 // signWalleeMAC signs like the wallee 4.x SDKs: HMAC-SHA512 keyed with the
 // decoded secret over "1|user|ts|METHOD|path?query".
-func signWalleeMAC(t *testing.T, req *http.Request, user, secret string, _ []byte) {
+func signWalleeMAC(t testing.TB, req *http.Request, user, secret string, _ []byte) {
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	data := strings.Join([]string{"1", user, ts, req.Method, req.URL.RequestURI()}, "|")
 	req.Header.Set("x-mac-version", "1")
@@ -78,7 +78,7 @@ func signWalleeMAC(t *testing.T, req *http.Request, user, secret string, _ []byt
 
 // signWalleeJWT signs like the wallee 5.x SDKs: an HS256 JWT keyed with the
 // decoded secret, header {"alg":"HS256","typ":"JWT","ver":1}.
-func signWalleeJWT(t *testing.T, req *http.Request, user, secret string, _ []byte) {
+func signWalleeJWT(t testing.TB, req *http.Request, user, secret string, _ []byte) {
 	enc := base64.RawURLEncoding
 	hdr, _ := json.Marshal(map[string]any{"alg": "HS256", "typ": "JWT", "ver": 1})
 	claims, _ := json.Marshal(map[string]any{
@@ -92,7 +92,7 @@ func signWalleeJWT(t *testing.T, req *http.Request, user, secret string, _ []byt
 // signCavageHS2019 signs per draft-cavage-12 with hs2019 (HMAC-SHA512 keyed
 // with the secret string as issued) over (request-target), (created), host
 // and, with a body, digest.
-func signCavageHS2019(_ *testing.T, req *http.Request, user, secret string, body []byte) {
+func signCavageHS2019(_ testing.TB, req *http.Request, user, secret string, body []byte) {
 	created := time.Now().Unix()
 	headers := []string{"(request-target)", "(created)", "host"}
 	lines := []string{
@@ -114,7 +114,7 @@ func signCavageHS2019(_ *testing.T, req *http.Request, user, secret string, body
 // signRFC9421 signs per RFC 9421 with hmac-sha256 (keyed with the secret
 // string as issued) over @method, @authority, @path, @query and, with a
 // body, content-digest (RFC 9530 sha-256).
-func signRFC9421(_ *testing.T, req *http.Request, user, secret string, body []byte) {
+func signRFC9421(_ testing.TB, req *http.Request, user, secret string, body []byte) {
 	comps := []string{"@method", "@authority", "@path", "@query"}
 	vals := []string{req.Method, req.URL.Host, req.URL.EscapedPath(), "?" + req.URL.RawQuery}
 	if body != nil {
@@ -135,7 +135,7 @@ func signRFC9421(_ *testing.T, req *http.Request, user, secret string, body []by
 
 // signSigV4 signs with the AWS SDK for Go v2 signer (header form): access
 // key id = user id, secret access key = the secret string as issued.
-func signSigV4(t *testing.T, req *http.Request, user, secret string, body []byte) {
+func signSigV4(t testing.TB, req *http.Request, user, secret string, body []byte) {
 	t.Helper()
 	sum := sha256.Sum256(body)
 	creds := aws.Credentials{AccessKeyID: user, SecretAccessKey: secret}
