@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
@@ -243,23 +244,16 @@ func (r *Resolver) key(ctx context.Context, id string, now time.Time, allowStale
 		return k, nil
 	}
 	r.count(false)
-	ld := r.startLoad()
+	return resolveMiss(ctx, r, r.keys, id, now, allowStale, readKey)
+}
+
+// readKey reads the key with id from the store (nil when there is none).
+func readKey(ctx context.Context, r *Resolver, id string) (*Key, error) {
 	k, err := r.store.GetKey(ctx, id)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		fill(r, r.keys, id, nil, ld, now, false)
-		return nil, ErrNotFound
-	case err != nil:
-		if allowStale {
-			if stale, ok := staleEntry(r, r.keys, id, now); ok {
-				return stale, nil
-			}
-		}
+	if err != nil {
 		return nil, err
 	}
-	kp := &k
-	fill(r, r.keys, id, kp, ld, now, true)
-	return kp, nil
+	return &k, nil
 }
 
 // Tenant returns the tenant with id; ErrNotFound (also cached, briefly)
@@ -282,23 +276,16 @@ func (r *Resolver) tenant(ctx context.Context, id string, now time.Time, allowSt
 		return t, nil
 	}
 	r.count(false)
-	ld := r.startLoad()
+	return resolveMiss(ctx, r, r.tenants, id, now, allowStale, readTenant)
+}
+
+// readTenant reads the tenant with id from the store.
+func readTenant(ctx context.Context, r *Resolver, id string) (*Tenant, error) {
 	t, err := r.store.GetTenant(ctx, id)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		fill(r, r.tenants, id, nil, ld, now, false)
-		return nil, ErrNotFound
-	case err != nil:
-		if allowStale {
-			if stale, ok := staleEntry(r, r.tenants, id, now); ok {
-				return stale, nil
-			}
-		}
+	if err != nil {
 		return nil, err
 	}
-	tp := &t
-	fill(r, r.tenants, id, tp, ld, now, true)
-	return tp, nil
+	return &t, nil
 }
 
 // Principal returns the user with id and its permissions.
@@ -320,22 +307,90 @@ func (r *Resolver) principal(ctx context.Context, id string, now time.Time, allo
 		return p, nil
 	}
 	r.count(false)
+	return resolveMiss(ctx, r, r.users, id, now, allowStale, readPrincipal)
+}
+
+// readPrincipal reads the user with id and its permissions.
+func readPrincipal(ctx context.Context, r *Resolver, id string) (*Principal, error) {
+	return r.loadPrincipal(ctx, id)
+}
+
+// errLoadAborted is what the lookups waiting for a load get when the load
+// ended without a result (it panicked).
+var errLoadAborted = errors.New("keys: cache load aborted")
+
+// resolveMiss answers a cache miss of id in c. Concurrent misses of one id are
+// coalesced: the first starts the store read (the leader) and the others
+// wait for its result, so a burst for an entry nobody has cached costs one
+// read, however many requests wait for it.
+//
+// The read is not tied to the leader's cancellation (a client that goes
+// away must not fail the requests waiting with it); every store call is
+// still bounded by the store's own timeout, and each waiter stops waiting
+// when its own ctx ends.
+//
+// Coalescing keeps the cache's guarantee about invalidations: Invalidate
+// and Flush make later lookups start a load of their own instead of joining
+// one that started before them (Invalidate forgets the load in flight under
+// the shard lock, Flush moves the epoch that joining checks), so a lookup
+// that begins after an invalidation returned never gets what was read
+// before it. A load that raced with an invalidation is still handed to the
+// lookups that were waiting for it (they began before the invalidation) but
+// is not cached (see fill).
+func resolveMiss[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V], id string, now time.Time, allowStale bool,
+	read func(context.Context, *Resolver, string) (V, error)) (V, error) {
+	var zero V
 	ld := r.startLoad()
-	p, err := r.loadPrincipal(ctx, id)
+	v, hit, f, leader := c.getOrJoin(id, now.UnixNano(), r.renewedUntil(), ld.epoch)
 	switch {
-	case errors.Is(err, ErrNotFound):
-		fill(r, r.users, id, nil, ld, now, false)
-		return nil, ErrNotFound
-	case err != nil:
-		if allowStale {
-			if stale, ok := staleEntry(r, r.users, id, now); ok {
-				return stale, nil
-			}
+	case hit:
+		// Filled between the miss and the join.
+		if v == zero {
+			return zero, ErrNotFound
 		}
-		return nil, err
+		return v, nil
+	case leader:
+		runLoad(ctx, r, c, id, f, ld, now, read)
+	default:
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return zero, fmt.Errorf("keys: waiting for the store: %w: %w", ErrUnavailable, ctx.Err())
+		}
 	}
-	fill(r, r.users, id, p, ld, now, true)
-	return p, nil
+	if f.err != nil && !errors.Is(f.err, ErrNotFound) && allowStale {
+		if stale, ok := staleEntry(r, c, id, now); ok {
+			return stale, nil
+		}
+	}
+	return f.v, f.err
+}
+
+// runLoad reads id for the flight f that this lookup leads, caches the
+// result as fill allows, and hands it to every lookup waiting on f.
+func runLoad[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V], id string, f *flight[V], ld load, now time.Time,
+	read func(context.Context, *Resolver, string) (V, error)) {
+	landed := false
+	defer func() {
+		if !landed { // read panicked: release the waiters, then let it go on
+			f.err = errLoadAborted
+			c.land(id, f)
+			close(f.done)
+		}
+	}()
+	v, err := read(context.WithoutCancel(ctx), r, id)
+	switch {
+	case err == nil:
+		fill(r, c, id, v, ld, now, true)
+	case errors.Is(err, ErrNotFound):
+		var zero V
+		v, err = zero, ErrNotFound
+		fill(r, c, id, zero, ld, now, false)
+	}
+	f.v, f.err = v, err
+	landed = true
+	c.land(id, f)
+	close(f.done)
 }
 
 func (r *Resolver) loadPrincipal(ctx context.Context, id string) (*Principal, error) {
@@ -501,6 +556,19 @@ type ttlCache[V any] struct {
 type ttlShard[V any] struct {
 	mu sync.RWMutex
 	m  map[string]ttlEntry[V]
+	// loads are the store reads in flight, by id (see resolveMiss).
+	loads map[string]*flight[V]
+}
+
+// flight is one store read in flight that lookups of the same id wait for.
+// v and err are written once by the leader before done is closed.
+type flight[V any] struct {
+	done  chan struct{}
+	epoch uint64 // the epoch the read started in
+	// waiters counts the lookups that joined (under the shard lock).
+	waiters int
+	v       V
+	err     error
 }
 
 type ttlEntry[V any] struct {
@@ -525,6 +593,7 @@ func newTTLCache[V any](size int) *ttlCache[V] {
 	c := &ttlCache[V]{seed: maphash.MakeSeed(), per: size/64 + 1}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]ttlEntry[V])
+		c.shards[i].loads = make(map[string]*flight[V])
 	}
 	return c
 }
@@ -545,6 +614,37 @@ func (c *ttlCache[V]) get(k string, now, renewedUntil int64, epoch uint64) (V, b
 		return zero, false
 	}
 	return e.v, true
+}
+
+// getOrJoin is get, done again under the shard lock after a miss: when k is
+// still missing (or not fresh) it joins the load of k in flight in epoch, or
+// registers a new one that the caller then leads. Loads of an older epoch
+// are not joined: a Flush came after they started.
+func (c *ttlCache[V]) getOrJoin(k string, now, renewedUntil int64, epoch uint64) (v V, hit bool, f *flight[V], leader bool) {
+	s := c.shard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[k]; ok && e.epoch == epoch && now < e.freshUntil(renewedUntil) {
+		return e.v, true, nil, false
+	}
+	if f, ok := s.loads[k]; ok && f.epoch == epoch {
+		f.waiters++
+		return v, false, f, false
+	}
+	f = &flight[V]{done: make(chan struct{}), epoch: epoch}
+	s.loads[k] = f
+	return v, false, f, true
+}
+
+// land removes the load f of k from the loads in flight, unless an
+// invalidation already did (and a newer load may have taken its place).
+func (c *ttlCache[V]) land(k string, f *flight[V]) {
+	s := c.shard(k)
+	s.mu.Lock()
+	if s.loads[k] == f {
+		delete(s.loads, k)
+	}
+	s.mu.Unlock()
 }
 
 // peek returns the entry of k, fresh or not.
@@ -586,10 +686,13 @@ func (c *ttlCache[V]) setUnless(k string, e ttlEntry[V], seq *atomic.Uint64, wan
 	s.m[k] = e
 }
 
+// delete drops the entry of k and forgets the load of k in flight, so that
+// later lookups read the store again instead of waiting for that load.
 func (c *ttlCache[V]) delete(k string) {
 	s := c.shard(k)
 	s.mu.Lock()
 	delete(s.m, k)
+	delete(s.loads, k)
 	s.mu.Unlock()
 }
 
