@@ -103,6 +103,16 @@ type Store interface {
 	// does not bump versions nor write history; ids that no longer exist are skipped.
 	TouchLastUsed(ctx context.Context, used []Usage) error
 
+	// AddUsageCounts adds hourly request counts (see UsageCounter) to the
+	// stored counts of the same user and hour. No history, no versions.
+	AddUsageCounts(ctx context.Context, counts []UsageCount) error
+	// UsageCounts returns a user's hourly counts with from <= Hour < to,
+	// oldest first; hours without requests are left out.
+	UsageCounts(ctx context.Context, userID string, from, to time.Time) ([]UsageCount, error)
+	// PurgeUsageCounts removes the counts of hours that started before
+	// before, of every user (retention); it returns how many it removed.
+	PurgeUsageCounts(ctx context.Context, before time.Time) (int, error)
+
 	// History returns a user's changelog, newest first.
 	History(ctx context.Context, userID string, page, size int) (Page[HistoryEntry], error)
 	// PurgeHistory removes the history entries from before before, of every

@@ -71,6 +71,7 @@ func cases() []testCase {
 		{"UserIDConflict", testUserIDConflict},
 		{"PermissionFields", testPermissionFields},
 		{"Retention", testRetention},
+		{"UsageCounts", testUsageCounts},
 	}
 }
 
