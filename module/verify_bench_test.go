@@ -27,10 +27,7 @@ func BenchmarkVerifyLatency(b *testing.B) {
 			e := startEnv(b, global, "")
 			_, _, key := e.newUserKey("acme", "bench", time.Now().Add(time.Hour))
 			body := []byte(`{"key":"` + key + `"}`)
-			verify := func() int {
-				req, _ := http.NewRequest(http.MethodPost, e.adminURL+"/v1/verify", bytes.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+e.adminKey)
-				req.Header.Set("Content-Type", "application/json")
+			do := func(req *http.Request) int {
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					b.Fatal(err)
@@ -39,16 +36,16 @@ func BenchmarkVerifyLatency(b *testing.B) {
 				resp.Body.Close()
 				return resp.StatusCode
 			}
+			verify := func() int {
+				req, _ := http.NewRequest(http.MethodPost, e.adminURL+"/v1/verify", bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+e.adminKey)
+				req.Header.Set("Content-Type", "application/json")
+				return do(req)
+			}
 			gateway := func() int {
 				req, _ := http.NewRequest(http.MethodGet, e.gateway+"/x", nil)
 				req.Header.Set("X-Api-Key", key)
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				return resp.StatusCode
+				return do(req)
 			}
 			for name, call := range map[string]func() int{"verify": verify, "gateway": gateway} {
 				b.Run(name, func(b *testing.B) {
