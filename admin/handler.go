@@ -218,6 +218,7 @@ var routeTable = []route{
 
 	{Method: "GET", Pattern: "/v1/users/{id}/history", Summary: "A user's changelog, newest first", Tag: "audit", Response: "HistoryEntry", List: true, Query: []string{"page", "size"}, handle: (*Handler).history},
 	{Method: "GET", Pattern: "/v1/activity", Summary: "The admin API activity log, newest first", Tag: "audit", Response: "Activity", List: true, Query: activityQuery, handle: (*Handler).activity},
+	{Method: "GET", Pattern: "/v1/users/{id}/usage", Summary: "A user's gateway requests per step (default: per hour over the last 7 days): allowed, rate-limited (429) and refused (401/403); hourly counts are kept 8 days", Tag: "audit", Response: "Usage", Query: []string{"from", "to", "step"}, handle: (*Handler).usage},
 	{Method: "GET", Pattern: "/v1/users/{id}/export", Summary: "Everything stored about a user as one document (no secret values, no hashes)", Tag: "audit", Response: "Export", handle: (*Handler).export},
 }
 

@@ -164,6 +164,17 @@ func schemas() obj {
 		"Activity": obj{"type": "object", "properties": obj{
 			"at": dateTime, "actor": str(""), "method": str(""), "path": str(""), "status": integer, "tenant": str(""),
 		}},
+		"UsageBucket": obj{"type": "object", "properties": obj{
+			"start": dateTime, "allowed": integer, "limited": obj{"type": "integer", "description": "refused by the request limit (429)"},
+			"refused": obj{"type": "integer", "description": "refused credential or permission (401, 403)"},
+		}},
+		"Usage": obj{"type": "object", "properties": obj{
+			"userId": str(""), "from": dateTime, "to": dateTime, "step": str("a Go duration, a whole number of hours"),
+			"requestLimit": obj{"type": "integer", "description": "the user's own requests per window; 0 = route default"},
+			"buckets":      obj{"type": "array", "items": ref("UsageBucket"), "description": "[from, to) without gaps, oldest first"},
+			"totals":       ref("UsageBucket"), "currentHour": ref("UsageBucket"),
+			"retention": str("how long hourly counts are kept"),
+		}},
 		"Export": obj{"type": "object", "properties": obj{
 			"exportedAt": dateTime, "user": ref("User"),
 			"permissions": obj{"type": "array", "items": ref("Permission")},
