@@ -46,6 +46,10 @@ func init() {
 //			password <password>
 //			db <n>
 //			tls
+//			tls_ca <pem file>
+//			tls_cert <pem file>
+//			tls_key <pem file>
+//			tls_server_name <name>
 //			prefix <string>
 //			timeout <duration>
 //			lease <slots>
@@ -244,6 +248,22 @@ func parseStore(d *caddyfile.Dispenser) (*module.StoreConfig, error) {
 					return nil, d.ArgErr()
 				}
 				sc.TLS = true
+			case "tls_ca":
+				if err := oneArg(d, &sc.TLSCA); err != nil {
+					return nil, err
+				}
+			case "tls_cert":
+				if err := oneArg(d, &sc.TLSCert); err != nil {
+					return nil, err
+				}
+			case "tls_key":
+				if err := oneArg(d, &sc.TLSKey); err != nil {
+					return nil, err
+				}
+			case "tls_server_name":
+				if err := oneArg(d, &sc.TLSServerName); err != nil {
+					return nil, err
+				}
 			case "prefix":
 				if err := oneArg(d, &sc.Prefix); err != nil {
 					return nil, err
@@ -264,6 +284,9 @@ func parseStore(d *caddyfile.Dispenser) (*module.StoreConfig, error) {
 		}
 		if len(sc.Addresses) == 0 {
 			return nil, d.Err("store redis needs at least one address")
+		}
+		if (sc.TLSCert == "") != (sc.TLSKey == "") {
+			return nil, d.Err("store redis: tls_cert and tls_key go together")
 		}
 	default:
 		return nil, d.Errf("unknown store '%s': use file or redis", sc.Backend)

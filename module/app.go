@@ -92,7 +92,11 @@ type App struct {
 	sealer   *keys.Sealer
 	resolver *keys.Resolver
 	usage    *keys.UsageRecorder
-	replay   auth.ReplayGuard
+	// counts are the per-user hourly request counts (allowed, limited,
+	// refused), added to the store every 10s (one write per node, off the
+	// request path), so the console's usage chart is near real time.
+	counts *keys.UsageCounter
+	replay auth.ReplayGuard
 	// throttles are the per-client-IP throttles (auth_failures, token).
 	throttles *throttles
 	// primary is the limiter of record: the breaker-guarded Redis limiter,
@@ -137,8 +141,21 @@ type StoreConfig struct {
 	Password string `json:"password,omitempty"`
 	// DB is the Redis database number (single node and sentinel only).
 	DB int `json:"db,omitempty"`
-	// TLS enables TLS to Redis with the system roots.
+	// TLS enables TLS to Redis, verifying the server against the system
+	// roots (or TLSCA). Any of the tls_* options below implies it.
 	TLS bool `json:"tls,omitempty"`
+	// TLSCA is a PEM file of the CA certificates that verify Redis's server
+	// certificate, instead of the system roots. Default: system roots.
+	TLSCA string `json:"tls_ca,omitempty"`
+	// TLSCert and TLSKey are PEM files of the client certificate and its
+	// private key, for a Redis that requires clients to present one
+	// (tls-auth-clients yes). Both or neither. Default: none.
+	TLSCert string `json:"tls_cert,omitempty"`
+	TLSKey  string `json:"tls_key,omitempty"`
+	// TLSServerName is the name the server certificate must carry, when it
+	// is not the host of each address (e.g. the nodes of a cluster are
+	// dialed by IP). Default: the host of the address dialed.
+	TLSServerName string `json:"tls_server_name,omitempty"`
 	// Prefix of every Redis key keygate writes. Default: keygate:
 	Prefix string `json:"prefix,omitempty"`
 	// Timeout bounds each Redis call. Default: 50ms.
@@ -205,6 +222,10 @@ func (a *App) setup() error {
 	sc.Path = repl.ReplaceAll(sc.Path, "")
 	sc.Password = repl.ReplaceAll(sc.Password, "")
 	sc.Username = repl.ReplaceAll(sc.Username, "")
+	sc.TLSCA = repl.ReplaceAll(sc.TLSCA, "")
+	sc.TLSCert = repl.ReplaceAll(sc.TLSCert, "")
+	sc.TLSKey = repl.ReplaceAll(sc.TLSKey, "")
+	sc.TLSServerName = repl.ReplaceAll(sc.TLSServerName, "")
 	for i, addr := range sc.Addresses {
 		sc.Addresses[i] = repl.ReplaceAll(addr, "")
 	}
@@ -268,6 +289,7 @@ func (a *App) setup() error {
 	}, opener)
 	shared.attach(a.resolver)
 	a.usage = keys.NewUsageRecorder(shared.store, time.Minute)
+	a.counts = keys.NewUsageCounter(shared.store, 10*time.Second)
 	if a.credentials, err = credentialPolicy(a.Credentials); err != nil {
 		return err
 	}
@@ -407,6 +429,9 @@ func (a *App) Start() error {
 	})
 	go a.usage.Run(runCtx, func(err error) {
 		a.logger.Warn("writing last-used times", zap.Error(err))
+	})
+	go a.counts.Run(runCtx, func(err error) {
+		a.logger.Warn("writing usage counts", zap.Error(err))
 	})
 	go a.purgeLoop(runCtx)
 	go a.tokens.run(runCtx)

@@ -1,8 +1,11 @@
 package module
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,8 +60,8 @@ func poolKey(sc StoreConfig) string {
 		return "file\x00" + sc.Path
 	}
 	return strings.Join([]string{"redis", strings.Join(sc.Addresses, ","), sc.MasterName, sc.Username,
-		sc.Password, strconv.Itoa(sc.DB), strconv.FormatBool(sc.TLS), sc.Prefix,
-		time.Duration(sc.Timeout).String()}, "\x00")
+		sc.Password, strconv.Itoa(sc.DB), strconv.FormatBool(sc.TLS), sc.TLSCA, sc.TLSCert, sc.TLSKey,
+		sc.TLSServerName, sc.Prefix, time.Duration(sc.Timeout).String()}, "\x00")
 }
 
 // acquireStore opens the store sc names, or takes another hold on it.
@@ -89,7 +92,10 @@ func openStore(sc StoreConfig) (*sharedStore, error) {
 	sopts := keys.StoreOptions{OnCommit: s.committed}
 	switch sc.Backend {
 	case "redis":
-		opts := redisOptions(sc)
+		opts, err := redisOptions(sc)
+		if err != nil {
+			return nil, err
+		}
 		s.redis = redisstore.NewClient(opts)
 		s.store = redisstore.NewStore(s.redis, opts, sopts)
 	default:
@@ -130,7 +136,12 @@ func (s *sharedStore) detach(r *keys.Resolver) {
 	s.mu.Unlock()
 }
 
-func redisOptions(sc StoreConfig) redisstore.Options {
+// redisOptions builds the client options of sc, reading its TLS files.
+func redisOptions(sc StoreConfig) (redisstore.Options, error) {
+	tc, err := redisTLS(sc)
+	if err != nil {
+		return redisstore.Options{}, err
+	}
 	return redisstore.Options{
 		Addrs:      sc.Addresses,
 		MasterName: sc.MasterName,
@@ -138,7 +149,38 @@ func redisOptions(sc StoreConfig) redisstore.Options {
 		Password:   sc.Password,
 		DB:         sc.DB,
 		TLS:        sc.TLS,
+		TLSConfig:  tc,
 		Prefix:     sc.Prefix,
 		Timeout:    time.Duration(sc.Timeout),
+	}, nil
+}
+
+// redisTLS is the TLS configuration of the tls_* options, or nil when none
+// is set (then TLS, if on, verifies against the system roots).
+func redisTLS(sc StoreConfig) (*tls.Config, error) {
+	if sc.TLSCA == "" && sc.TLSCert == "" && sc.TLSKey == "" && sc.TLSServerName == "" {
+		return nil, nil
 	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: sc.TLSServerName}
+	if sc.TLSCA != "" {
+		pem, err := os.ReadFile(sc.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("store redis: reading tls_ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("store redis: tls_ca %s holds no PEM certificate", sc.TLSCA)
+		}
+	}
+	if (sc.TLSCert == "") != (sc.TLSKey == "") {
+		return nil, errors.New("store redis: tls_cert and tls_key go together")
+	}
+	if sc.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(sc.TLSCert, sc.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("store redis: loading tls_cert and tls_key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }

@@ -39,6 +39,10 @@ type Options struct {
 	// TLS connects with TLS, verifying the server against the system roots.
 	// Default: false.
 	TLS bool
+	// TLSConfig, when set, connects with TLS using this configuration (for a
+	// private CA, a client certificate or a fixed server name); it implies
+	// TLS. NewClient clones it. Default: nil.
+	TLSConfig *tls.Config
 	// Prefix starts every key and the invalidation channel, so several
 	// deployments can share one Redis. Default: "keygate:".
 	Prefix string
@@ -81,7 +85,13 @@ func NewClient(opts Options) redis.UniversalClient {
 		WriteTimeout:          opts.Timeout,
 		ContextTimeoutEnabled: true,
 	}
-	if opts.TLS {
+	switch {
+	case opts.TLSConfig != nil:
+		uo.TLSConfig = opts.TLSConfig.Clone()
+		if uo.TLSConfig.MinVersion == 0 {
+			uo.TLSConfig.MinVersion = tls.VersionTLS12
+		}
+	case opts.TLS:
 		// No RootCAs: the system roots. No ServerName: crypto/tls takes it
 		// from each address dialed (every cluster node, every Sentinel).
 		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
