@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/console"
 )
 
 func init() {
@@ -44,10 +45,18 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
+// Requests under /console/ get the web console (package console).
 func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if console.Handles(r.URL.Path) {
+		consoleHandler.ServeHTTP(w, r)
+		return nil
+	}
 	h.api.ServeHTTP(w, r)
 	return nil
 }
+
+// consoleHandler serves the embedded web console.
+var consoleHandler = console.Handler()
 
 // adminAPI returns the app's admin API handler (built in setup).
 func (a *App) adminAPI() *admin.Handler { return a.admin }

@@ -1,0 +1,373 @@
+// Browser test of the keygate console: Playwright (playwright-core) driving
+// the system's Chromium headless against a running keygate. Run by
+// console/e2e_test.go, which starts keygate and passes:
+//   KEYGATE_CONSOLE   http://127.0.0.1:<admin port>/console/
+//   KEYGATE_GATEWAY   http://127.0.0.1:<gateway port> (answers {"role":…,"user":…})
+//   KEYGATE_ADMIN_KEY a superadmin's access key
+//   KEYGATE_SHOTS     directory for screenshots
+//   CHROMIUM          browser binary (default /usr/bin/chromium)
+// Exit status 0 when every step passed; each step prints one line.
+import { chromium } from 'playwright-core';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const require = createRequire(import.meta.url);
+const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+
+const CONSOLE = process.env.KEYGATE_CONSOLE;
+const GATEWAY = process.env.KEYGATE_GATEWAY;
+const ADMIN_KEY = process.env.KEYGATE_ADMIN_KEY;
+const SHOTS = process.env.KEYGATE_SHOTS || 'screenshots';
+if (!CONSOLE || !GATEWAY || !ADMIN_KEY) {
+  console.error('KEYGATE_CONSOLE, KEYGATE_GATEWAY and KEYGATE_ADMIN_KEY are required');
+  process.exit(2);
+}
+mkdirSync(SHOTS, { recursive: true });
+const origin = new URL(CONSOLE).origin;
+const problems = [];
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    console.log(`FAIL ${name}: ${e.stack || e}`);
+    throw e;
+  }
+}
+
+async function gateway(key) {
+  const res = await fetch(`${GATEWAY}/anything`, { headers: { 'X-Api-Key': key } });
+  let body = null;
+  try { body = await res.json(); } catch { /* problem or text */ }
+  return { status: res.status, body };
+}
+
+/** a11y runs axe-core in the page; serious and critical violations fail. */
+async function a11y(page, screen) {
+  await page.evaluate(axeSource);
+  const res = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+  });
+  const bad = res.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  for (const v of res) console.log(`     axe ${screen}: ${v.impact} ${v.id} – ${v.help} @ ${v.nodes.join(', ')}`);
+  assert(bad.length === 0, `${screen}: ${bad.length} serious/critical accessibility violations: ${JSON.stringify(bad)}`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function hashGo(page, hash) {
+  await page.evaluate((h) => { location.hash = h; }, hash);
+  await page.waitForFunction((h) => location.hash === h, hash);
+  await page.locator('main h1').first().waitFor();
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+let failed = false;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) problems.push(`console error: ${m.text()}`);
+  });
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (!['data:', 'blob:'].includes(u.protocol) && u.origin !== origin) problems.push(`third-party request: ${r.url()}`);
+  });
+  page.on('dialog', (d) => d.accept());
+
+  let key1; let key2; let userID; let appID;
+
+  await step('console is served with a strict CSP', async () => {
+    const res = await page.goto(CONSOLE);
+    const csp = res.headers()['content-security-policy'] || '';
+    assert(csp.includes("script-src 'self'") && csp.includes("object-src 'none'") && !csp.includes('unsafe'), `CSP: ${csp}`);
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await a11y(page, 'sign-in');
+    await shot(page, '01-sign-in');
+  });
+
+  await step('a wrong key is refused readably', async () => {
+    await page.getByLabel('Admin key or access token').fill('kg_wrong');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('That key was not accepted').waitFor();
+  });
+
+  await step('sign in with the admin key (sessionStorage, no cookie)', async () => {
+    await page.getByLabel('Admin key or access token').fill(ADMIN_KEY);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Users' }).waitFor();
+    const cookies = await context.cookies();
+    assert(cookies.length === 0, `cookies set: ${JSON.stringify(cookies)}`);
+    const stored = await page.evaluate(() => sessionStorage.getItem('keygate.console.credential'));
+    assert(stored === ADMIN_KEY, 'credential not in sessionStorage');
+    await a11y(page, 'users');
+    await shot(page, '02-users');
+  });
+
+  await step('create a user with its first API token (one form)', async () => {
+    await page.getByRole('link', { name: 'New user' }).click();
+    await page.getByRole('heading', { name: 'New user' }).waitFor();
+    await a11y(page, 'new-user');
+    await page.getByLabel('Name', { exact: true }).fill('e2e-svc');
+    await page.getByLabel('Primary tenant').fill('acme');
+    await page.getByLabel('Token name').fill('first');
+    await page.getByRole('button', { name: 'Create user' }).click();
+    const once = page.locator('.once-value');
+    await once.waitFor();
+    key1 = await once.inputValue();
+    assert(key1.startsWith('kg_'), `key shown: ${key1}`);
+    await page.getByText('you will not see it again').waitFor();
+    await a11y(page, 'user-created');
+    await shot(page, '03-user-created');
+    const href = await page.getByRole('link', { name: 'Open the user' }).getAttribute('href');
+    userID = decodeURIComponent(href.split('/')[2]);
+  });
+
+  await step('the gateway lets the new key through (200, role MEMBER)', async () => {
+    const r = await gateway(key1);
+    assert(r.status === 200, `status ${r.status}`);
+    assert(r.body.role === 'MEMBER' && r.body.user === userID, `forwarded ${JSON.stringify(r.body)}`);
+  });
+
+  await step('user overview screen', async () => {
+    await hashGo(page, `#/users/${userID}`);
+    await page.getByRole('heading', { name: 'e2e-svc' }).waitFor();
+    await a11y(page, 'user-overview');
+    await shot(page, '04-user-overview');
+  });
+
+  await step('keyboard only: create a second access key', async () => {
+    await hashGo(page, `#/users/${userID}/keys`);
+    await page.getByRole('heading', { name: 'Create an access key' }).waitFor();
+    await a11y(page, 'keys');
+    await page.locator('main').focus();
+    let onName = false;
+    for (let i = 0; i < 80 && !onName; i++) {
+      await page.keyboard.press('Tab');
+      onName = await page.evaluate(() => document.activeElement && document.activeElement.name === 'name' && !!document.activeElement.closest('form[aria-labelledby="newkey-h"]'));
+    }
+    assert(onName, 'Tab never reached the key name field');
+    await page.keyboard.type('second');
+    await page.keyboard.press('Enter');
+    const once = page.locator('.once-value');
+    await once.waitFor();
+    assert(await page.evaluate(() => document.activeElement.classList.contains('once-value')), 'focus is not on the new key');
+    key2 = await once.inputValue();
+    assert(key2.startsWith('kg_') && key2 !== key1, 'second key');
+    await page.keyboard.press('Tab'); // to Copy
+    const label = await page.evaluate(() => document.activeElement.textContent);
+    assert(label === 'Copy', `focus after the key is on "${label}"`);
+    await page.keyboard.press('Enter');
+    await page.locator('.copied').filter({ hasText: /Copied|Selected/ }).waitFor();
+    await a11y(page, 'key-created');
+    await shot(page, '05-key-created');
+  });
+
+  await step('revoke the first key in the console; the gateway refuses it within a second', async () => {
+    const row = page.locator('tr', { hasText: 'first' });
+    await row.locator('summary').click();
+    await row.getByRole('button', { name: 'Revoke' }).click();
+    await page.locator('tr', { hasText: 'first' }).getByText('REVOKED').waitFor();
+    const t0 = Date.now();
+    let r;
+    do {
+      r = await gateway(key1);
+    } while (r.status !== 401 && Date.now() - t0 < 1000);
+    assert(r.status === 401, `revoked key answered ${r.status} after ${Date.now() - t0} ms`);
+    const ok = await gateway(key2);
+    assert(ok.status === 200, `second key answered ${ok.status}`);
+    await shot(page, '06-key-revoked');
+  });
+
+  await step('replace the second key with a grace period', async () => {
+    const row = page.locator('tbody tr', { hasText: 'second' }).filter({ hasText: 'ACTIVE' });
+    await row.locator('summary').click();
+    await row.getByLabel(/Grace period/).selectOption('24h');
+    await row.getByRole('button', { name: 'Replace' }).click();
+    const once = page.locator('.once-value');
+    await once.waitFor();
+    const key3 = await once.inputValue();
+    assert(key3 !== key2, 'replacement shown');
+    await page.getByText('works until').waitFor();
+    const old = await gateway(key2);
+    assert(old.status === 200, `old key during grace answered ${old.status}`);
+  });
+
+  await step('change a role; the gateway forwards the new X-Auth-Role', async () => {
+    await hashGo(page, `#/users/${userID}/access`);
+    await page.getByRole('heading', { name: 'Roles in acme' }).waitFor();
+    await a11y(page, 'access');
+    await page.getByLabel('Standard role').selectOption('ADMIN');
+    await page.getByRole('button', { name: 'Set role' }).click();
+    await page.locator('dd', { hasText: 'ADMIN' }).waitFor();
+    const r = await gateway(key2);
+    assert(r.status === 200 && r.body.role === 'ADMIN', `after role change: ${r.status} ${JSON.stringify(r.body)}`);
+    await page.getByLabel('Add a customer role').fill('REPORTING');
+    await page.getByRole('button', { name: 'Add', exact: true }).click();
+    await page.getByRole('button', { name: 'Remove customer role REPORTING' }).waitFor();
+    await shot(page, '07-roles');
+  });
+
+  await step('archive the permission; the gateway refuses (403); reactivate', async () => {
+    await page.getByRole('button', { name: 'Archive permission' }).click();
+    await page.getByRole('button', { name: 'Reactivate permission' }).waitFor();
+    const r = await gateway(key2);
+    assert(r.status === 403, `archived permission answered ${r.status}`);
+    await page.getByRole('button', { name: 'Reactivate permission' }).click();
+    await page.getByRole('button', { name: 'Archive permission' }).waitFor();
+    const back = await gateway(key2);
+    assert(back.status === 200, `reactivated permission answered ${back.status}`);
+  });
+
+  await step('invite the user into another tenant (created in the tenants screen)', async () => {
+    await hashGo(page, '#/tenants');
+    await a11y(page, 'tenants');
+    await page.getByLabel('Tenant id').fill('e2e-beta');
+    await page.getByLabel('Name', { exact: true }).fill('Beta');
+    await page.getByRole('button', { name: 'Create tenant' }).click();
+    await page.getByRole('button', { name: 'Archive tenant e2e-beta' }).click();
+    await page.getByRole('button', { name: 'Reactivate tenant e2e-beta' }).click();
+    await page.getByRole('button', { name: 'Archive tenant e2e-beta' }).waitFor();
+    await shot(page, '08-tenants');
+    await hashGo(page, `#/users/${userID}/access`);
+    const invite = page.locator('form', { hasText: 'Invite into another tenant' });
+    await invite.getByLabel('Tenant').fill('e2e-beta');
+    await invite.getByRole('button', { name: 'Invite' }).click();
+    await page.getByText('Invitation into e2e-beta sent.').waitFor();
+    await hashGo(page, `#/users/${userID}/access?workspace=e2e-beta`);
+    await page.getByRole('heading', { name: 'Permission in e2e-beta' }).waitFor();
+    await page.locator('.badge', { hasText: 'INVITED' }).waitFor();
+  });
+
+  await step('signing secrets: create, rotate (second secret), deactivate the old one', async () => {
+    await hashGo(page, '#/users/new');
+    await page.getByLabel('Name', { exact: true }).fill('e2e-app');
+    await page.getByLabel('Type').selectOption('APPLICATION');
+    await page.getByLabel('Primary tenant').fill('acme');
+    await page.getByLabel('Also create its first API token').uncheck();
+    await page.getByRole('button', { name: 'Create user' }).click();
+    const href = await page.getByRole('link', { name: 'Open the user' }).getAttribute('href');
+    appID = decodeURIComponent(href.split('/')[2]);
+    await hashGo(page, `#/users/${appID}/secrets`);
+    await page.getByRole('heading', { name: 'Rotating a signing secret' }).waitFor();
+    await a11y(page, 'secrets');
+    await page.getByLabel('Secret name (optional)').fill('old');
+    await page.getByRole('button', { name: 'Create secret' }).click();
+    await page.locator('.once-value').waitFor();
+    assert((await page.locator('.once-value').inputValue()).length >= 16, 'secret shown once');
+    await page.getByLabel('Secret name (optional)').fill('new');
+    await page.getByRole('button', { name: 'Create secret' }).click();
+    await page.getByText('2 of 2 live secrets in use.').waitFor();
+    assert(await page.getByRole('button', { name: 'Create secret' }).isDisabled(), 'a third secret can be created');
+    await shot(page, '09-secrets');
+    await page.getByRole('button', { name: 'Deactivate secret old' }).click();
+    await page.getByText('1 of 2 live secrets in use.').waitFor();
+  });
+
+  await step('history of the user shows the console\'s changes', async () => {
+    await hashGo(page, `#/users/${userID}/history`);
+    await page.locator('table').waitFor();
+    const text = await page.locator('table').innerText();
+    for (const want of ['key.revoke', 'key.create']) assert(text.includes(want), `history lacks ${want}: ${text.slice(0, 400)}`);
+    await page.getByLabel('Action or target contains').fill('revoke');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForFunction(() => location.hash.includes('action=revoke'));
+    await page.locator('tbody tr').first().waitFor();
+    const rows = await page.locator('tbody tr').allInnerTexts();
+    assert(rows.length >= 1 && rows.every((r) => r.includes('revoke')), `filtered history: ${rows}`);
+    await a11y(page, 'history');
+    await shot(page, '10-history');
+  });
+
+  await step('activity log, filtered by actor', async () => {
+    await hashGo(page, '#/activity');
+    await a11y(page, 'activity');
+    const first = await page.locator('tbody tr').count();
+    assert(first > 5, `activity rows: ${first}`);
+    await page.getByLabel('Actor (user id)').fill('nobody-such');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.getByText('No calls match.').waitFor();
+    await shot(page, '11-activity');
+  });
+
+  await step('personal-data export downloads as JSON', async () => {
+    await hashGo(page, `#/users/${userID}`);
+    const [dl] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download personal data (JSON)' }).click(),
+    ]);
+    const file = path.join(SHOTS, 'export.json');
+    await dl.saveAs(file);
+    const doc = JSON.parse(readFileSync(file, 'utf8'));
+    assert(doc.user && doc.user.id === userID && Array.isArray(doc.keys), 'export content');
+    assert(!JSON.stringify(doc).includes(key2), 'export contains a key');
+  });
+
+  await step('412: a stale version offers to reload', async () => {
+    await hashGo(page, `#/users/${userID}`);
+    await page.getByLabel('Description').fill('edited in the console');
+    // Someone else changes the user meanwhile.
+    await page.evaluate(async ([id]) => {
+      const cred = sessionStorage.getItem('keygate.console.credential');
+      await fetch(`/v1/users/${id}`, { method: 'PATCH', headers: { Authorization: `Bearer ${cred}`, 'Content-Type': 'application/json', 'If-Match': '*' }, body: JSON.stringify({ email: 'other@example.com' }) });
+    }, [userID]);
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByText('Someone else changed this').waitFor();
+    await page.getByRole('button', { name: 'Reload' }).click();
+    await page.locator('input[name="email"][value="other@example.com"]').waitFor();
+  });
+
+  await step('usage chart counts the gateway calls just made', async () => {
+    // Calls with the user's keys so far: allowed ≥ 4, refused ≥ 2 (revoked key, archived permission).
+    await hashGo(page, `#/users/${userID}/usage`);
+    const t0 = Date.now();
+    let total = 0; let allowed = 0; let refused = 0;
+    for (;;) {
+      await page.locator('svg.chart').waitFor();
+      total = Number(await page.locator('svg.chart').getAttribute('data-total'));
+      allowed = Number(await page.locator('[data-series="allowed"]').innerText());
+      refused = Number(await page.locator('[data-series="refused"]').innerText());
+      if ((allowed >= 4 && refused >= 2) || Date.now() - t0 > 40000) break;
+      await page.waitForTimeout(2000);
+      await page.getByRole('button', { name: 'Refresh' }).click();
+    }
+    assert(allowed >= 4 && refused >= 2, `usage: ${allowed} allowed, ${refused} refused (total ${total})`);
+    assert(await page.locator('svg.chart rect').count() > 0, 'no bars drawn');
+    await page.getByText(/requests since/).waitFor();
+    await a11y(page, 'usage');
+    await shot(page, '12-usage');
+  });
+
+  await step('sign out forgets the credential', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    const stored = await page.evaluate(() => sessionStorage.getItem('keygate.console.credential'));
+    assert(stored === null, 'credential still stored');
+  });
+
+  await step('no CSP violations, page errors or third-party requests', async () => {
+    assert(problems.length === 0, problems.join('\n'));
+  });
+} catch (e) {
+  failed = true;
+  if (problems.length) console.log(`also seen:\n${problems.join('\n')}`);
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,170 @@
+// Users: the paged list, the create form (with the first API token) and
+// the user page with its tabs.
+import { api, enc } from './api.js';
+import { h, field, table, badge, timeEl, errorSlot, pager, formData, announce, select, onceBox, dateToISO } from './ui.js';
+import { render } from './app.js';
+import { keysTab, secretsTab } from './creds.js';
+import { accessTab } from './access.js';
+import { usageTab } from './usage.js';
+import { historyTab, exportUser } from './audit.js';
+
+const TYPES = [['', 'Any type'], ['TECHNICAL', 'Technical'], ['SERVICE', 'Service'], ['APPLICATION', 'Application']];
+const STATUSES = [['', 'Any status'], ['ACTIVE', 'Active'], ['INACTIVE', 'Inactive'], ['CREATE', 'Create'], ['DELETING', 'Deleting'], ['DELETED', 'Deleted']];
+const ROLES = [['', 'Any role'], ['ADMIN', 'Admin'], ['MEMBER', 'Member'], ['VIEWER', 'Viewer']];
+const SORTS = [['name', 'Name A–Z'], ['-name', 'Name Z–A'], ['-createdAt', 'Newest first'], ['createdAt', 'Oldest first'], ['id', 'Id']];
+
+/** usersScreen lists users one page at a time (the server pages). */
+export async function usersScreen(q) {
+  const page = Number(q.get('page') || 1);
+  const size = 25;
+  const sort = q.get('sort') || 'name';
+  const { data, envelope } = await api('GET', '/v1/users', {
+    query: { page, size, sort, q: q.get('q'), type: q.get('type'), status: q.get('status'), role: q.get('role'), tenant: q.get('tenant') },
+  });
+  const filter = h('form', {
+    class: 'filters',
+    role: 'search',
+    'aria-label': 'Filter users',
+    onsubmit: (e) => {
+      e.preventDefault();
+      const v = formData(e.target);
+      location.hash = `#/users?${new URLSearchParams(Object.entries(v).filter(([, x]) => x))}`;
+    },
+  },
+  field('Search', h('input', { type: 'search', name: 'q', value: q.get('q') || '', placeholder: 'name, id, e-mail…' })),
+  field('Type', select('type', TYPES, q.get('type') || '')),
+  field('Status', select('status', STATUSES, q.get('status') || '')),
+  field('Role', select('role', ROLES, q.get('role') || '')),
+  field('Tenant', h('input', { name: 'tenant', value: q.get('tenant') || '', size: 10 })),
+  field('Sort', select('sort', SORTS, sort)),
+  h('button', { type: 'submit', class: 'secondary' }, 'Apply'));
+  const rows = data.map((u) => [
+    h('a', { href: `#/users/${enc(u.id)}` }, u.name),
+    h('span', { class: 'mono' }, u.id), u.type, u.role, badge(u.status), u.primaryTenant, timeEl(u.lastUsedAt),
+  ]);
+  return h('section', {},
+    h('div', { class: 'heading-row' }, h('h1', {}, 'Users'), h('a', { class: 'button', href: '#/users/new' }, 'New user')),
+    filter,
+    table('Users', ['Name', 'Id', 'Type', 'Role', 'Status', 'Primary tenant', 'Last used'], rows, 'No users match these filters.'),
+    pager(page, size, envelope.total, (p) => `#/users?${new URLSearchParams({ ...Object.fromEntries(q), page: p })}`));
+}
+
+function inDays(n) {
+  return new Date(Date.now() + n * 86400000).toISOString().slice(0, 10);
+}
+
+/** newUserScreen creates a user and, in the same call, its first API token. */
+export async function newUserScreen() {
+  const err = errorSlot(render);
+  const out = h('div', {});
+  const withKey = h('input', { type: 'checkbox', name: 'withKey', checked: true });
+  const keyFields = h('fieldset', {}, h('legend', {}, 'First API token'),
+    field('Token name', h('input', { name: 'keyName', value: 'default', autocomplete: 'off' })),
+    field('Expires on', h('input', { type: 'date', name: 'keyExpires', value: inDays(365), min: inDays(1) }), 'The token stops working at the end of this day (UTC).'));
+  withKey.addEventListener('change', () => { keyFields.disabled = !withKey.checked; });
+  const form = h('form', {
+    class: 'card',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      err.clear();
+      const v = formData(e.target);
+      const body = { name: v.name, type: v.type, role: v.role };
+      if (v.primaryTenant) body.primaryTenant = v.primaryTenant;
+      if (v.description) body.description = v.description;
+      if (v.email) body.email = v.email;
+      if (v.requestLimit) body.requestLimit = Number(v.requestLimit);
+      if (withKey.checked) body.key = { name: v.keyName || 'default', expiresAt: dateToISO(v.keyExpires) };
+      try {
+        const { data } = await api('POST', '/v1/users', { body });
+        announce(`User ${data.name} created.`);
+        form.hidden = true;
+        out.replaceChildren(h('div', { class: 'card' },
+          h('h2', {}, `User ${data.name} created`),
+          h('p', {}, 'Id ', h('span', { class: 'mono' }, data.id), ` · ${data.type} · ${data.role} in ${data.primaryTenant}`),
+          data.key ? onceBox('The new API token', data.key.key, h('p', {}, `Token "${data.key.name}", expires ${new Date(data.key.expiresAt).toUTCString()}.`)) : null,
+          h('p', {}, h('a', { class: 'button', href: `#/users/${enc(data.id)}` }, 'Open the user'))));
+        const first = out.querySelector('.once-value') || out.querySelector('h2');
+        if (first) first.focus();
+      } catch (ex) { err.show(ex); }
+    },
+  },
+  h('div', { class: 'grid' },
+    field('Name', h('input', { name: 'name', required: true, autocomplete: 'off' }), 'Unique in the primary tenant.'),
+    field('Type', select('type', TYPES.slice(1), 'TECHNICAL')),
+    field('Role', select('role', ROLES.slice(1), 'MEMBER'), 'Its role in the primary tenant.'),
+    field('Primary tenant', h('input', { name: 'primaryTenant', autocomplete: 'off' }), 'Default: your own tenant.'),
+    field('Description', h('input', { name: 'description', autocomplete: 'off' })),
+    field('E-mail', h('input', { type: 'email', name: 'email', autocomplete: 'off' })),
+    field('Request limit', h('input', { type: 'number', name: 'requestLimit', min: 0 }), 'Requests per window of the gateway route; empty: the route default.')),
+  h('div', { class: 'check' }, withKey, h('label', { for: (withKey.id = 'withKey') }, 'Also create its first API token')),
+  keyFields,
+  err,
+  h('button', { type: 'submit' }, 'Create user'));
+  return h('section', {}, h('h1', {}, 'New user'), form, out);
+}
+
+const TABS = [['overview', 'Overview'], ['keys', 'Access keys'], ['secrets', 'Signing secrets'], ['access', 'Roles & permissions'], ['usage', 'Usage'], ['history', 'History']];
+
+/** userScreen shows one user with its tabs. */
+export async function userScreen(id, tab, q) {
+  const { data: user } = await api('GET', `/v1/users/${enc(id)}`);
+  const tabs = h('nav', { class: 'tabs', 'aria-label': 'User sections' }, h('ul', {}, TABS.map(([t, label]) => h('li', {},
+    h('a', { href: `#/users/${enc(id)}/${t}`, 'aria-current': t === tab ? 'page' : false }, label)))));
+  const body = await ({
+    overview: overviewTab, keys: keysTab, secrets: secretsTab, access: accessTab, usage: usageTab, history: historyTab,
+  }[tab] || overviewTab)(user, q);
+  return h('section', {},
+    h('p', { class: 'crumbs' }, h('a', { href: '#/users' }, 'Users'), ' / '),
+    h('div', { class: 'heading-row' }, h('h1', {}, user.name), badge(user.status)),
+    h('p', { class: 'sub' }, h('span', { class: 'mono' }, user.id), ` · ${user.type} · ${user.role} in ${user.primaryTenant}`),
+    tabs, body);
+}
+
+async function overviewTab(user) {
+  const err = errorSlot(render);
+  const act = async (what, fn) => {
+    try {
+      await fn();
+      announce(what);
+      render();
+    } catch (e) { err.show(e); }
+  };
+  const edit = h('form', {
+    class: 'card',
+    onsubmit: (e) => {
+      e.preventDefault();
+      const v = formData(e.target);
+      act('Saved.', () => api('PATCH', `/v1/users/${enc(user.id)}`, {
+        ifMatch: user.version,
+        body: { name: v.name, description: v.description, email: v.email, requestLimit: Number(v.requestLimit || 0) },
+      }));
+    },
+  }, h('h2', {}, 'Details'),
+  h('div', { class: 'grid' },
+    field('Name', h('input', { name: 'name', value: user.name, required: true })),
+    field('Description', h('input', { name: 'description', value: user.description || '' })),
+    field('E-mail', h('input', { type: 'email', name: 'email', value: user.email || '' })),
+    field('Request limit', h('input', { type: 'number', min: 0, name: 'requestLimit', value: user.requestLimit || 0 }), '0: the gateway route\'s default.')),
+  h('button', { type: 'submit' }, 'Save'));
+  const facts = h('dl', { class: 'facts' },
+    h('dt', {}, 'Created'), h('dd', {}, timeEl(user.createdAt)),
+    h('dt', {}, 'Last used'), h('dd', {}, timeEl(user.lastUsedAt)),
+    h('dt', {}, 'Customer roles'), h('dd', {}, (user.customerRoles || []).join(', ') || '—'),
+    h('dt', {}, 'Version'), h('dd', {}, String(user.version)),
+    user.plannedPurgeDate ? [h('dt', {}, 'Planned purge'), h('dd', {}, timeEl(user.plannedPurgeDate))] : null);
+  const status = h('div', { class: 'card' }, h('h2', {}, 'Status'),
+    h('p', {}, 'An INACTIVE user\'s credentials stop working at once; ACTIVE makes them work again. Deleting revokes every key and plans the purge of everything stored about the user.'),
+    h('div', { class: 'row' },
+      user.status === 'ACTIVE' ? h('button', { type: 'button', class: 'secondary', onclick: () => act('User deactivated.', () => api('PATCH', `/v1/users/${enc(user.id)}`, { ifMatch: user.version, body: { status: 'INACTIVE' } })) }, 'Deactivate') : null,
+      user.status === 'INACTIVE' || user.status === 'CREATE' ? h('button', { type: 'button', class: 'secondary', onclick: () => act('User activated.', () => api('PATCH', `/v1/users/${enc(user.id)}`, { ifMatch: user.version, body: { status: 'ACTIVE' } })) }, 'Activate') : null,
+      user.status !== 'DELETED' ? h('button', {
+        type: 'button',
+        class: 'danger',
+        onclick: () => {
+          if (!confirm(`Delete ${user.name}? Its keys stop working at once; everything about it is purged later.`)) return;
+          act('User deleted.', () => api('DELETE', `/v1/users/${enc(user.id)}`, { ifMatch: user.version }));
+        },
+      }, 'Delete user') : null,
+      h('button', { type: 'button', class: 'secondary', onclick: () => exportUser(user).catch((e) => err.show(e)) }, 'Download personal data (JSON)')));
+  return h('div', {}, err, facts, status, edit);
+}
