@@ -310,6 +310,13 @@ func (v verifyVia) signedTarget(r *http.Request) string {
 func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, now time.Time, via verifyVia) (identity, *outcome) {
 	id, out := h.authenticate(r, tenant, now, via)
 	if out != nil {
+		if out.status == http.StatusUnauthorized || out.status == http.StatusForbidden {
+			user := id.keyUser
+			if id.principal != nil {
+				user = id.principal.User.ID
+			}
+			h.app.counts.Count(user, keys.UsageRefused, now)
+		}
 		return id, out
 	}
 
@@ -347,11 +354,13 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, n
 			decisionLimited.Inc()
 		}
 		if !d.Allowed {
+			h.app.counts.Count(id.principal.User.ID, keys.UsageLimited, now)
 			return id, &outcome{status: http.StatusTooManyRequests, result: "limited", reason: "request limit reached"}
 		}
 	}
 
 	h.app.usage.Record(id.principal.User.ID, id.keyID, id.secretID, now)
+	h.app.counts.Count(id.principal.User.ID, keys.UsageAllowed, now)
 	return id, nil
 }
 
@@ -362,6 +371,7 @@ type identity struct {
 	principal *keys.Principal
 	perm      *keys.Permission
 	keyID     string // access key id, or empty
+	keyUser   string // the user of that key, also when it was refused
 	keyTenant string // the tenant an access key is valid in
 	secretID  string // signing secret id, or empty
 	held      int64  // bytes of the app's body budget the buffered body holds
@@ -384,7 +394,7 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, vi
 	case cred.Scheme == auth.AccessKey:
 		k, p, out := h.app.verifyAccessKeyFrom(ctx, h.lookupKey, h.lookupPrincipal, cred.AccessKey, cred.KeyID, now)
 		if k != nil {
-			id.keyID = k.ID
+			id.keyID, id.keyUser = k.ID, k.UserID
 		}
 		if out != nil {
 			return id, out
@@ -396,7 +406,7 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, vi
 		// the cache so that revocation applies before exp.
 		k, p, out := h.app.verifyAccessToken(ctx, h.lookupKey, h.lookupPrincipal, cred.Token, tenant, now)
 		if k != nil {
-			id.keyID = k.ID
+			id.keyID, id.keyUser = k.ID, k.UserID
 		}
 		if out != nil {
 			return id, out
