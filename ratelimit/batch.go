@@ -14,16 +14,16 @@ import (
 // errClosed is returned by a batching limiter after Close.
 var errClosed = errors.New("limiter closed")
 
-// errBacklog is returned when so many calls are waiting that the queue is
-// full: Redis is far behind, and waiting longer would only add latency.
+// errBacklog is returned (wrapped in ErrOverloaded) when so many calls are
+// waiting that the queue is full: waiting longer would only add latency.
 var errBacklog = errors.New("too many calls waiting")
 
 // batchReq is one Allow call waiting for its batch.
 type batchReq struct {
 	ask
-	// deadline is when the caller's Timeout ends; a flusher fails the
-	// request instead of sending it after that, and never waits for Redis
-	// past the earliest deadline of its batch.
+	// deadline is when the caller's QueueTimeout ends: a flusher fails the
+	// request instead of sending it after that (ErrOverloaded). Once sent,
+	// a request has Timeout for Redis to answer (see flush).
 	deadline  time.Time
 	g         grant
 	err       error
@@ -39,11 +39,17 @@ type batchReq struct {
 // decided atomically and in turn, so the decisions are exactly those of the
 // unbatched limiter.
 //
+// Two budgets bound a call: QueueTimeout for its wait in the queue, which
+// under a burst grows with the batches in flight ahead of it, and Timeout
+// for Redis to answer once its batch is sent. A request still queued at
+// its deadline is failed with ErrOverloaded, which says nothing about Redis;
+// only a batch that was sent and failed is evidence against Redis.
+//
 // Callers wait without a timer of their own: a request's deadline travels
-// with it, and because the queue is FIFO, every batch ahead of it ends (by
-// its own earliest deadline) no later than the request's deadline. That
-// bound needs a client that stops at the context deadline; with other
-// clients the caller keeps its own timer.
+// with it, the queue is FIFO, and every batch ends within Timeout of its
+// start, so a request is answered within QueueTimeout + Timeout. That bound needs a client that
+// stops at the context deadline; with other clients the caller keeps its
+// own timer.
 type batcher struct {
 	r     *Redis
 	max   int
@@ -82,7 +88,7 @@ func newBatcher(r *Redis, maxBatch, flushers int) *batcher {
 // giveBack queues the return of leased slots without waiting for it; when
 // the queue is full the slots are dropped, which only leaves them counted.
 func (b *batcher) giveBack(a ask) {
-	req := &batchReq{ask: a, deadline: time.Now().Add(b.r.timeout), done: make(chan struct{}, 1)}
+	req := &batchReq{ask: a, deadline: time.Now().Add(b.r.queueTimeout), done: make(chan struct{}, 1)}
 	b.closing.RLock()
 	defer b.closing.RUnlock()
 	if b.closed.Load() {
@@ -94,11 +100,12 @@ func (b *batcher) giveBack(a ask) {
 	}
 }
 
-// decide queues one request and waits for its answer, at most Timeout.
+// decide queues one request and waits for its answer, at most QueueTimeout
+// + Timeout.
 func (b *batcher) decide(ctx context.Context, a ask) (grant, error) {
 	req := b.pool.Get().(*batchReq)
 	req.ask = a
-	req.deadline = time.Now().Add(b.r.timeout)
+	req.deadline = time.Now().Add(b.r.queueTimeout)
 	b.closing.RLock()
 	if b.closed.Load() {
 		b.closing.RUnlock()
@@ -111,11 +118,11 @@ func (b *batcher) decide(ctx context.Context, a ask) (grant, error) {
 	default:
 		b.closing.RUnlock()
 		b.pool.Put(req)
-		return grant{}, unavailable("queueing for redis", errBacklog)
+		return grant{}, overloaded("queueing for redis", errBacklog)
 	}
 	var timeout <-chan time.Time
 	if !b.r.bounded {
-		t := time.NewTimer(b.r.timeout)
+		t := time.NewTimer(b.r.queueTimeout + b.r.timeout)
 		defer t.Stop()
 		timeout = t.C
 	}
@@ -152,7 +159,7 @@ func (b *batcher) loop() {
 				switch {
 				case req.abandoned.Load():
 				case !now.Before(req.deadline):
-					req.g, req.err = grant{}, unavailable("waiting for redis", context.DeadlineExceeded)
+					req.g, req.err = grant{}, overloaded("queued for redis", context.DeadlineExceeded)
 					req.done <- struct{}{}
 				default:
 					batch = append(batch, req)
@@ -184,13 +191,11 @@ func (b *batcher) loop() {
 // one command instead of len(batch). A cluster cannot run one script over
 // keys in different slots, so there each request is its own EVALSHA in one
 // pipeline, which go-redis splits by node.
+//
+// A batch has Timeout from now: its requests were all still within their
+// queue deadlines when it was formed, and Redis gets its full time.
 func (b *batcher) flush(batch []*batchReq, buf *scriptArgs) {
-	deadline := batch[0].deadline
-	for _, req := range batch[1:] {
-		if req.deadline.Before(deadline) {
-			deadline = req.deadline
-		}
-	}
+	deadline := time.Now().Add(b.r.timeout)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if !b.r.multiKey {
@@ -231,7 +236,7 @@ func (b *batcher) runOnce(ctx context.Context, group []*batchReq, buf *scriptArg
 	}
 	for i, req := range group {
 		if err != nil {
-			req.g, req.err = grant{}, unavailable("running limiter script", err)
+			req.g, req.err = grant{}, scriptErr(err)
 		} else {
 			req.g, req.err = decode(vals[replyLen*i:replyLen*(i+1)], req.limit), nil
 		}
@@ -264,7 +269,7 @@ func (b *batcher) pipelined(ctx context.Context, batch []*batchReq) {
 		vals, err := cmds[i].Int64Slice()
 		switch {
 		case err != nil:
-			req.g, req.err = grant{}, unavailable("running limiter script", err)
+			req.g, req.err = grant{}, scriptErr(err)
 		case len(vals) != replyLen:
 			req.g, req.err = grant{}, fmt.Errorf("%w: limiter script returned %d values, want %d", ErrUnavailable, len(vals), replyLen)
 		default:

@@ -51,9 +51,18 @@ type BreakerOptions struct {
 // after Failures consecutive errors (calls that fail together count once)
 // it opens and fails calls at once with
 // ErrCircuitOpen for CoolDown, then lets a single probe through (half-open)
-// and closes again when the probe succeeds. Only errors wrapping
-// ErrUnavailable count as failures; calls abandoned because the caller's own
-// context ended, and other errors, count neither way.
+// and closes again when the probe succeeds.
+//
+// The breaker opens on evidence that Redis is unreachable, not on load:
+// only errors wrapping ErrUnavailable count as failures (a refused, dropped
+// or failed connection, a command that was sent and not answered within
+// the limiter's Timeout, an error reply). Errors wrapping ErrOverloaded (a
+// call that expired in keygate's own batching queue or waiting for a pooled
+// connection under a burst, before Redis saw it), calls abandoned because
+// the caller's own context ended, and other errors, count neither way: a
+// slow but answering Redis under a burst costs latency, and the calls that
+// wait too long fail one by one, but it never opens the breaker for
+// everyone.
 //
 // One Breaker per store is meant to be shared by every route using it.
 type Breaker struct {
@@ -109,9 +118,10 @@ func (b *Breaker) Allow(ctx context.Context, key string, limit int64, window tim
 		}
 	}
 	d, err := b.next.Allow(ctx, key, limit, window)
-	if err == nil && d.Leased || err != nil && (ctx.Err() != nil || !errors.Is(err, ErrUnavailable)) {
+	if err == nil && d.Leased || err != nil && (ctx.Err() != nil || !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded)) {
 		// Decided from a lease without asking the store, the caller gave
-		// up, or the call was invalid: this says nothing about the store.
+		// up, the call never reached the store (overload), or the call was
+		// invalid: this says nothing about the store.
 		if probe {
 			b.mu.Lock()
 			b.probing = false

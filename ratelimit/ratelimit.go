@@ -21,6 +21,14 @@ var ErrUnavailable = errors.New("ratelimit: store unavailable")
 // It wraps ErrUnavailable.
 var ErrCircuitOpen = fmt.Errorf("%w: circuit breaker open", ErrUnavailable)
 
+// ErrOverloaded is wrapped by the errors of calls that ran out of time (or
+// room) in keygate's own queues, before their command reached Redis: the
+// batching queue, or the client's connection pool. It wraps ErrUnavailable
+// (no decision was made: the handler answers 503, or falls back on a
+// fail-open route), but it is no evidence that Redis is unreachable, and a
+// Breaker does not count it.
+var ErrOverloaded = fmt.Errorf("%w: overloaded", ErrUnavailable)
+
 // Limiter decides whether one more request for key fits in limit requests
 // per window. Implementations are safe for concurrent use.
 type Limiter interface {
@@ -107,4 +115,9 @@ func deny(limit int64, window time.Duration) Decision {
 // unavailable wraps err in ErrUnavailable.
 func unavailable(what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+}
+
+// overloaded wraps err in ErrOverloaded.
+func overloaded(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrOverloaded, what, err)
 }

@@ -24,6 +24,10 @@ const DefaultPrefix = "keygate:"
 // DefaultTimeout bounds each Redis call when RedisOptions.Timeout is zero.
 const DefaultTimeout = 50 * time.Millisecond
 
+// DefaultQueueTimeout bounds a batched call's wait in the batching queue when
+// RedisOptions.QueueTimeout is zero.
+const DefaultQueueTimeout = time.Second
+
 // RedisClient is the part of a go-redis client the limiter uses;
 // redis.UniversalClient (single node, cluster, sentinel) satisfies it.
 type RedisClient interface {
@@ -36,8 +40,18 @@ type RedisOptions struct {
 	// Prefix is prepended to every Redis key, followed by "rl:".
 	// Default: "keygate:".
 	Prefix string
-	// Timeout bounds each Allow call's wait for Redis. Default: 50ms.
+	// Timeout is Redis's time: how long one round trip (a batch, or a call
+	// without Batch) may take once it is on its way, including the wait for
+	// a pooled connection. A round trip that fails within it (refused or
+	// dropped connection, no answer in time, an error reply) is evidence
+	// that Redis is unreachable: the Breaker counts it. Default: 50ms.
 	Timeout time.Duration
+	// QueueTimeout is keygate's own time, with Batch: how long a call may
+	// wait in the batching queue for its batch to be sent. A burst queues
+	// calls behind the batches in flight; a call that waits longer fails
+	// with ErrOverloaded, which the Breaker does not count. A batched call
+	// returns within QueueTimeout + Timeout. Default: 1s.
+	QueueTimeout time.Duration
 	// Buckets is the number of sub-buckets per window. Default: 12.
 	Buckets int
 	// Batch coalesces concurrent Allow calls, so that one round trip and
@@ -66,7 +80,9 @@ type Redis struct {
 	client  RedisClient
 	prefix  string
 	timeout time.Duration
-	buckets int
+	// queueTimeout bounds the wait of a batched call before it is sent.
+	queueTimeout time.Duration
+	buckets      int
 	// bounded is true when the client itself stops waiting at the context
 	// deadline (go-redis ContextTimeoutEnabled); otherwise each call is
 	// run on its own goroutine so that Allow still returns on time.
@@ -90,11 +106,12 @@ type Redis struct {
 // then spent on a request that was not served, never the other way round.
 func NewRedis(client RedisClient, opts RedisOptions) *Redis {
 	r := &Redis{
-		client:  client,
-		prefix:  opts.Prefix,
-		timeout: opts.Timeout,
-		buckets: opts.Buckets,
-		bounded: honorsDeadline(client),
+		client:       client,
+		prefix:       opts.Prefix,
+		timeout:      opts.Timeout,
+		queueTimeout: opts.QueueTimeout,
+		buckets:      opts.Buckets,
+		bounded:      honorsDeadline(client),
 	}
 	_, cluster := client.(*redis.ClusterClient)
 	r.multiKey = !cluster
@@ -103,6 +120,9 @@ func NewRedis(client RedisClient, opts RedisOptions) *Redis {
 	}
 	if r.timeout <= 0 {
 		r.timeout = DefaultTimeout
+	}
+	if r.queueTimeout <= 0 {
+		r.queueTimeout = DefaultQueueTimeout
 	}
 	if r.buckets <= 0 {
 		r.buckets = DefaultBuckets
@@ -183,7 +203,8 @@ type grant struct {
 	bucket int64
 }
 
-// decide runs the script for a, batched when Batch is set, within Timeout.
+// decide runs the script for a, batched when Batch is set (within
+// QueueTimeout + Timeout), else within Timeout.
 func (r *Redis) decide(ctx context.Context, a ask) (grant, error) {
 	if r.batch != nil {
 		return r.batch.decide(ctx, a)
@@ -214,7 +235,7 @@ func (r *Redis) decide(ctx context.Context, a ask) (grant, error) {
 func (r *Redis) run(ctx context.Context, a ask) (grant, error) {
 	vals, err := windowScript.Run(ctx, r.client, []string{a.key}, a.size, r.buckets, a.limit, a.want, a.bucket).Int64Slice()
 	if err != nil {
-		return grant{}, unavailable("running limiter script", err)
+		return grant{}, scriptErr(err)
 	}
 	if len(vals) != replyLen {
 		return grant{}, fmt.Errorf("%w: limiter script returned %d values, want %d", ErrUnavailable, len(vals), replyLen)
@@ -241,6 +262,12 @@ func decode(vals []int64, limit int64) grant {
 		g.RetryAfter = time.Duration(vals[3]) * time.Millisecond
 	}
 	return g
+}
+
+// scriptErr wraps the error of a round trip that was on its way to Redis
+// in ErrUnavailable: the Breaker counts it.
+func scriptErr(err error) error {
+	return unavailable("running limiter script", err)
 }
 
 // isNoScript reports whether err is Redis's NOSCRIPT error.

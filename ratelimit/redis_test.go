@@ -353,8 +353,10 @@ func TestRedisPaused(t *testing.T) {
 			srv := testredis.StartServer(t)
 			c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: tc.ctxAware})
 			t.Cleanup(func() { c.Close() })
-			const timeout = 100 * time.Millisecond
-			r := newTestRedis(t, c, RedisOptions{Timeout: timeout, Batch: tc.batch})
+			// A batched call may wait QueueTimeout in the queue, then
+			// Timeout for Redis: the bound below covers both.
+			const timeout, queue = 100 * time.Millisecond, 200 * time.Millisecond
+			r := newTestRedis(t, c, RedisOptions{Timeout: timeout, QueueTimeout: queue, Batch: tc.batch})
 			if r.bounded != tc.ctxAware {
 				t.Fatalf("bounded = %v, want %v", r.bounded, tc.ctxAware)
 			}
@@ -368,8 +370,8 @@ func TestRedisPaused(t *testing.T) {
 			if !errors.Is(err, ErrUnavailable) {
 				t.Fatalf("paused: err = %v, want ErrUnavailable", err)
 			}
-			if el > timeout+time.Second {
-				t.Fatalf("Allow hung for %v on a paused Redis (timeout %v)", el, timeout)
+			if el > timeout+queue+time.Second {
+				t.Fatalf("Allow hung for %v on a paused Redis (timeout %v, queue timeout %v)", el, timeout, queue)
 			}
 		})
 	}
