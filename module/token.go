@@ -382,7 +382,9 @@ func (a *App) verifyAccessKeyFrom(ctx context.Context,
 		return nil, nil, unauthenticated("wrong access key secret", nil)
 	}
 	if !k.Usable(now) {
-		return nil, nil, unauthenticated("access key expired, disabled or revoked", nil)
+		// The caller proved it holds the key: k names whose key was refused
+		// (for the user's usage counts and the log's key_id).
+		return k, nil, unauthenticated("access key expired, disabled or revoked", nil)
 	}
 	p, err := principalOf(ctx, k.UserID, now)
 	if err != nil {
