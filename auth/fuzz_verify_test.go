@@ -102,6 +102,12 @@ func FuzzSignVerify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, scheme uint8, method, path, query, host string, body []byte, userID, hdrVal string, flags uint8) {
 		s := int(scheme) % fsSchemes
 		method, host, userID = sanitizeMethod(method), sanitizeHost(host), sanitizeUserID(userID)
+		if s == fsV4Query {
+			// The presigning test signer sends a space in X-Amz-Credential
+			// as '+', which SigV4 canonicalization (AWS and keygate) reads
+			// as a literal '+' (testdata/fuzz/FuzzSignVerify/13d991c9ca53aa91).
+			userID = strings.ReplaceAll(userID, " ", "_")
+		}
 		hdrVal = strings.TrimSpace(keepBytes(hdrVal, 256, isPrintableASCII))
 		if flags&fvNoHdrCopy != 0 {
 			hdrVal = ""
