@@ -66,23 +66,59 @@ func (b *Backend) Subscribe(ctx context.Context, l keys.Listener) error {
 	if err := b.checkOpen("subscribe"); err != nil {
 		return err
 	}
-	ps, err := b.subscribe(ctx)
+	sub, err := b.subscribe(ctx)
 	if err != nil {
 		return unavailable("subscribe", err)
 	}
-	go b.deliver(ctx, ps, l)
+	go b.deliver(ctx, sub, l)
 	return nil
 }
 
+// subscription is an open subscription and, on a cluster, the node it is
+// on (nil otherwise).
+type subscription struct {
+	ps   *redis.PubSub
+	node *redis.Client
+}
+
+// errNotMaster reports a subscription on a cluster node that no longer
+// serves the channel's slot as a master (after a failover): what is
+// published on the new master reaches it only through the cluster bus,
+// later than the PONGs of its own connection, so those PONGs prove nothing.
+var errNotMaster = errors.New("subscribed node is no longer the master of the channel's slot")
+
 // subscribe opens a subscription to the channel and waits, within the
 // timeout, for Redis to confirm it.
-func (b *Backend) subscribe(ctx context.Context) (*redis.PubSub, error) {
-	ps := b.client.Subscribe(ctx) // no channel yet: no I/O
+//
+// On Redis Cluster the subscription goes to the master of the channel's
+// slot, which is the slot of every key of the store, so the node that runs
+// an Update's PUBLISH is the node the subscription is on: that is what makes
+// a PONG a proof that every earlier message was delivered. The node is
+// checked to be a master first (the client's view of the cluster may be
+// stale after a failover) and again before each confirmation (see receive).
+func (b *Backend) subscribe(ctx context.Context) (subscription, error) {
+	var sub subscription
 	cctx, cancel := b.callCtx(ctx)
 	defer cancel()
+	if cc, ok := b.client.(*redis.ClusterClient); ok {
+		node, err := cc.MasterForKey(cctx, b.channel)
+		if err != nil {
+			cc.ReloadState(ctx)
+			return sub, fmt.Errorf("finding the master of the channel: %w", err)
+		}
+		if err := isMaster(cctx, node); err != nil {
+			cc.ReloadState(ctx)
+			return sub, err
+		}
+		sub.node = node
+		sub.ps = node.Subscribe(ctx) // no channel yet: no I/O
+	} else {
+		sub.ps = b.client.Subscribe(ctx)
+	}
+	ps := sub.ps
 	if err := ps.Subscribe(cctx, b.channel); err != nil {
 		_ = ps.Close()
-		return nil, err
+		return sub, err
 	}
 	for {
 		var wait time.Duration
@@ -91,25 +127,42 @@ func (b *Backend) subscribe(ctx context.Context) (*redis.PubSub, error) {
 		}
 		if wait <= 0 {
 			_ = ps.Close()
-			return nil, context.DeadlineExceeded
+			return sub, context.DeadlineExceeded
 		}
 		msg, err := ps.ReceiveTimeout(cctx, wait)
 		if err != nil {
 			_ = ps.Close()
-			return nil, err
+			return sub, err
 		}
 		if s, ok := msg.(*redis.Subscription); ok && s.Kind == "subscribe" && s.Channel == b.channel {
-			return ps, nil
+			return sub, nil
 		}
 	}
 }
 
+// isMaster checks with ROLE that node is a master.
+func isMaster(ctx context.Context, node *redis.Client) error {
+	role, err := node.Do(ctx, "role").Slice()
+	if err != nil {
+		return fmt.Errorf("checking the role of %s: %w", node.Options().Addr, err)
+	}
+	if len(role) == 0 || role[0] != "master" {
+		return fmt.Errorf("%s: %w", node.Options().Addr, errNotMaster)
+	}
+	return nil
+}
+
 // deliver runs the subscription until ctx ends, subscribing again after a
 // drop.
-func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, l keys.Listener) {
+func (b *Backend) deliver(ctx context.Context, sub subscription, l keys.Listener) {
 	for {
-		_ = b.receive(ctx, ps, l)
-		_ = ps.Close()
+		err := b.receive(ctx, sub, l)
+		_ = sub.ps.Close()
+		if errors.Is(err, errNotMaster) {
+			if cc, ok := b.client.(*redis.ClusterClient); ok {
+				cc.ReloadState(ctx)
+			}
+		}
 		if ctx.Err() != nil || b.closed.Load() {
 			return
 		}
@@ -119,7 +172,7 @@ func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, l keys.Listener
 				return
 			}
 			var err error
-			if ps, err = b.subscribe(ctx); err == nil {
+			if sub, err = b.subscribe(ctx); err == nil {
 				break
 			}
 		}
@@ -131,7 +184,13 @@ func (b *Backend) deliver(ctx context.Context, ps *redis.PubSub, l keys.Listener
 // until the connection fails or ctx ends. At most one PING is in flight:
 // the next one goes out an interval after the previous one was sent, once
 // it has been answered.
-func (b *Backend) receive(ctx context.Context, ps *redis.PubSub, l keys.Listener) error {
+//
+// On a cluster, the node subscribed to is checked to be a master before a
+// PONG confirms anything; when it is not (a failover moved the slot), the
+// subscription is dropped with errNotMaster and opened again on the new
+// master.
+func (b *Backend) receive(ctx context.Context, sub subscription, l keys.Listener) error {
+	ps := sub.ps
 	// Closing the PubSub interrupts a blocked receive when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
@@ -188,6 +247,17 @@ func (b *Backend) receive(ctx context.Context, ps *redis.PubSub, l keys.Listener
 			upTo := sentAt
 			sentAt = time.Time{}
 			deadline = upTo.Add(healthInterval)
+			if sub.node != nil {
+				rctx, cancel := b.callCtx(ctx)
+				err := isMaster(rctx, sub.node)
+				cancel()
+				if errors.Is(err, errNotMaster) {
+					return err
+				}
+				if err != nil {
+					continue // no proof this time; the next PING tries again
+				}
+			}
 			l.Confirm(upTo)
 		case *redis.Subscription:
 			// go-redis reconnected and subscribed again by itself:

@@ -1,7 +1,10 @@
 package redisstore
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -49,6 +52,12 @@ type Options struct {
 	// Timeout bounds each round trip to Redis; a whole Update, retries
 	// included, gets 20 × Timeout. Default: 50ms.
 	Timeout time.Duration
+	// ReplicaWait bounds how long an Update waits, after its commit, for a
+	// replica to confirm it has the write (WAIT 1), when the master has
+	// replicas (ROLE, checked every 5 s); an Update no replica confirms in
+	// time fails with keys.ErrUnavailable although it is on the master. A
+	// negative value turns the wait off. Default: 4 × Timeout.
+	ReplicaWait time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -57,6 +66,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.ReplicaWait == 0 {
+		o.ReplicaWait = 4 * o.Timeout
 	}
 	return o
 }
@@ -84,6 +96,7 @@ func NewClient(opts Options) redis.UniversalClient {
 		ReadTimeout:           opts.Timeout,
 		WriteTimeout:          opts.Timeout,
 		ContextTimeoutEnabled: true,
+		PoolSize:              64, // EXPERIMENT-PERF
 	}
 	switch {
 	case opts.TLSConfig != nil:
@@ -96,5 +109,47 @@ func NewClient(opts Options) redis.UniversalClient {
 		// from each address dialed (every cluster node, every Sentinel).
 		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	return redis.NewUniversalClient(uo)
+	c := redis.NewUniversalClient(uo)
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		cc.AddHook(reloadOnFailure{cc})
+	}
+	return c
+}
+
+// reloadOnFailure makes a cluster client reload its slot map when a call
+// fails for want of a node (refused, reset, timed out). go-redis reloads it
+// on MOVED answers, but a master that died answers nothing: until the map
+// is reloaded (otherwise only every 10 s) the client keeps dialing it,
+// although its replica took over the slots a second after the node timeout.
+// go-redis runs one reload at a time, however many calls ask for one.
+type reloadOnFailure struct{ cc *redis.ClusterClient }
+
+func (h reloadOnFailure) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnFailure) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.check(ctx, err)
+		return err
+	}
+}
+
+func (h reloadOnFailure) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.check(ctx, err)
+		return err
+	}
+}
+
+// check asks for a reload after a failure that is not an answer of Redis.
+func (h reloadOnFailure) check(ctx context.Context, err error) {
+	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, redis.TxFailedErr) {
+		return
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) && !strings.HasPrefix(rerr.Error(), "CLUSTERDOWN") {
+		return // an answer (NOSCRIPT, WRONGTYPE, …): the node is there
+	}
+	h.cc.ReloadState(ctx)
 }

@@ -1,0 +1,583 @@
+package module_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/keygate/internal/redistopo"
+	"github.com/keygate/keygate/internal/testcaddy"
+	"github.com/keygate/keygate/keys"
+	"github.com/keygate/keygate/keys/redisstore"
+	"github.com/keygate/keygate/keys/storetest"
+	"github.com/keygate/keygate/ratelimit"
+)
+
+// topology is a running Redis deployment and how keygate is configured
+// for it.
+type topology struct {
+	name string
+	// store is the body of the Caddyfile's `store redis` block, without
+	// the prefix.
+	store string
+	// opts are the redisstore options of the same deployment.
+	opts redisstore.Options
+	// subscriber is the node the invalidation subscriptions are on (for
+	// PUBSUB NUMSUB), found again after a failover.
+	subscriber func(channel string) *redistopo.Node
+}
+
+// client returns a keygate client for the topology, closed when t ends.
+func (tp *topology) client(t *testing.T) redis.UniversalClient {
+	return tp.clientTimeout(t, tp.opts.Timeout)
+}
+
+// clientTimeout is client with another per-call timeout.
+func (tp *topology) clientTimeout(t *testing.T, timeout time.Duration) redis.UniversalClient {
+	opts := tp.opts
+	opts.Timeout = timeout
+	c := redisstore.NewClient(opts)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func clusterTopology(t *testing.T) (*topology, *redistopo.Cluster) {
+	c := redistopo.StartCluster(t)
+	return &topology{
+		name:  "cluster",
+		store: "address " + strings.Join(c.Addrs(), " "),
+		opts:  redisstore.Options{Addrs: c.Addrs(), Timeout: 100 * time.Millisecond},
+		subscriber: func(channel string) *redistopo.Node {
+			m, _ := c.Owner(channel)
+			return m
+		},
+	}, c
+}
+
+func sentinelTopology(t *testing.T) (*topology, *redistopo.Sentinel) {
+	s := redistopo.StartSentinel(t)
+	return &topology{
+		name:  "sentinel",
+		store: "address " + strings.Join(s.Addrs(), " ") + "\n\t\t\tmaster_name " + redistopo.MasterName,
+		opts:  redisstore.Options{Addrs: s.Addrs(), MasterName: redistopo.MasterName, Timeout: 100 * time.Millisecond},
+		subscriber: func(string) *redistopo.Node {
+			return s.Master
+		},
+	}, s
+}
+
+func tlsTopology(t *testing.T) (*topology, *redistopo.TLSServer) {
+	s := redistopo.StartTLS(t)
+	tc := s.ClientTLS.Clone()
+	return &topology{
+		name: "tls-acl",
+		store: fmt.Sprintf("address %s\n\t\t\tusername %s\n\t\t\tpassword %s\n\t\t\ttls_ca %s\n\t\t\ttls_cert %s\n\t\t\ttls_key %s\n\t\t\ttls_server_name %s",
+			s.Addr, redistopo.ACLUser, s.Password, s.CAFile, s.CertFile, s.KeyFile, s.ServerName),
+		opts: redisstore.Options{Addrs: []string{s.Addr}, Username: redistopo.ACLUser, Password: s.Password,
+			TLSConfig: tc, Timeout: 100 * time.Millisecond},
+		subscriber: func(string) *redistopo.Node { return s.Node },
+	}, s
+}
+
+// TestTopologyCluster runs the store conformance suite, the limiter's
+// exactness check and cross-node revocation on a Redis Cluster (3 masters,
+// 3 replicas), measures what WAIT costs an admin write, then fails the
+// store's shard over twice under load (CLUSTER FAILOVER, then killing the
+// master).
+func TestTopologyCluster(t *testing.T) {
+	tp, c := clusterTopology(t)
+	runCommon(t, tp)
+	t.Run("wait cost", func(t *testing.T) { measureWait(t, tp) })
+	t.Run("failover under load", func(t *testing.T) {
+		n := startPair(t, tp, "keygate:fo:")
+		master, replica := c.Owner(n.channel())
+		failoverUnderLoad(t, n, "CLUSTER FAILOVER", func() { c.Failover(replica) })
+		// The old master is now the replica: kill the new master.
+		master, replica = replica, master
+		// A user whose limiter key is on the master about to die.
+		user := ""
+		for i := 0; user == ""; i++ {
+			u := "over-" + strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.Itoa(i)
+			if m, _ := c.Owner(ratelimit.Key("acme", u)); m == master {
+				user = u
+			}
+		}
+		var ov *overAdmission
+		failoverUnderLoad(t, n, "kill the master", func() {
+			ov = startOverAdmission(t, tp, user)
+			c.KillMaster(master, replica)
+		})
+		t.Logf("limiter over-admission while a killed master failed over: %s", ov.finish())
+	})
+}
+
+// TestTopologySentinel is TestTopologyCluster on Sentinel (1 master, 1
+// replica, 3 sentinels), failing over by killing the master.
+func TestTopologySentinel(t *testing.T) {
+	tp, s := sentinelTopology(t)
+	runCommon(t, tp)
+	t.Run("wait cost", func(t *testing.T) { measureWait(t, tp) })
+	t.Run("failover under load", func(t *testing.T) {
+		n := startPair(t, tp, "keygate:fo:")
+		var took time.Duration
+		var ov *overAdmission
+		failoverUnderLoad(t, n, "kill the master", func() {
+			ov = startOverAdmission(t, tp, "over-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+			took = s.KillMaster()
+		})
+		t.Logf("sentinels promoted the replica %v after the master was killed; limiter over-admission: %s", took, ov.finish())
+	})
+}
+
+// TestTopologyTLSACL runs the common checks on a Redis that only speaks
+// TLS (with client certificates) as an ACL user restricted by the rule the
+// README documents.
+func TestTopologyTLSACL(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rule := redistopo.KeygateACL("keygate:", false); !strings.Contains(string(readme), rule) {
+		t.Errorf("README.md does not document the ACL rule the test uses:\n%s", rule)
+	}
+	tp, s := tlsTopology(t)
+	runCommon(t, tp)
+	// Nothing the tests did was refused by the ACL.
+	v, err := s.Do("acl", "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := v.([]any); len(entries) > 0 {
+		t.Errorf("ACL refusals: %v", entries)
+	}
+}
+
+// runCommon runs what must hold on every topology.
+func runCommon(t *testing.T, tp *topology) {
+	t.Run("store conformance", func(t *testing.T) {
+		client := tp.client(t)
+		var n atomic.Int64
+		storetest.Run(t, func(t *testing.T) keys.Store {
+			opts := tp.opts
+			opts.Prefix = fmt.Sprintf("keygate:ct%d:", n.Add(1))
+			s := redisstore.NewStore(client, opts, keys.StoreOptions{})
+			t.Cleanup(func() { s.Close() })
+			return s
+		})
+	})
+	t.Run("limiter exact", func(t *testing.T) { limiterExact(t, tp) })
+	t.Run("revocation across nodes", func(t *testing.T) {
+		n := startPair(t, tp, "keygate:rv:")
+		userID, keyID, key := n.a.newUserKey("acme", "revoked", time.Now().Add(time.Hour))
+		n.warm(key)
+		start := time.Now()
+		n.a.api(http.MethodDelete, "/v1/users/"+userID+"/keys/"+keyID, nil, http.StatusOK)
+		took := n.await(key, http.StatusUnauthorized, start, propagationBound)
+		t.Logf("%s: key revoked on node A, refused by A after %v, by B after %v", tp.name, took[0], took[1])
+	})
+}
+
+// limiterExact checks on the topology that two limiters on two clients,
+// 100 concurrent requests per user, accept exactly the limit of 40 per
+// user, for one user and for four, in each mode the gateway may run the
+// limiter in. (Exactness, not latency: the clients wait up to 2 s.)
+func limiterExact(t *testing.T, tp *topology) {
+	one, two := tp.clientTimeout(t, 2*time.Second), tp.clientTimeout(t, 2*time.Second)
+	for _, m := range []struct {
+		name string
+		opts ratelimit.RedisOptions
+	}{
+		{"direct", ratelimit.RedisOptions{}},
+		{"batch", ratelimit.RedisOptions{Batch: true}},
+		{"batch+lease", ratelimit.RedisOptions{Batch: true, Lease: 64}},
+	} {
+		t.Run(m.name, func(t *testing.T) {
+			opts := m.opts
+			opts.Prefix = "keygate:" + tp.name + ":"
+			opts.Timeout = 5 * time.Second
+			var ls []ratelimit.Limiter
+			for _, c := range []redis.UniversalClient{one, two} {
+				l := ratelimit.NewRedis(c, opts)
+				t.Cleanup(func() { l.Close() })
+				ls = append(ls, l)
+			}
+			const n, limit = 100, 40
+			for _, users := range []int{1, 4} {
+				var allowed atomic.Int64
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				for i := range n * users {
+					key := ratelimit.Key("acme", fmt.Sprintf("%s-%d-%d", m.name, users, i%users))
+					l := ls[i%len(ls)]
+					wg.Go(func() {
+						<-start
+						d, err := l.Allow(context.Background(), key, limit, time.Minute)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if d.Allowed {
+							allowed.Add(1)
+						}
+					})
+				}
+				close(start)
+				wg.Wait()
+				if got := allowed.Load(); got != int64(limit*users) {
+					t.Errorf("%d users, %d requests each: %d allowed, want exactly %d", users, n, got, limit*users)
+				}
+			}
+		})
+	}
+}
+
+// pair is two gateway nodes (two Caddy processes) on one topology, each
+// with a fail_closed gateway (gateway), a fail_open one (open) and the
+// admin API.
+type pair struct {
+	*cluster
+	tp   *topology
+	open [2]string // fail_open gateway URL of node A and B
+}
+
+// startPair starts two nodes on the topology under prefix and waits until
+// both are subscribed to the invalidation channel.
+func startPair(t *testing.T, tp *topology, prefix string) *pair {
+	t.Helper()
+	global := fmt.Sprintf(`keygate {
+		store redis {
+			%s
+			prefix %s
+			timeout 250ms
+		}
+		master_key %s
+	}`, tp.store, prefix, testMasterKey)
+	p := &pair{cluster: &cluster{t: t, prefix: prefix}, tp: tp}
+	for i := range 2 {
+		openPort := testcaddy.FreePort(t)
+		tmpl := fmt.Sprintf(`{
+	admin {admin}
+	%s
+}
+http://127.0.0.1:{gw} {
+	keygate {
+		tenant acme
+		limit 1000000 1m
+		on_store_error fail_closed
+	}
+	reverse_proxy {up}
+}
+http://127.0.0.1:%d {
+	keygate {
+		tenant acme
+		limit 1000000 1m
+		on_store_error fail_open
+	}
+	reverse_proxy {up}
+}
+http://127.0.0.1:{api} {
+	keygate_admin
+}
+`, global, openPort)
+		e := startGateway(t, tmpl, newUpstream(t), testcaddy.Options{})
+		p.open[i] = fmt.Sprintf("http://127.0.0.1:%d", openPort)
+		if i == 0 {
+			e.bootstrap()
+			p.a = e
+		} else {
+			e.adminKey, e.adminID = p.a.adminKey, p.a.adminID
+			p.b = e
+		}
+	}
+	p.waitSubscribers(2)
+	return p
+}
+
+// channel is the invalidation channel of the pair's store.
+func (p *pair) channel() string {
+	return redisstore.New(nil, redisstore.Options{Prefix: p.prefix}).Channel()
+}
+
+// waitSubscribers waits until n subscriptions are on the node that serves
+// the channel (a subscription elsewhere would not be one keygate trusts).
+func (p *pair) waitSubscribers(n int64) {
+	p.t.Helper()
+	ch := p.channel()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		node := p.tp.subscriber(ch)
+		var got int64
+		var err error
+		if node != nil {
+			var v any
+			if v, err = node.Do("pubsub", "numsub", ch); err == nil {
+				if r, _ := v.([]any); len(r) == 2 {
+					got, _ = r[1].(int64)
+				}
+			}
+		}
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%d subscribers on %s (err %v), want %d", got, ch, err, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// loadResult is what the load saw during a failover.
+type loadResult struct {
+	mu       sync.Mutex
+	counts   map[string]int // "<route> <status>" → count
+	first503 time.Time      // first and last 503 of the fail_closed route
+	last503  time.Time
+	bad      []string // unexpected answers
+}
+
+func (r *loadResult) record(route string, status int, at time.Time, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.bad = append(r.bad, fmt.Sprintf("%s: %v", route, err))
+		return
+	}
+	r.counts[route+" "+strconv.Itoa(status)]++
+	switch {
+	case status == http.StatusOK:
+	case status == http.StatusServiceUnavailable && route == "closed":
+		if r.first503.IsZero() {
+			r.first503 = at
+		}
+		r.last503 = at
+	default:
+		if len(r.bad) < 20 {
+			r.bad = append(r.bad, fmt.Sprintf("%s route: %d at %s", route, status, at.Format("15:04:05.000")))
+		}
+	}
+}
+
+// failoverUnderLoad runs steady load from 24 users through both nodes and
+// both routes, runs failover, and checks that no answer is ever 401 or 500,
+// that 503s come only from the fail_closed route and only between the start
+// of the failover and shortly after it completed, and that service returns
+// by itself. Then it checks that a user created (and acknowledged) before
+// the failover is still there and that a revocation made after it reaches
+// both nodes within a second.
+func failoverUnderLoad(t *testing.T, p *pair, what string, failover func()) {
+	t.Helper()
+	const users = 24
+	exp := time.Now().Add(time.Hour)
+	var keysOf []string
+	for i := range users {
+		_, _, key := p.a.newUserKey("acme", fmt.Sprintf("load-%s-%d", strings.ReplaceAll(what, " ", "-"), i), exp)
+		keysOf = append(keysOf, key)
+	}
+	// Acknowledged before the failover; checked after it.
+	survivorID, survivorKeyID, survivorKey := p.a.newUserKey("acme", "survivor-"+strings.ReplaceAll(what, " ", "-"), exp)
+
+	res := &loadResult{counts: map[string]int{}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 5 * time.Second}
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				node := i % 2
+				route, base := "closed", p.nodes()[node].gateway
+				if (i/2)%2 == 1 {
+					route, base = "open", p.open[node]
+				}
+				req, _ := http.NewRequest(http.MethodGet, base+"/x", nil)
+				req.Header.Set("X-Api-Key", keysOf[i%users])
+				resp, err := client.Do(req)
+				at := time.Now()
+				if err == nil {
+					resp.Body.Close()
+					res.record(route, resp.StatusCode, at, nil)
+				} else {
+					res.record(route, 0, at, err)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	began := time.Now()
+	failover()
+	ended := time.Now()
+	// Service must return by itself: wait for 2 s without a 503.
+	deadline := ended.Add(15 * time.Second)
+	for {
+		time.Sleep(200 * time.Millisecond)
+		res.mu.Lock()
+		last := res.last503
+		res.mu.Unlock()
+		if time.Since(last) > 2*time.Second && time.Since(ended) > 2*time.Second {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("%s: still 503s 15 s after the failover completed", what)
+		}
+	}
+	close(stop)
+	wg.Wait()
+
+	window := "none"
+	if !res.first503.IsZero() {
+		window = fmt.Sprintf("%v from %v after the failover began", res.last503.Sub(res.first503).Round(time.Millisecond),
+			res.first503.Sub(began).Round(time.Millisecond))
+	}
+	t.Logf("%s: failover took %v; answers %v; fail_closed 503 window: %s",
+		what, ended.Sub(began).Round(time.Millisecond), res.counts, window)
+	if len(res.bad) > 0 {
+		t.Errorf("%s: unexpected answers: %v", what, res.bad)
+	}
+	// 503s only while the store was failing over, plus the time the nodes
+	// take to notice it is back (the breaker's cool-down, the client's
+	// reconnect): 3 s.
+	if !res.first503.IsZero() && (res.first503.Before(began) || res.last503.After(ended.Add(3*time.Second))) {
+		t.Errorf("%s: 503s from %v to %v outside the failover (%v to %v, + 3 s)", what,
+			res.first503.Format("15:04:05.000"), res.last503.Format("15:04:05.000"), began.Format("15:04:05.000"), ended.Format("15:04:05.000"))
+	}
+
+	// The write acknowledged before the failover survived it, and a
+	// revocation made now reaches both nodes within a second.
+	p.waitSubscribers(2)
+	for _, e := range p.nodes() {
+		if got := status(e, survivorKey); got != http.StatusOK {
+			t.Fatalf("%s: key created before the failover: %d on %s", what, got, e.gateway)
+		}
+	}
+	p.warm(survivorKey)
+	start := time.Now()
+	p.a.api(http.MethodDelete, "/v1/users/"+survivorID+"/keys/"+survivorKeyID, nil, http.StatusOK)
+	took := p.await(survivorKey, http.StatusUnauthorized, start, propagationBound)
+	t.Logf("%s: after the failover, a revocation on node A was refused by A after %v, by B after %v", what, took[0], took[1])
+}
+
+// overAdmission is load from two limiters (batching and leasing, as the
+// gateway runs them) on two clients against one key with a limit of 2000
+// per minute, started just before a failover: it measures how many
+// requests are accepted beyond the limit in that minute (increments
+// acknowledged by the old master but not replicated, leases counted there).
+type overAdmission struct {
+	t                        *testing.T
+	start                    time.Time
+	allowed, refused, failed atomic.Int64
+	limiters                 []ratelimit.Limiter
+	stop                     chan struct{}
+	wg                       sync.WaitGroup
+}
+
+const overLimit = 2000
+
+// startOverAdmission starts the load on user's limiter key and lets it run
+// for half a second.
+func startOverAdmission(t *testing.T, tp *topology, user string) *overAdmission {
+	key := ratelimit.Key("acme", user)
+	t.Helper()
+	o := &overAdmission{t: t, start: time.Now(), stop: make(chan struct{})}
+	for w := range 8 {
+		if w < 2 {
+			l := ratelimit.NewRedis(tp.client(t), ratelimit.RedisOptions{Prefix: "keygate:over:", Batch: true, Lease: 64})
+			t.Cleanup(func() { l.Close() })
+			o.limiters = append(o.limiters, l)
+		}
+	}
+	for w := range 8 {
+		l := o.limiters[w%2]
+		o.wg.Go(func() {
+			for {
+				select {
+				case <-o.stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				d, err := l.Allow(ctx, key, overLimit, time.Minute)
+				cancel()
+				switch {
+				case err != nil:
+					if o.failed.Add(1)%500 == 1 {
+						o.t.Logf("over-admission load: %v after %v", err, time.Since(o.start).Round(time.Millisecond))
+					}
+				case d.Allowed:
+					o.allowed.Add(1)
+				default:
+					o.refused.Add(1)
+				}
+				// About 700 a second: the quota lasts across the failover.
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	return o
+}
+
+// finish keeps the load on until the limit is reached again (at most 20 s,
+// well within the window's minute), stops it, and reports.
+func (o *overAdmission) finish() string {
+	for o.allowed.Load() < overLimit && time.Since(o.start) < 20*time.Second {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // what the limiters still hand out
+	close(o.stop)
+	o.wg.Wait()
+	if time.Since(o.start) >= time.Minute {
+		o.t.Fatal("over-admission measurement outlived the window")
+	}
+	over := max(o.allowed.Load()-overLimit, 0)
+	o.t.Logf("over-admission: %d accepted beyond a limit of %d", over, overLimit)
+	return fmt.Sprintf("%d accepted beyond a limit of %d (%d refused, %d errors while Redis failed over)",
+		over, overLimit, o.refused.Load(), o.failed.Load())
+}
+
+// measureWait reports what waiting for a replica (WAIT 1) adds to a store
+// write on a topology with replicas.
+func measureWait(t *testing.T, tp *topology) {
+	client := tp.client(t)
+	ctx := context.Background()
+	lat := func(replicaWait time.Duration) (p50, p99 time.Duration) {
+		opts := tp.opts
+		opts.Prefix = "keygate:wait" + strconv.FormatInt(int64(replicaWait), 36) + ":"
+		opts.ReplicaWait = replicaWait
+		s := redisstore.NewStore(client, opts, keys.StoreOptions{})
+		defer s.Close()
+		if _, err := s.CreateTenant(ctx, keys.Tenant{ID: "acme", Name: "Acme"}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		var ds []time.Duration
+		for i := range 200 {
+			start := time.Now()
+			if _, err := s.CreateUser(ctx, keys.User{Name: fmt.Sprintf("w%d", i), Type: keys.UserService, Role: keys.RoleMember, PrimaryTenant: "acme"}, "test"); err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2], ds[len(ds)*99/100]
+	}
+	off50, off99 := lat(-1)
+	on50, on99 := lat(0)
+	t.Logf("%s: CreateUser without WAIT p50 %v p99 %v; with WAIT 1 p50 %v p99 %v", tp.name, off50, off99, on50, on99)
+}
