@@ -42,6 +42,15 @@ async function step(name, fn) {
   }
 }
 
+/** until polls cond (in Node: the page's CSP forbids Playwright's in-page polling). */
+async function until(cond, what, ms = 10000) {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 async function gateway(key) {
   const res = await fetch(`${GATEWAY}/anything`, { headers: { 'X-Api-Key': key } });
   let body = null;
@@ -68,8 +77,7 @@ async function shot(page, name) {
 
 async function hashGo(page, hash) {
   await page.evaluate((h) => { location.hash = h; }, hash);
-  await page.waitForFunction((h) => location.hash === h, hash);
-  await page.locator('main h1').first().waitFor();
+  await page.locator(`main[data-rendered="${hash}"]`).waitFor();
 }
 
 const browser = await chromium.launch({
@@ -287,8 +295,7 @@ try {
     for (const want of ['key.revoke', 'key.create']) assert(text.includes(want), `history lacks ${want}: ${text.slice(0, 400)}`);
     await page.getByLabel('Action or target contains').fill('revoke');
     await page.getByRole('button', { name: 'Filter' }).click();
-    await page.waitForFunction(() => location.hash.includes('action=revoke'));
-    await page.locator('tbody tr').first().waitFor();
+    await page.locator('main[data-rendered*="action=revoke"]').waitFor();
     const rows = await page.locator('tbody tr').allInnerTexts();
     assert(rows.length >= 1 && rows.every((r) => r.includes('revoke')), `filtered history: ${rows}`);
     await a11y(page, 'history');
@@ -329,8 +336,10 @@ try {
     }, [userID]);
     await page.getByRole('button', { name: 'Save' }).click();
     await page.getByText('Someone else changed this').waitFor();
+    await shot(page, '12-conflict');
     await page.getByRole('button', { name: 'Reload' }).click();
-    await page.locator('input[name="email"][value="other@example.com"]').waitFor();
+    await until(async () => (await page.locator('input[name="email"]').inputValue()) === 'other@example.com', 'the reloaded e-mail');
+    await shot(page, '13-conflict-reloaded');
   });
 
   await step('usage chart counts the gateway calls just made', async () => {
@@ -351,7 +360,7 @@ try {
     assert(await page.locator('svg.chart rect').count() > 0, 'no bars drawn');
     await page.getByText(/requests since/).waitFor();
     await a11y(page, 'usage');
-    await shot(page, '12-usage');
+    await shot(page, '14-usage');
   });
 
   await step('sign out forgets the credential', async () => {

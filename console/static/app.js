@@ -53,6 +53,7 @@ export async function render() {
   }
   if (seq !== renderSeq) return; // a newer navigation won
   main.replaceChildren(node);
+  main.dataset.rendered = hash; // which screen is on show (for tests and tools)
   const h1 = main.querySelector('h1');
   document.title = `${h1 ? h1.textContent : 'keygate'} · keygate console`;
   if (!main.contains(document.activeElement) || document.activeElement === document.body) main.focus({ preventScroll: true });

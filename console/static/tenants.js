@@ -38,7 +38,7 @@ export async function tenantsScreen(q) {
     },
   }, h('h2', {}, 'Create a tenant'),
   h('div', { class: 'row' },
-    field('Tenant id', h('input', { name: 'id', required: true, pattern: '[A-Za-z0-9._-]+', autocomplete: 'off' }), 'Letters, digits, dot, dash, underscore; cannot change later.'),
+    field('Tenant id', h('input', { name: 'id', required: true, pattern: '[A-Za-z0-9._\\-]+', autocomplete: 'off' }), 'Letters, digits, dot, dash, underscore; cannot change later.'),
     field('Name', h('input', { name: 'name', autocomplete: 'off' }))),
   h('button', { type: 'submit' }, 'Create tenant'));
   const filter = h('form', {

@@ -9,6 +9,13 @@ const SERIES = [
   ['refused', 'Refused (401/403)', 'bar-refused'],
 ];
 
+/** retention turns a Go duration ("192h0m0s") into days or hours. */
+function retention(d) {
+  const hours = Number((String(d).match(/^(\d+)h/) || [])[1]);
+  if (!hours) return d;
+  return hours % 24 === 0 ? `${hours / 24} days` : `${hours} hours`;
+}
+
 function niceMax(n) {
   if (n <= 5) return 5;
   const p = 10 ** Math.floor(Math.log10(n));
@@ -80,7 +87,7 @@ export async function usageTab(user, q) {
         h('span', {}, `${cur.allowed} / ${u.requestLimit}`)) : null),
     chart(u),
     legend,
-    h('p', { class: 'hint' }, `Counted by the gateway per user and hour, written to the store in batches every few seconds, kept for ${u.retention.replace('h0m0s', ' hours')}. Times are UTC.`),
-    h('details', {}, h('summary', {}, `Table of the ${nonZero.length} ${step === '1h' ? 'hours' : 'days'} with requests`),
+    h('p', { class: 'hint' }, `Counted by the gateway per user and hour, written to the store in batches every few seconds, kept for ${retention(u.retention)}. Times are UTC.`),
+    h('details', {}, h('summary', {}, `Table of the ${nonZero.length} ${step === '1h' ? 'hour' : 'day'}${nonZero.length === 1 ? '' : 's'} with requests`),
       table('Usage by period', ['Start', 'Allowed', 'Rate-limited', 'Refused'], nonZero.map((b) => [fmtTime(b.start), String(b.allowed), String(b.limited), String(b.refused)]), 'No requests in this period.')));
 }
