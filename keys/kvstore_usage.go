@@ -189,3 +189,34 @@ func (s *kvStore) PurgeUsageCounts(ctx context.Context, before time.Time) (int, 
 		}
 	}
 }
+
+// purgeUserUsage removes every usage count of a user (PurgeUser).
+func purgeUserUsage(tx Tx, userID string) error {
+	ids, err := allIDs(tx, usageIndex(userID), false)
+	if err != nil {
+		return err
+	}
+	raw, err := tx.GetMany(tblUsage, ids)
+	if err != nil {
+		return fmt.Errorf("loading usage of user %s: %w", userID, err)
+	}
+	for i, b := range raw {
+		if b == nil {
+			continue
+		}
+		var r usageRecord
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("decoding usage count %q: %w", ids[i], err)
+		}
+		if err := tx.IndexRemove(ixUsageByHour, timeKey(r.Hour), ids[i]); err != nil {
+			return fmt.Errorf("updating index %s: %w", ixUsageByHour, err)
+		}
+		if err := tx.Delete(tblUsage, ids[i]); err != nil {
+			return fmt.Errorf("deleting usage count %q: %w", ids[i], err)
+		}
+	}
+	if err := tx.IndexDrop(usageIndex(userID)); err != nil {
+		return fmt.Errorf("dropping index %s: %w", usageIndex(userID), err)
+	}
+	return nil
+}

@@ -387,6 +387,9 @@ func (s *kvStore) PurgeUser(ctx context.Context, id string) error {
 		if err := tx.Delete(tblMeta, historyPurgedKey(id)); err != nil {
 			return fmt.Errorf("deleting history of user %s: %w", id, err)
 		}
+		if err := purgeUserUsage(tx, id); err != nil {
+			return err
+		}
 		if err := claim(tx, lkUserName, userNameKey(&cur), "", id, "user name"); err != nil {
 			return err
 		}

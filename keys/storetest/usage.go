@@ -56,4 +56,19 @@ func testUsageCounts(t *testing.T, s keys.Store) {
 	if len(got) != 0 {
 		t.Errorf("after purge u2 = %+v, want none", got)
 	}
+
+	// Purging a user removes its counts with everything else.
+	_, u := setup(t, s)
+	must(t, "add for user", s.AddUsageCounts(ctx, []keys.UsageCount{{UserID: u.ID, Hour: h0.Add(5 * time.Hour), Allowed: 1}}))
+	_, err = s.DeleteUser(ctx, u.ID, 0, actor)
+	must(t, "delete user", err)
+	must(t, "purge user", s.PurgeUser(ctx, u.ID))
+	got, err = s.UsageCounts(ctx, u.ID, h0, h0.Add(24*time.Hour))
+	must(t, "read purged user", err)
+	if len(got) != 0 {
+		t.Errorf("purged user still has counts: %+v", got)
+	}
+	if n, err := s.PurgeUsageCounts(ctx, h0.Add(48*time.Hour)); err != nil || n != 1 {
+		t.Errorf("retention after the user purge removed %d (%v), want 1 (u1's second hour only)", n, err)
+	}
 }
