@@ -34,6 +34,22 @@ type CacheOptions struct {
 	// the *OrStale lookups when the store cannot be reached (routes that
 	// fail open). Default: 10m.
 	StaleIfError time.Duration
+	// MaxLoads bounds the store reads of cache misses in flight at once
+	// (coalesced: one per id); the others queue in the Resolver. A burst of
+	// misses then waits in keygate's own queue, bounded by QueueTimeout,
+	// instead of in the store client's connection pool, where the wait
+	// would eat the store's per-call timeout (meant for the store's
+	// answer). Keep it below the client's pool size (redisstore.NewClient:
+	// 64 connections at least). Default: 48.
+	MaxLoads int
+	// QueueTimeout is keygate's own time for a load: how long it may wait
+	// for one of the MaxLoads slots, and then how long it keeps trying a
+	// read that failed as unavailable while the store went on answering
+	// other reads (busy, not down: under a burst that saturates the
+	// machine a round trip can miss the store's per-call timeout although
+	// the store answers). A store that answers nothing fails a load at its
+	// first error, within the store's own timeout. Default: 1s.
+	QueueTimeout time.Duration
 	// OnLookup, when set, is told of every lookup whether it was a hit
 	// (for metrics). It must be cheap and safe for concurrent use.
 	OnLookup func(hit bool)
@@ -57,6 +73,12 @@ func (o *CacheOptions) setDefaults() {
 	}
 	if o.StaleIfError <= 0 {
 		o.StaleIfError = 10 * time.Minute
+	}
+	if o.MaxLoads <= 0 {
+		o.MaxLoads = 48
+	}
+	if o.QueueTimeout <= 0 {
+		o.QueueTimeout = time.Second
 	}
 }
 
@@ -127,6 +149,14 @@ type Resolver struct {
 	retired [8]retiredEpoch
 
 	hits, misses atomic.Uint64
+	// loads holds a token per store read of a miss in flight (MaxLoads).
+	loads chan struct{}
+	// answeredAt is when a store read last got an answer (a record or
+	// ErrNotFound), unix nanoseconds: the evidence that the store is busy,
+	// not down, when a read fails (see CacheOptions.QueueTimeout).
+	answeredAt atomic.Int64
+	// busyRetries counts reads tried again because of it.
+	busyRetries atomic.Uint64
 }
 
 // retiredEpoch is the renewal horizon of a past epoch.
@@ -157,6 +187,7 @@ func NewResolver(store Store, opts CacheOptions, opener func(Secret) (string, er
 		keys:    newTTLCache[*Key](opts.Size),
 		users:   newTTLCache[*Principal](opts.Size),
 		tenants: newTTLCache[*Tenant](opts.Size),
+		loads:   make(chan struct{}, opts.MaxLoads),
 	}
 	// Until Run has a live subscription, changes may go unnoticed: use the
 	// short TTL.
@@ -164,6 +195,10 @@ func NewResolver(store Store, opts CacheOptions, opener func(Secret) (string, er
 	r.degraded.Store(notifies)
 	return r
 }
+
+// BusyRetries returns how many store reads were tried again so far because
+// the store was busy but answering (see CacheOptions.QueueTimeout).
+func (r *Resolver) BusyRetries() uint64 { return r.busyRetries.Load() }
 
 // Stats returns the number of cache hits and misses so far.
 func (r *Resolver) Stats() (hits, misses uint64) { return r.hits.Load(), r.misses.Load() }
@@ -315,6 +350,57 @@ func readPrincipal(ctx context.Context, r *Resolver, id string) (*Principal, err
 	return r.loadPrincipal(ctx, id)
 }
 
+// errStoreBusy is returned (wrapped in ErrUnavailable) by a load that found
+// no free slot within QueueTimeout.
+var errStoreBusy = errors.New("all load slots busy")
+
+// readBusy reads id in one of the MaxLoads slots, waiting for one at most
+// QueueTimeout, and reads it again, for up to another QueueTimeout, each
+// time the read failed as unavailable but another read got an answer after
+// this one began: the store is busy, not down (see
+// CacheOptions.QueueTimeout). A load so takes at most 2 × QueueTimeout plus
+// one store timeout; against a store that answers nothing, one store
+// timeout after its slot.
+func readBusy[V any](ctx context.Context, r *Resolver, id string, read func(context.Context, *Resolver, string) (V, error)) (V, error) {
+	select {
+	case r.loads <- struct{}{}:
+	default:
+		t := time.NewTimer(r.opts.QueueTimeout)
+		select {
+		case r.loads <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			var zero V
+			return zero, fmt.Errorf("keys: waiting %v to read the store: %w: %w", r.opts.QueueTimeout, ErrUnavailable, errStoreBusy)
+		}
+	}
+	defer func() { <-r.loads }()
+	start := time.Now().UnixNano()
+	for {
+		began := time.Now().UnixNano()
+		v, err := read(ctx, r, id)
+		now := time.Now().UnixNano()
+		if err == nil || errors.Is(err, ErrNotFound) {
+			r.answered(now)
+			return v, err
+		}
+		if !errors.Is(err, ErrUnavailable) || r.answeredAt.Load() <= began || now-start >= int64(r.opts.QueueTimeout) {
+			return v, err
+		}
+		r.busyRetries.Add(1)
+	}
+}
+
+// answered records that a store read got an answer at t (unix nanoseconds).
+func (r *Resolver) answered(t int64) {
+	for {
+		a := r.answeredAt.Load()
+		if t <= a || r.answeredAt.CompareAndSwap(a, t) {
+			return
+		}
+	}
+}
+
 // errLoadAborted is what the lookups waiting for a load get when the load
 // ended without a result (it panicked).
 var errLoadAborted = errors.New("keys: cache load aborted")
@@ -378,7 +464,7 @@ func runLoad[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V], id 
 			close(f.done)
 		}
 	}()
-	v, err := read(context.WithoutCancel(ctx), r, id)
+	v, err := readBusy(context.WithoutCancel(ctx), r, id, read)
 	switch {
 	case err == nil:
 		fill(r, c, id, v, ld, now, true)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"runtime"
 	"strings"
 	"time"
 
@@ -96,7 +97,9 @@ func NewClient(opts Options) redis.UniversalClient {
 		ReadTimeout:           opts.Timeout,
 		WriteTimeout:          opts.Timeout,
 		ContextTimeoutEnabled: true,
-		PoolSize:              64, // EXPERIMENT-PERF
+		// A burst of cache misses reads through up to 48 of these at once
+		// (keys.CacheOptions.MaxLoads), besides the limiter's batches.
+		PoolSize: max(64, 10*runtime.GOMAXPROCS(0)),
 	}
 	switch {
 	case opts.TLSConfig != nil:
