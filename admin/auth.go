@@ -60,8 +60,8 @@ func (c *caller) requireAdmin() error {
 	return errForbidden("the caller has no ACTIVE ADMIN permission in its key's tenant")
 }
 
-// credential extracts the presented access key: Authorization: Bearer, or
-// X-Api-Key. Two different ones, or anything malformed, is an error.
+// credential extracts the presented access key (or access token):
+// Authorization: Bearer, or X-Api-Key. Two different ones, or anything malformed, is an error.
 func credential(r *http.Request) (string, bool) {
 	var found string
 	auths := r.Header.Values("Authorization")
@@ -102,6 +102,16 @@ func (h *Handler) authenticateKey(ctx context.Context, r *http.Request) (*keys.K
 		return nil, nil, errUnauthorized
 	}
 	id, ok := keys.ParseAccessKey(raw)
+	// An access token names the key it was minted from; that key must
+	// then pass every check a presented key does, except its secret.
+	var tokenUser, tokenTenant string
+	if !ok && h.tokens != nil && looksLikeJWT(raw) {
+		var err error
+		if id, tokenUser, tokenTenant, err = h.tokens.VerifyAccessToken(raw, h.now()); err != nil {
+			return nil, nil, errUnauthorized
+		}
+		ok = id != ""
+	}
 	if !ok {
 		return nil, nil, errUnauthorized
 	}
@@ -113,7 +123,11 @@ func (h *Handler) authenticateKey(ctx context.Context, r *http.Request) (*keys.K
 	if err != nil {
 		return nil, nil, err
 	}
-	if !h.hasher.Verify(raw, k.Hash) || !k.Usable(h.now()) {
+	if tokenUser != "" {
+		if k.UserID != tokenUser || k.TenantID != tokenTenant || !k.Usable(h.now()) {
+			return nil, nil, errUnauthorized
+		}
+	} else if !h.hasher.Verify(raw, k.Hash) || !k.Usable(h.now()) {
 		return nil, nil, errUnauthorized
 	}
 	u, err := h.store.GetUser(ctx, k.UserID)
@@ -123,7 +137,8 @@ func (h *Handler) authenticateKey(ctx context.Context, r *http.Request) (*keys.K
 	if err != nil {
 		return nil, nil, err
 	}
-	if u.Status != keys.UserActive || !h.creds.Allows(u.Type, keys.CredAccessKey) {
+	if u.Status != keys.UserActive || !h.creds.Allows(u.Type, keys.CredAccessKey) ||
+		(tokenUser != "" && !h.creds.Allows(u.Type, keys.CredToken)) {
 		return nil, nil, errUnauthorized
 	}
 	// A key of an ARCHIVED tenant authenticates nothing, like at the gateway.

@@ -43,6 +43,9 @@ type Config struct {
 	// Verifier answers POST /v1/verify with the gateway's logic. If nil,
 	// that route answers 503.
 	Verifier Verifier
+	// Tokens, when set, lets callers authenticate with an access token
+	// instead of an access key. If nil, only access keys authenticate.
+	Tokens TokenVerifier
 }
 
 // Handler is the admin REST API (SPEC section 5) as a plain http.Handler.
@@ -57,6 +60,7 @@ type Handler struct {
 	keyLife  time.Duration
 	creds    keys.CredentialPolicy
 	verifier Verifier
+	tokens   TokenVerifier
 	mux      *http.ServeMux
 	openapi  []byte
 }
@@ -76,6 +80,7 @@ func New(cfg Config) *Handler {
 		keyLife:  cfg.DefaultKeyLifetime,
 		creds:    cfg.Credentials,
 		verifier: cfg.Verifier,
+		tokens:   cfg.Tokens,
 		mux:      http.NewServeMux(),
 	}
 	if h.creds == nil {

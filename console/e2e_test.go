@@ -17,22 +17,31 @@ import (
 )
 
 // e2eConfig is a keygate with the file store, a gateway for tenant acme
-// whose "upstream" answers the identity it was given, and the admin API
-// (with the console) on its own port.
+// whose "upstream" answers the identity it was given, the token endpoint,
+// and the admin API (with the console) on its own port.
 const e2eConfig = `{
 	admin {admin}
 	keygate {
 		store file
+		token {
+			issuer keygate
+			lifetime 1h
+		}
 	}
 }
 http://127.0.0.1:%[1]d {
 	bind 127.0.0.1
-	route {
-		keygate {
-			tenant acme
+	handle /oauth2/token {
+		keygate_token
+	}
+	handle {
+		route {
+			keygate {
+				tenant acme
+			}
+			header Content-Type application/json
+			respond ` + "`" + `{"role":"{http.request.header.X-Auth-Role}","user":"{http.request.header.X-Auth-User-Id}"}` + "`" + ` 200
 		}
-		header Content-Type application/json
-		respond ` + "`" + `{"role":"{http.request.header.X-Auth-Role}","user":"{http.request.header.X-Auth-User-Id}"}` + "`" + ` 200
 	}
 }
 http://127.0.0.1:%[2]d {

@@ -296,7 +296,7 @@ func (a *App) setup() error {
 	if err := a.Retention.validate(); err != nil {
 		return err
 	}
-	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer, Credentials: a.credentials, Verifier: a})
+	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer, Credentials: a.credentials, Verifier: a, Tokens: a})
 
 	// The in-process limiter lives with the pooled store, so a config
 	// reload keeps its counts (a new one would hand every user a fresh quota).

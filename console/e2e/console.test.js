@@ -370,6 +370,23 @@ try {
     assert(stored === null, 'credential still stored');
   });
 
+  await step('sign in with an access token from the token endpoint', async () => {
+    const res = await fetch(`${GATEWAY}/oauth2/token`, {
+      method: 'POST',
+      headers: { Authorization: `Basic ${Buffer.from(`apitoken:${ADMIN_KEY}`).toString('base64')}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=client_credentials',
+    });
+    assert(res.status === 200, `token endpoint answered ${res.status}`);
+    const { access_token: token } = await res.json();
+    assert(token && token.split('.').length === 3, 'no access token');
+    await page.getByLabel('Admin key or access token').fill(token);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Users' }).waitFor();
+    await page.getByRole('link', { name: 'e2e-svc' }).waitFor();
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  });
+
   await step('no CSP violations, page errors or third-party requests', async () => {
     assert(problems.length === 0, problems.join('\n'));
   });
