@@ -300,7 +300,7 @@ func buildOpenAPI() []byte {
 		"components": obj{
 			"schemas": schemas(),
 			"securitySchemes": obj{
-				"bearer": obj{"type": "http", "scheme": "bearer", "description": "a keygate access key kg_…"},
+				"bearer": obj{"type": "http", "scheme": "bearer", "description": "a keygate access key kg_…, or an access token from the token endpoint (when token exchange is configured)"},
 				"apiKey": obj{"type": "apiKey", "in": "header", "name": "X-Api-Key"},
 			},
 		},
