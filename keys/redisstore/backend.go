@@ -33,20 +33,9 @@ type Backend struct {
 	channel string // invalidation channel
 	closed  atomic.Bool
 
-	// replicaWait bounds WAIT after a commit; 0 turns it off.
+	// replicaWait bounds WAIT after a commit; 0 or less turns it off.
 	replicaWait time.Duration
-	// replicas caches how many replicas the store's master has (ROLE).
-	replicas atomic.Pointer[replicaCount]
 }
-
-// replicaCount is a cached answer of ROLE.
-type replicaCount struct {
-	n  int
-	at time.Time
-}
-
-// replicaRecheck is how long a replica count is trusted.
-const replicaRecheck = 5 * time.Second
 
 // New returns a Backend over client with opts (only Prefix and Timeout are
 // used; the connection settings belong to NewClient). It does no network
@@ -132,7 +121,7 @@ func (b *Backend) Update(ctx context.Context, fn func(keys.Tx) error) error {
 			if err := t.commit(); err != nil {
 				return err
 			}
-			if len(t.ops) == 0 && len(t.invs) == 0 {
+			if t.replicas == 0 {
 				return nil
 			}
 			return b.replicate(ctx, rtx)
@@ -155,24 +144,20 @@ func (b *Backend) Update(ctx context.Context, fn func(keys.Tx) error) error {
 	}
 }
 
-// replicate waits, when the store's master has replicas, until one of
-// them has what this connection wrote (WAIT 1), so that an acknowledged
-// write survives a failover. It fails with errNotReplicated when no replica
-// confirms within replicaWait: the write is then on the master only, and its
-// fate after a failover unknown, like that of a timed-out EXEC.
+// replicate waits until a replica has what this connection wrote (WAIT
+// 1), so that an acknowledged write survives a failover; Update calls it
+// after a commit on a master with replicas. It fails with errNotReplicated
+// when no replica confirms within replicaWait: the write is then on the
+// master only, and its fate after a failover unknown, like that of a
+// timed-out EXEC.
 func (b *Backend) replicate(ctx context.Context, rtx *redis.Tx) error {
-	if b.replicaWait <= 0 || b.replicaCount(ctx, rtx) == 0 {
-		return nil
-	}
 	wctx, cancel := context.WithTimeout(ctx, b.replicaWait+b.timeout)
 	defer cancel()
 	n, err := rtx.Wait(wctx, 1, b.replicaWait).Result()
 	if err != nil {
-		b.replicas.Store(nil)
 		return fmt.Errorf("waiting for a replica: %w", err)
 	}
 	if n < 1 {
-		b.replicas.Store(nil) // recount: the replica may be gone
 		return errNotReplicated
 	}
 	return nil
@@ -180,30 +165,6 @@ func (b *Backend) replicate(ctx context.Context, rtx *redis.Tx) error {
 
 // errNotReplicated reports a commit that no replica confirmed in time.
 var errNotReplicated = errors.New("committed on the master, but no replica confirmed it in time")
-
-// replicaCount is the number of replicas of the master the connection of
-// rtx is on, from ROLE, cached for replicaRecheck. When ROLE fails it
-// answers 1, so that a write waits rather than risks being lost.
-func (b *Backend) replicaCount(ctx context.Context, rtx *redis.Tx) int {
-	if c := b.replicas.Load(); c != nil && time.Since(c.at) < replicaRecheck {
-		return c.n
-	}
-	cctx, cancel := b.callCtx(ctx)
-	defer cancel()
-	cmd := redis.NewSliceCmd(cctx, "role")
-	if err := rtx.Process(cctx, cmd); err != nil {
-		return 1
-	}
-	role := cmd.Val()
-	n := 0
-	if len(role) >= 3 && role[0] == "master" {
-		if list, ok := role[2].([]any); ok {
-			n = len(list)
-		}
-	}
-	b.replicas.Store(&replicaCount{n: n, at: time.Now()})
-	return n
-}
 
 // retryDelay is a jittered backoff: up to 1ms after the first lost race,
 // growing to at most 10ms.

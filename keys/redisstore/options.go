@@ -53,11 +53,12 @@ type Options struct {
 	// Timeout bounds each round trip to Redis; a whole Update, retries
 	// included, gets 20 × Timeout. Default: 50ms.
 	Timeout time.Duration
-	// ReplicaWait bounds how long an Update waits, after its commit, for a
-	// replica to confirm it has the write (WAIT 1), when the master has
-	// replicas (ROLE, checked every 5 s); an Update no replica confirms in
-	// time fails with keys.ErrUnavailable although it is on the master. A
-	// negative value turns the wait off. Default: 4 × Timeout.
+	// ReplicaWait bounds how long an Update that wrote something waits,
+	// after its commit, for a replica to confirm it has the write (WAIT 1),
+	// when the master has replicas (ROLE, asked inside the commit's
+	// MULTI/EXEC); an Update no replica confirms in time fails with
+	// keys.ErrUnavailable although it is on the master. A negative value
+	// turns the wait off. Default: 4 × Timeout.
 	ReplicaWait time.Duration
 }
 

@@ -28,6 +28,10 @@ type txn struct {
 	records map[string]pendingRecord // Redis key → value after the tx
 	indexes map[string]*pendingIndex // Redis key → pending changes
 	invs    []keys.Invalidation
+
+	// replicas is the number of replicas of the master the commit ran on
+	// (ROLE inside its MULTI/EXEC), set by a commit that wrote something.
+	replicas int
 }
 
 // pendingRecord is a record written earlier in the transaction.
@@ -453,6 +457,7 @@ func (t *txn) commit() error {
 	}
 	ctx, cancel := t.b.callCtx(t.ctx)
 	defer cancel()
+	var role *redis.Cmd
 	_, err := t.rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, args := range t.ops {
 			p.Do(ctx, args...)
@@ -462,10 +467,38 @@ func (t *txn) commit() error {
 		}
 		if len(t.ops) == 0 && len(msgs) == 0 {
 			p.Ping(ctx)
+		} else if t.b.replicaWait > 0 {
+			// Whether to WAIT for a replica, asked of the node that
+			// committed, in the same round trip.
+			role = p.Do(ctx, "role")
 		}
 		return nil
 	})
+	if err == nil && role != nil {
+		t.replicas = countReplicas(role)
+	}
 	return err
+}
+
+// countReplicas reads the number of replicas from a ROLE answer; when it
+// cannot be read, it answers 1, so that the write waits rather than risks
+// being lost.
+func countReplicas(role *redis.Cmd) int {
+	v, err := role.Slice()
+	if err != nil || len(v) < 1 {
+		return 1
+	}
+	if v[0] != "master" {
+		return 0 // not a master: no WAIT to do (a write would have failed)
+	}
+	if len(v) < 3 {
+		return 1
+	}
+	list, ok := v[2].([]any)
+	if !ok {
+		return 1
+	}
+	return len(list)
 }
 
 // release drops the transaction's WATCHes when it ends without EXEC, with a
