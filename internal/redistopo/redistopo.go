@@ -235,5 +235,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error
 // persistence to disk, in its private directory.
 func dataArgs(n *Node) []string {
 	return []string{"--bind", "127.0.0.1", "--dir", n.Dir, "--save", "", "--appendonly", "no",
-		"--enable-debug-command", "local"}
+		"--enable-debug-command", "local",
+		// A replica syncs at once, not after the default 5 s delay.
+		"--repl-diskless-sync-delay", "0"}
 }
