@@ -640,8 +640,17 @@ func FuzzWalleeJWT(f *testing.F) {
 			t.Fatal("every scheme is on, yet the token was passed over")
 		}
 		hp, pp, _, _ := splitJWT(tok)
-		var hdr map[string]any
 		raw, _ := base64.RawURLEncoding.DecodeString(hp)
+		claims, _ := base64.RawURLEncoding.DecodeString(pp)
+		for _, part := range [][]byte{raw, claims} {
+			if !json.Valid(part) {
+				if trailingCloser(part) {
+					knownIssue(t, "decodeJSONPart accepts a JWT part with a stray '}' or ']' after the JSON value")
+				}
+				t.Fatalf("accepted JWT part %q is not JSON", part)
+			}
+		}
+		var hdr map[string]any
 		if json.Unmarshal(raw, &hdr) != nil {
 			t.Fatalf("accepted header %q is not a JSON object", raw)
 		}
@@ -705,6 +714,20 @@ func FuzzWalleeJWT(f *testing.F) {
 			t.Fatalf("other path: %v", err)
 		}
 	})
+}
+
+// trailingCloser reports whether data is one JSON value followed by a
+// stray '}' or ']': json.Decoder.More reports false before a closing
+// delimiter, so a "no more data" check built on it lets such input through
+// (testdata/fuzz/FuzzWalleeJWT/168d220e7f6b0bbb).
+func trailingCloser(data []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var v json.RawMessage
+	if dec.Decode(&v) != nil {
+		return false
+	}
+	rest := bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")
+	return len(rest) > 0 && (rest[0] == '}' || rest[0] == ']')
 }
 
 // FuzzDigest checks Content-Digest (RFC 9530) and the legacy Digest header
