@@ -42,13 +42,15 @@ func StartSentinel(t testing.TB) *Sentinel {
 	for range 3 {
 		n := newNode(t, freePort(t, false))
 		// A sentinel rewrites its config file: it lives in the private dir.
+		// A failover-timeout of 2 s lets a split election be retried after
+		// 4 s (twice the timeout) instead of the default 6 minutes.
 		conf := filepath.Join(n.Dir, "sentinel.conf")
 		body := fmt.Sprintf(`port %d
 bind 127.0.0.1
 dir %s
 sentinel monitor %s 127.0.0.1 %d 2
 sentinel down-after-milliseconds %s %d
-sentinel failover-timeout %s 10000
+sentinel failover-timeout %s 2000
 sentinel parallel-syncs %s 1
 `, n.Port, n.Dir, MasterName, s.Master.Port, MasterName, DownAfter.Milliseconds(), MasterName, MasterName)
 		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {

@@ -99,8 +99,11 @@ func NewClient(opts Options) redis.UniversalClient {
 		WriteTimeout:          opts.Timeout,
 		ContextTimeoutEnabled: true,
 		// A burst of cache misses reads through up to 48 of these at once
-		// (keys.CacheOptions.MaxLoads), besides the limiter's batches.
-		PoolSize: max(64, 10*runtime.GOMAXPROCS(0)),
+		// (keys.CacheOptions.MaxLoads), besides the limiter's batches; half
+		// of them are kept open, so that a burst on a quiet node does not
+		// start with dozens of dials, each within a round trip's timeout.
+		PoolSize:     max(64, 10*runtime.GOMAXPROCS(0)),
+		MinIdleConns: 32,
 	}
 	switch {
 	case opts.TLSConfig != nil:
@@ -125,7 +128,9 @@ func NewClient(opts Options) redis.UniversalClient {
 // on MOVED answers, but a master that died answers nothing: until the map
 // is reloaded (otherwise only every 10 s) the client keeps dialing it,
 // although its replica took over the slots a second after the node timeout.
-// go-redis runs one reload at a time, however many calls ask for one.
+// go-redis runs one reload at a time, however many calls ask for one, with
+// 200 ms between reloads: a burst of timeouts costs at most five CLUSTER
+// SLOTS a second.
 type reloadOnFailure struct{ cc *redis.ClusterClient }
 
 func (h reloadOnFailure) DialHook(next redis.DialHook) redis.DialHook { return next }
