@@ -35,7 +35,8 @@ scheme, with the file and line for a Caddyfile).
 The keygate app is provisioned on a copy of the store file and its master key
 file (when they exist) in a temporary directory, removed afterwards: validating
 checks master_key against the store but never creates the store file or a
-master key. A Redis store is connected to, not written to.`,
+master key. With Redis, validate opens the store as the server does but does not
+start the app (which is where the master key check and the signing keys are).`,
 		Example: `  keygate validate --config Caddyfile.example --adapter caddyfile
   keygate validate --config /etc/keygate/Caddyfile --envfile /etc/keygate/env`,
 		Args: cobra.NoArgs,
