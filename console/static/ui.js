@@ -65,10 +65,13 @@ export function select(name, options, value) {
 }
 
 /** announce puts a short message in the live region. */
+let announceTimer;
 export function announce(msg) {
   const el = document.getElementById('status');
   el.textContent = '';
+  clearTimeout(announceTimer);
   setTimeout(() => { el.textContent = msg; }, 30);
+  announceTimer = setTimeout(() => { el.textContent = ''; }, 6000);
 }
 
 /**
