@@ -123,6 +123,9 @@ func TestREADME(t *testing.T) {
 			}
 		}
 	}
+	if logs := srv.Logs(); strings.Contains(logs, "not formatted") {
+		t.Errorf("starting from Caddyfile.example warns that it is not formatted:\n%s", logs)
+	}
 }
 
 // A README shell line: a command (with its continuation lines joined) or a
