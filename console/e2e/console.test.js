@@ -26,6 +26,7 @@ if (!CONSOLE || !GATEWAY || !ADMIN_KEY) {
 mkdirSync(SHOTS, { recursive: true });
 const origin = new URL(CONSOLE).origin;
 const problems = [];
+let failPage = null; // screenshot on failure
 
 function assert(cond, msg) {
   if (!cond) throw new Error(`assertion failed: ${msg}`);
@@ -38,6 +39,7 @@ async function step(name, fn) {
     console.log(`ok   ${name} (${Date.now() - t0} ms)`);
   } catch (e) {
     console.log(`FAIL ${name}: ${e.stack || e}`);
+    if (failPage) await failPage.screenshot({ path: path.join(SHOTS, 'FAILED.png'), fullPage: true }).catch(() => {});
     throw e;
   }
 }
@@ -89,6 +91,7 @@ let failed = false;
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
+  failPage = page;
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) problems.push(`console error: ${m.text()}`);
@@ -261,6 +264,18 @@ try {
     await hashGo(page, `#/users/${userID}/access?workspace=e2e-beta`);
     await page.getByRole('heading', { name: 'Permission in e2e-beta' }).waitFor();
     await page.locator('.badge', { hasText: 'INVITED' }).waitFor();
+  });
+
+  await step('a tenant\'s permissions: filter the open invitations, withdraw one', async () => {
+    await hashGo(page, '#/tenants/e2e-beta?status=INVITED');
+    const row = page.locator('tbody tr', { hasText: 'e2e-svc' });
+    await row.getByText('INVITED').waitFor();
+    await a11y(page, 'permissions');
+    await shot(page, '08b-permissions');
+    await row.getByRole('button', { name: 'Archive the permission of e2e-svc' }).click();
+    await page.locator('main[data-rendered="#/tenants/e2e-beta?status=INVITED"]').getByText('No permissions match.').waitFor();
+    await hashGo(page, '#/tenants/e2e-beta?status=ARCHIVED');
+    await page.locator('tbody tr', { hasText: 'e2e-svc' }).getByText('ARCHIVED').waitFor();
   });
 
   await step('signing secrets: create, rotate (second secret), deactivate the old one', async () => {

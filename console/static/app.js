@@ -3,7 +3,7 @@
 import { api, session, onUnauthorized } from './api.js';
 import { h, problemView, field, announce } from './ui.js';
 import { usersScreen, newUserScreen, userScreen } from './users.js';
-import { tenantsScreen } from './tenants.js';
+import { tenantsScreen, permissionsScreen } from './tenants.js';
 import { activityScreen } from './audit.js';
 
 const main = document.getElementById('main');
@@ -14,6 +14,7 @@ const routes = [
   [/^#\/users\/new$/, () => newUserScreen()],
   [/^#\/users\/([^/?]+)(?:\/([a-z]+))?(?:\?.*)?$/, (m, q) => userScreen(decodeURIComponent(m[1]), m[2] || 'overview', q)],
   [/^#\/users(?:\?.*)?$/, (m, q) => usersScreen(q)],
+  [/^#\/tenants\/([^/?]+)(?:\?.*)?$/, (m, q) => permissionsScreen(decodeURIComponent(m[1]), q)],
   [/^#\/tenants(?:\?.*)?$/, (m, q) => tenantsScreen(q)],
   [/^#\/activity(?:\?.*)?$/, (m, q) => activityScreen(q)],
 ];

@@ -119,7 +119,8 @@ func sourceHash(root string) (string, error) {
 		}
 		switch {
 		case name == "go.mod", name == "go.sum", strings.HasSuffix(name, ".lua"),
-			strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go"):
+			strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go"),
+			strings.Contains(filepath.ToSlash(p), "/console/static/"): // the embedded web console
 		default:
 			return nil
 		}
