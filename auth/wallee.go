@@ -220,7 +220,9 @@ func decodeJSONPart(part string, v any) bool {
 	if err := dec.Decode(v); err != nil {
 		return false
 	}
-	return !dec.More()
+	// Only white space may follow the value: dec.More would let a stray
+	// ']' or '}' through.
+	return len(bytes.TrimLeft(buf[dec.InputOffset():n], " \t\r\n")) == 0
 }
 
 // parseBearerJWT classifies a Bearer value that is not an access key.
