@@ -43,12 +43,15 @@ type CacheOptions struct {
 	// 64 connections at least). Default: 48.
 	MaxLoads int
 	// QueueTimeout is keygate's own time for a load: how long it may wait
-	// for one of the MaxLoads slots, and then how long it keeps trying a
-	// read that failed as unavailable while the store went on answering
-	// other reads (busy, not down: under a burst that saturates the
-	// machine a round trip can miss the store's per-call timeout although
-	// the store answers). A store that answers nothing fails a load at its
-	// first error, within the store's own timeout. Default: 1s.
+	// for one of the MaxLoads slots, that is for the loads ahead of it in a
+	// burst. Once in its slot, a read that failed as unavailable while the
+	// store went on answering other reads (busy, not down: under a burst
+	// that saturates the machine a round trip can miss the store's per-call
+	// timeout although the store answers) is tried again, up to three reads
+	// in all, each with more time per round trip (WithCallTimeout). A store
+	// that has not answered for QueueTimeout, or whose subscription reported
+	// a gap since, fails a load at its first error, within the store's own
+	// timeout. Default: 2s.
 	QueueTimeout time.Duration
 	// OnLookup, when set, is told of every lookup whether it was a hit
 	// (for metrics). It must be cheap and safe for concurrent use.
@@ -78,7 +81,7 @@ func (o *CacheOptions) setDefaults() {
 		o.MaxLoads = 48
 	}
 	if o.QueueTimeout <= 0 {
-		o.QueueTimeout = time.Second
+		o.QueueTimeout = 2 * time.Second
 	}
 }
 
@@ -151,9 +154,11 @@ type Resolver struct {
 	hits, misses atomic.Uint64
 	// loads holds a token per store read of a miss in flight (MaxLoads).
 	loads chan struct{}
-	// answeredAt is when a store read last got an answer (a record or
-	// ErrNotFound), unix nanoseconds: the evidence that the store is busy,
-	// not down, when a read fails (see CacheOptions.QueueTimeout).
+	// answeredAt is when the store last answered (a read got a record or
+	// ErrNotFound, or the subscription confirmed delivery), unix
+	// nanoseconds; 0 after a gap in the subscription. An answer within
+	// QueueTimeout before a read failed is the evidence that the store is
+	// busy, not down (see CacheOptions.QueueTimeout).
 	answeredAt atomic.Int64
 	// busyRetries counts reads tried again because of it.
 	busyRetries atomic.Uint64
@@ -215,6 +220,7 @@ func (r *Resolver) renewedUntil() int64 {
 
 // confirm records that no change committed before upTo was missed.
 func (r *Resolver) confirm(upTo time.Time) {
+	r.answered(time.Now().UnixNano()) // the store answers: evidence for readBusy
 	if r.degraded.Load() {
 		return // a confirmation cannot vouch across a gap
 	}
@@ -350,17 +356,37 @@ func readPrincipal(ctx context.Context, r *Resolver, id string) (*Principal, err
 	return r.loadPrincipal(ctx, id)
 }
 
+// callTimeoutKey is the context key of WithCallTimeout.
+type callTimeoutKey struct{}
+
+// WithCallTimeout asks the store to give each round trip made with the
+// returned context d instead of its own per-call timeout, when d is longer.
+// The Resolver uses it to try a read again when the store is busy but
+// answering; stores without a per-call timeout ignore it.
+func WithCallTimeout(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, callTimeoutKey{}, d)
+}
+
+// CallTimeout returns the per-call timeout asked for with WithCallTimeout.
+func CallTimeout(ctx context.Context) (time.Duration, bool) {
+	d, ok := ctx.Value(callTimeoutKey{}).(time.Duration)
+	return d, ok
+}
+
 // errStoreBusy is returned (wrapped in ErrUnavailable) by a load that found
 // no free slot within QueueTimeout.
 var errStoreBusy = errors.New("all load slots busy")
 
 // readBusy reads id in one of the MaxLoads slots, waiting for one at most
-// QueueTimeout, and reads it again, for up to another QueueTimeout, each
-// time the read failed as unavailable but another read got an answer after
-// this one began: the store is busy, not down (see
-// CacheOptions.QueueTimeout). A load so takes at most 2 × QueueTimeout plus
-// one store timeout; against a store that answers nothing, one store
-// timeout after its slot.
+// QueueTimeout, and reads it again (busyAttempts reads in all) when the
+// read failed as unavailable but the store answered (another read, or the
+// subscription's confirmation) within QueueTimeout before this read began,
+// and the subscription has not lost it since: the store is busy, not down
+// (see CacheOptions.QueueTimeout). The
+// second read gives each round trip QueueTimeout/4, the third QueueTimeout/2
+// (WithCallTimeout), so that a machine too loaded to see an answer within
+// the store's own timeout still gets it. Against a store that answers
+// nothing, a load fails after one round trip.
 func readBusy[V any](ctx context.Context, r *Resolver, id string, read func(context.Context, *Resolver, string) (V, error)) (V, error) {
 	select {
 	case r.loads <- struct{}{}:
@@ -375,21 +401,28 @@ func readBusy[V any](ctx context.Context, r *Resolver, id string, read func(cont
 		}
 	}
 	defer func() { <-r.loads }()
-	start := time.Now().UnixNano()
-	for {
+	for attempt := 1; ; attempt++ {
 		began := time.Now().UnixNano()
-		v, err := read(ctx, r, id)
-		now := time.Now().UnixNano()
+		rctx := ctx
+		if attempt > 1 {
+			// Busy, not down: give this read more time per round trip.
+			rctx = WithCallTimeout(ctx, r.opts.QueueTimeout>>(busyAttempts-attempt+1))
+		}
+		v, err := read(rctx, r, id)
 		if err == nil || errors.Is(err, ErrNotFound) {
-			r.answered(now)
+			r.answered(time.Now().UnixNano())
 			return v, err
 		}
-		if !errors.Is(err, ErrUnavailable) || r.answeredAt.Load() <= began || now-start >= int64(r.opts.QueueTimeout) {
+		if !errors.Is(err, ErrUnavailable) || r.answeredAt.Load() <= began-int64(r.opts.QueueTimeout) || attempt == busyAttempts {
 			return v, err
 		}
 		r.busyRetries.Add(1)
 	}
 }
+
+// busyAttempts bounds the reads of one load when the store is busy (see
+// readBusy): a load holds its slot while it tries again.
+const busyAttempts = 3
 
 // answered records that a store read got an answer at t (unix nanoseconds).
 func (r *Resolver) answered(t int64) {
@@ -599,6 +632,11 @@ func (r *Resolver) Run(ctx context.Context, onError func(error)) {
 	l := Listener{
 		Change: r.Invalidate,
 		Gap: func(live bool) {
+			if !live {
+				// The subscription lost Redis: no more patience with reads
+				// that fail (see readBusy) until it answers again.
+				r.answeredAt.Store(0)
+			}
 			r.degraded.Store(!live)
 			r.Flush()
 		},

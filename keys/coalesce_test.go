@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -265,4 +266,62 @@ func TestResolverLeaderCancelled(t *testing.T) {
 	if st.reads.Load() != 1 {
 		t.Fatalf("%d reads", st.reads.Load())
 	}
+}
+
+// busyStore fails the first fails reads of k1 as unavailable, and records
+// the per-call timeout each read was given.
+type busyStore struct {
+	Store
+	fails    atomic.Int64
+	reads    atomic.Int64
+	timeouts []time.Duration
+	mu       sync.Mutex
+}
+
+func (s *busyStore) GetKey(ctx context.Context, id string) (Key, error) {
+	s.reads.Add(1)
+	d, _ := CallTimeout(ctx)
+	s.mu.Lock()
+	s.timeouts = append(s.timeouts, d)
+	s.mu.Unlock()
+	if id == "k1" && s.fails.Add(-1) >= 0 {
+		return Key{}, fmt.Errorf("get key: %w: %w", ErrUnavailable, context.DeadlineExceeded)
+	}
+	if id != "k1" {
+		return Key{}, ErrNotFound
+	}
+	return Key{ID: "k1", UserID: "u1", Status: KeyActive}, nil
+}
+
+// TestResolverBusyStoreRetries: a read that fails while the store answers
+// other reads is tried again with more time per round trip; one that fails
+// against a store that has not answered lately is not.
+func TestResolverBusyStoreRetries(t *testing.T) {
+	ctx := context.Background()
+	t.Run("busy", func(t *testing.T) {
+		st := &busyStore{}
+		r := NewResolver(st, CacheOptions{QueueTimeout: 2 * time.Second}, nil)
+		if _, err := r.Key(ctx, "other", time.Now()); !errors.Is(err, ErrNotFound) {
+			t.Fatal(err) // an answer: the store is up
+		}
+		st.fails.Store(2)
+		if _, err := r.Key(ctx, "k1", time.Now()); err != nil {
+			t.Fatalf("busy store: %v", err)
+		}
+		want := []time.Duration{0, 0, 500 * time.Millisecond, time.Second}
+		if fmt.Sprint(st.timeouts) != fmt.Sprint(want) || r.BusyRetries() != 2 {
+			t.Fatalf("per-call timeouts %v (retries %d), want %v", st.timeouts, r.BusyRetries(), want)
+		}
+	})
+	t.Run("down", func(t *testing.T) {
+		st := &busyStore{}
+		st.fails.Store(10)
+		r := NewResolver(st, CacheOptions{}, nil)
+		if _, err := r.Key(ctx, "k1", time.Now()); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("store that never answered: %v", err)
+		}
+		if n := st.reads.Load(); n != 1 {
+			t.Fatalf("%d reads of a store that never answered, want 1", n)
+		}
+	})
 }

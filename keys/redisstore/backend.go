@@ -185,9 +185,15 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// callCtx bounds one round trip.
+// callCtx bounds one round trip: Timeout, or the longer time a caller
+// asked for with keys.WithCallTimeout (a cache load trying again while
+// Redis is busy but answering).
 func (b *Backend) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, b.timeout)
+	t := b.timeout
+	if d, ok := keys.CallTimeout(ctx); ok && d > t {
+		t = d
+	}
+	return context.WithTimeout(ctx, t)
 }
 
 func (b *Backend) checkOpen(op string) error {

@@ -77,8 +77,9 @@ func (o Options) withDefaults() Options {
 
 // NewClient builds the go-redis client that opts describe: one address gives
 // a single-node client, several a cluster client, and MasterName a Sentinel
-// failover client. Context deadlines are honoured (ContextTimeoutEnabled) and
-// reads and writes time out after Timeout; dialing may take a little longer
+// failover client. Context deadlines are honoured (ContextTimeoutEnabled):
+// the Backend gives each call Timeout (reads and writes of calls with no
+// deadline time out after 20 × Timeout); dialing may take a little longer
 // (at least 250ms) so a slow TLS handshake can complete, but every call is
 // still bounded by its own context. NewClient does no network I/O; the caller
 // closes the client.
@@ -88,6 +89,10 @@ func NewClient(opts Options) redis.UniversalClient {
 	if dial < 250*time.Millisecond {
 		dial = 250 * time.Millisecond
 	}
+	// Every call of the Backend carries its own deadline (Timeout, or the
+	// longer one of keys.WithCallTimeout); the client's read and write
+	// timeouts are only a backstop for calls without one.
+	backstop := updateBudgetFactor * opts.Timeout
 	uo := &redis.UniversalOptions{
 		Addrs:                 opts.Addrs,
 		MasterName:            opts.MasterName,
@@ -95,8 +100,8 @@ func NewClient(opts Options) redis.UniversalClient {
 		Password:              opts.Password,
 		DB:                    opts.DB,
 		DialTimeout:           dial,
-		ReadTimeout:           opts.Timeout,
-		WriteTimeout:          opts.Timeout,
+		ReadTimeout:           backstop,
+		WriteTimeout:          backstop,
 		ContextTimeoutEnabled: true,
 		// A burst of cache misses reads through up to 48 of these at once
 		// (keys.CacheOptions.MaxLoads), besides the limiter's batches; half
