@@ -74,6 +74,24 @@
 // breaker around Redis, then either an error (fail closed, the handler
 // answers 503) or a decision by a local limiter marked Degraded (fail open).
 //
+// # Timeouts and the breaker
+//
+// Two budgets bound a call. RedisOptions.Timeout (50ms by default) is
+// Redis's time: how long a round trip may take once it is on its way (with
+// Batch, from the moment its batch is formed). RedisOptions.QueueTimeout
+// (1s) is keygate's own time: how long a call may wait in the batching queue
+// behind the batches in flight, which is what grows under a burst. A call is
+// answered within QueueTimeout + Timeout.
+//
+// The Breaker opens on evidence that Redis is unreachable: round trips that
+// failed (refused or dropped connections, no answer within Timeout, error
+// replies), five in a row, failures in flight together counting once. A
+// call that expired in the queue, or found it full, fails with ErrOverloaded
+// (which wraps ErrUnavailable: no decision was made, so the route's failure
+// policy applies), and the Breaker does not count it, so a burst against a
+// slow but answering Redis costs latency and, at worst, individual 503s,
+// never an open breaker for everyone.
+//
 // A key used with a different window than before starts afresh, because the
 // bucket size changed.
 //
