@@ -64,6 +64,9 @@ type config struct {
 	keygateOpts      string
 	keep             bool
 	ownRedis         bool
+	// soak and scale select the other modes (see runSoak, runScale).
+	soak  time.Duration
+	scale int
 }
 
 func main() {
@@ -77,6 +80,8 @@ func main() {
 	flag.StringVar(&cfg.keygateOpts, "keygate-opts", "", "extra lines for the keygate global option block (e.g. a limiter batching option, when the module has one)")
 	flag.BoolVar(&cfg.ownRedis, "own-redis", false, "start a private redis-server even when REDIS_URL answers (Redis CPU then counts keygate's calls only)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (Caddyfile, logs, profile)")
+	flag.DurationVar(&cfg.soak, "soak", 0, "instead of the comparison: soak two nodes for this long (with -users, -conns), sampling every 10 s")
+	flag.IntVar(&cfg.scale, "scale", 0, "instead of the comparison: seed this many users and measure seed time, memory, start-up, cold lookups and late pages")
 	flag.Parse()
 	if cfg.duration <= 0 || cfg.conns <= 0 || cfg.repeats <= 0 || cfg.users < 10 {
 		fmt.Fprintln(os.Stderr, "bench: -duration, -conns, -repeats must be positive and -users at least 10")
@@ -84,7 +89,16 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, cfg); err != nil {
+	var err error
+	switch {
+	case cfg.soak > 0:
+		err = runSoak(ctx, cfg)
+	case cfg.scale > 0:
+		err = runScale(ctx, cfg)
+	default:
+		err = run(ctx, cfg)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
