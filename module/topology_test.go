@@ -33,9 +33,12 @@ type topology struct {
 	store string
 	// opts are the redisstore options of the same deployment.
 	opts redisstore.Options
-	// subscriber is the node the invalidation subscriptions are on (for
-	// PUBSUB NUMSUB), found again after a failover.
-	subscriber func(channel string) *redistopo.Node
+	// subscribers are the nodes the invalidation subscriptions may be on
+	// (for PUBSUB NUMSUB), found again after a failover: on a cluster the
+	// master of the channel's slot; with Sentinel the master or its replica
+	// (a subscription there gets what the master publishes through
+	// replication, and its probes prove it).
+	subscribers func(channel string) []*redistopo.Node
 }
 
 // client returns a keygate client for the topology, closed when t ends.
@@ -58,9 +61,9 @@ func clusterTopology(t *testing.T) (*topology, *redistopo.Cluster) {
 		name:  "cluster",
 		store: "address " + strings.Join(c.Addrs(), " "),
 		opts:  redisstore.Options{Addrs: c.Addrs(), Timeout: 100 * time.Millisecond},
-		subscriber: func(channel string) *redistopo.Node {
+		subscribers: func(channel string) []*redistopo.Node {
 			m, _ := c.Owner(channel)
-			return m
+			return []*redistopo.Node{m}
 		},
 	}, c
 }
@@ -71,8 +74,8 @@ func sentinelTopology(t *testing.T) (*topology, *redistopo.Sentinel) {
 		name:  "sentinel",
 		store: "address " + strings.Join(s.Addrs(), " ") + "\n\t\t\tmaster_name " + redistopo.MasterName,
 		opts:  redisstore.Options{Addrs: s.Addrs(), MasterName: redistopo.MasterName, Timeout: 100 * time.Millisecond},
-		subscriber: func(string) *redistopo.Node {
-			return s.Master
+		subscribers: func(string) []*redistopo.Node {
+			return []*redistopo.Node{s.Master, s.Replica}
 		},
 	}, s
 }
@@ -86,7 +89,7 @@ func tlsTopology(t *testing.T) (*topology, *redistopo.TLSServer) {
 			s.Addr, redistopo.ACLUser, s.Password, s.CAFile, s.CertFile, s.KeyFile, s.ServerName),
 		opts: redisstore.Options{Addrs: []string{s.Addr}, Username: redistopo.ACLUser, Password: s.Password,
 			TLSConfig: tc, Timeout: 100 * time.Millisecond},
-		subscriber: func(string) *redistopo.Node { return s.Node },
+		subscribers: func(string) []*redistopo.Node { return []*redistopo.Node{s.Node} },
 	}, s
 }
 
@@ -123,7 +126,8 @@ func TestTopologyCluster(t *testing.T) {
 }
 
 // TestTopologySentinel is TestTopologyCluster on Sentinel (1 master, 1
-// replica, 3 sentinels), failing over by killing the master.
+// replica, 3 sentinels), failing over with SENTINEL FAILOVER, then by
+// killing the master.
 func TestTopologySentinel(t *testing.T) {
 	tp, s := sentinelTopology(t)
 	runCommon(t, tp)
@@ -131,6 +135,8 @@ func TestTopologySentinel(t *testing.T) {
 	t.Run("failover under load", func(t *testing.T) {
 		n := startPair(t, tp, "keygate:fo:")
 		var took time.Duration
+		failoverUnderLoad(t, n, "SENTINEL FAILOVER", func() { took = s.Failover() })
+		t.Logf("SENTINEL FAILOVER promoted the replica in %v", took)
 		var ov *overAdmission
 		failoverUnderLoad(t, n, "kill the master", func() {
 			ov = startOverAdmission(t, tp, "over-"+strconv.FormatInt(time.Now().UnixNano(), 36))
@@ -312,21 +318,24 @@ func (p *pair) channel() string {
 	return redisstore.New(nil, redisstore.Options{Prefix: p.prefix}).Channel()
 }
 
-// waitSubscribers waits until n subscriptions are on the node that serves
-// the channel (a subscription elsewhere would not be one keygate trusts).
+// waitSubscribers waits until n subscriptions are on the nodes that may
+// serve them (see topology.subscribers).
 func (p *pair) waitSubscribers(n int64) {
 	p.t.Helper()
 	ch := p.channel()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		node := p.tp.subscriber(ch)
 		var got int64
 		var err error
-		if node != nil {
+		for _, node := range p.tp.subscribers(ch) {
+			if node == nil || !node.Alive() {
+				continue
+			}
 			var v any
 			if v, err = node.Do("pubsub", "numsub", ch); err == nil {
 				if r, _ := v.([]any); len(r) == 2 {
-					got, _ = r[1].(int64)
+					n, _ := r[1].(int64)
+					got += n
 				}
 			}
 		}

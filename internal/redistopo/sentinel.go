@@ -126,6 +126,53 @@ func (s *Sentinel) MasterAddr() (string, error) {
 	return "", fmt.Errorf("no sentinel names the master of %s", MasterName)
 }
 
+// Failover runs SENTINEL FAILOVER (a coordinated failover: the replica
+// catches up before it is promoted) and waits until the replica is the
+// master and the old master its replica, in sync. It returns how long the
+// promotion took.
+func (s *Sentinel) Failover() time.Duration {
+	s.t.Helper()
+	start := time.Now()
+	if _, err := s.Sentinels[0].Do("sentinel", "failover", MasterName); err != nil {
+		s.t.Fatal(err)
+	}
+	waitFor(s.t, 30*time.Second, "sentinels promote the replica", func() error {
+		addr, err := s.MasterAddr()
+		if err != nil {
+			return err
+		}
+		if addr != s.Replica.Addr {
+			return fmt.Errorf("master still %s", addr)
+		}
+		repl, err := s.Replica.Info("replication")
+		if err != nil {
+			return err
+		}
+		if repl["role"] != "master" {
+			return fmt.Errorf("replica role %s", repl["role"])
+		}
+		return nil
+	})
+	took := time.Since(start)
+	s.Master, s.Replica = s.Replica, s.Master
+	// The sentinels reconfigure the old master as a replica some seconds
+	// later; doing it now (to the same master) saves the test that wait.
+	if _, err := s.Replica.Do("replicaof", "127.0.0.1", s.Master.Port); err != nil {
+		s.t.Fatal(err)
+	}
+	waitFor(s.t, 30*time.Second, "old master replicates the new one", func() error {
+		repl, err := s.Replica.Info("replication")
+		if err != nil {
+			return err
+		}
+		if repl["role"] != "slave" || repl["master_link_status"] != "up" {
+			return fmt.Errorf("old master: role %s, link %s", repl["role"], repl["master_link_status"])
+		}
+		return nil
+	})
+	return took
+}
+
 // KillMaster kills the master and waits until the sentinels have promoted
 // the replica and it accepts writes. It returns how long that took.
 func (s *Sentinel) KillMaster() time.Duration {

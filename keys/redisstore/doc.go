@@ -77,18 +77,22 @@
 // Update publishes the invalidations queued with Tx.Notify inside its
 // MULTI/EXEC, so they go out exactly when the change commits. Subscribe
 // (keys.Notifier) returns once Redis has confirmed the subscription and then
-// delivers from a goroutine that ends with its context. On Redis Cluster the
-// subscription is on the master of the store's slot, where Update publishes,
-// and before a PONG confirms anything that node is checked (ROLE) to still be
-// a master: after a failover the subscription moves to the new master (Gap is
-// called as for a drop). The subscription is
-// PINGed every second: a PONG arrives after every message Redis published
-// before it read the PING, so it proves to the subscriber that no change
-// committed before the PING was sent has been missed (keys.Listener.Confirm),
-// which lets caches keep entries past their TTL. A dropped or silent
-// connection (no answer within another second) calls Gap(false), and
-// Gap(true) is called when the subscription is back, since messages of the
-// gap are gone: the subscriber drops its cache both times.
+// delivers from a goroutine that ends with its context. Every second the
+// subscriber publishes a probe on the channel through the client, so on the
+// master every Update commits on; Redis delivers what one node publishes in
+// order (to its own subscribers, and through replication or the cluster bus
+// to the others'), so the probe's arrival proves to the subscriber that no
+// change committed before it was sent has been missed (keys.Listener.Confirm),
+// which lets caches keep entries past their TTL. The proof holds wherever the
+// subscription is: one left on a master that a failover demoted (Sentinel
+// reconfigures it only seconds later) stops receiving its probes and is
+// replaced. On Redis Cluster the subscription is on the master of the store's
+// slot, and before a probe confirms anything that node is checked (ROLE) to
+// still be a master, so after a failover the subscription moves to the new
+// master. A dropped or silent subscription (its probe not back within another
+// second) calls Gap(false), and Gap(true) is called when the subscription is
+// back, since messages of the gap are gone: the subscriber drops its cache
+// both times. Probes are not JSON: subscribers ignore other nodes' probes.
 //
 // # Timeouts and errors
 //

@@ -2,11 +2,14 @@ package redisstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,21 +19,27 @@ import (
 
 // Subscription tuning.
 const (
-	// healthInterval is how often the subscription is PINGed. Each PONG
-	// confirms the subscriber's cache up to the time its PING was sent
-	// (keys.Listener.Confirm); when nothing at all arrives within another
-	// interval after a PING, the connection is treated as dropped.
+	// healthInterval is how often the subscription is probed: the
+	// subscriber publishes a probe on the channel, through the client every
+	// write goes through, and its arrival confirms the subscriber's cache up
+	// to the time it was sent (keys.Listener.Confirm); when it has not
+	// arrived an interval after it was sent (and nothing else arrived
+	// meanwhile), the subscription is treated as dropped.
 	healthInterval = time.Second
 	// resubscribe backoff after a drop.
 	minResubscribe = 50 * time.Millisecond
 	maxResubscribe = 2 * time.Second
-	// pingPrefix starts the payload of the health PINGs; a sequence number
-	// follows, so a PONG is matched with the PING it answers.
-	pingPrefix = "keygate:"
+	// probePrefix starts the payload of the probes (which are not JSON, so
+	// every subscriber ignores them as invalidations); a random id of the
+	// subscription and a sequence number follow, so a subscriber knows its
+	// own probe.
+	probePrefix = "keygate:probe:"
 )
 
-// errNoPong reports a subscription connection that stopped answering.
-var errNoPong = errors.New("subscription connection does not answer")
+// errNoProbe reports a subscription its own probe did not reach in time:
+// the connection stopped answering, or it is on a node that no longer gets
+// what is published where the writes go (a demoted master).
+var errNoProbe = errors.New("subscription does not receive its probe")
 
 // errStopped ends the receive loop of a closed Backend.
 var errStopped = errors.New("backend closed")
@@ -42,17 +51,21 @@ var errStopped = errors.New("backend closed")
 // goroutine that ends with ctx. l's functions run on that goroutine, one at
 // a time. Messages that are not a JSON keys.Invalidation are ignored.
 //
-// The subscription connection is PINGed every second. Redis answers a PING
-// on a subscribed connection after every message it published before
-// receiving the PING, and Update publishes inside the MULTI/EXEC of its
-// commit, so the PONG to a PING sent at t proves that every change committed
-// before t has been passed to l.Change: l.Confirm(t) is called then.
+// Every second the subscriber publishes a probe on the channel through the
+// client, so on the master every Update commits on. Update publishes inside
+// the MULTI/EXEC of its commit, and Redis delivers what one node publishes
+// in order (to its own subscribers, and through replication or the cluster
+// bus to the others'), so the arrival of a probe sent at t proves that every
+// change committed before t on that master has been passed to l.Change:
+// l.Confirm(t) is called then. Unlike a PING on the subscription connection,
+// this holds wherever the subscription is: a subscription left on a master
+// that a failover demoted stops receiving its probes and is replaced.
 //
-// When the connection drops (an error, or silence for an interval after a
-// PING), l.Gap(false) is called, since notifications may be missed from then
-// on, and the goroutine subscribes again with a backoff; when the new
-// subscription is confirmed, l.Gap(true) is called, for what was published
-// meanwhile.
+// When the subscription drops (an error, a probe that cannot be published,
+// or no probe back within an interval), l.Gap(false) is called, since
+// notifications may be missed from then on, and the goroutine subscribes
+// again with a backoff; when the new subscription is confirmed, l.Gap(true)
+// is called, for what was published meanwhile.
 func (b *Backend) Subscribe(ctx context.Context, l keys.Listener) error {
 	if l.Change == nil {
 		return errors.New("redisstore: subscribe: nil Change callback")
@@ -83,8 +96,8 @@ type subscription struct {
 
 // errNotMaster reports a subscription on a cluster node that no longer
 // serves the channel's slot as a master (after a failover): what is
-// published on the new master reaches it only through the cluster bus,
-// later than the PONGs of its own connection, so those PONGs prove nothing.
+// published on the new master reaches it only through the cluster bus, a
+// detour the subscription is moved off.
 var errNotMaster = errors.New("subscribed node is no longer the master of the channel's slot")
 
 // subscribe opens a subscription to the channel and waits, within the
@@ -92,10 +105,10 @@ var errNotMaster = errors.New("subscribed node is no longer the master of the ch
 //
 // On Redis Cluster the subscription goes to the master of the channel's
 // slot, which is the slot of every key of the store, so the node that runs
-// an Update's PUBLISH is the node the subscription is on: that is what makes
-// a PONG a proof that every earlier message was delivered. The node is
-// checked to be a master first (the client's view of the cluster may be
-// stale after a failover) and again before each confirmation (see receive).
+// an Update's PUBLISH is the node the subscription is on, and delivery is
+// direct. The node is checked to be a master first (the client's view of
+// the cluster may be stale after a failover) and again before each
+// confirmation (see receive).
 func (b *Backend) subscribe(ctx context.Context) (subscription, error) {
 	var sub subscription
 	cctx, cancel := b.callCtx(ctx)
@@ -180,23 +193,26 @@ func (b *Backend) deliver(ctx context.Context, sub subscription, l keys.Listener
 	}
 }
 
-// receive delivers the messages of ps and PINGs it every healthInterval
-// until the connection fails or ctx ends. At most one PING is in flight:
-// the next one goes out an interval after the previous one was sent, once
-// it has been answered.
+// receive delivers the messages of the subscription and probes it every
+// healthInterval until it fails or ctx ends. At most one probe is in
+// flight: the next one goes out an interval after the previous one was
+// sent, once it has arrived.
 //
-// On a cluster, the node subscribed to is checked to be a master before a
-// PONG confirms anything; when it is not (a failover moved the slot), the
+// On a cluster, the node subscribed to is also checked to be a master before
+// a probe confirms anything; when it is not (a failover moved the slot), the
 // subscription is dropped with errNotMaster and opened again on the new
-// master.
+// master, where messages arrive without the detour through the cluster bus.
 func (b *Backend) receive(ctx context.Context, sub subscription, l keys.Listener) error {
 	ps := sub.ps
 	// Closing the PubSub interrupts a blocked receive when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
+	var id [8]byte
+	_, _ = rand.Read(id[:])
 	var (
+		prefix   = probePrefix + hex.EncodeToString(id[:]) + ":"
 		seq      uint64
-		want     string    // payload of the PING in flight
+		want     string    // payload of the probe in flight
 		sentAt   time.Time // when it was sent; zero when none is in flight
 		deadline = time.Now()
 	)
@@ -204,21 +220,21 @@ func (b *Backend) receive(ctx context.Context, sub subscription, l keys.Listener
 		now := time.Now()
 		if !now.Before(deadline) {
 			if !sentAt.IsZero() {
-				return errNoPong
+				return errNoProbe
 			}
 			if b.closed.Load() {
 				return errStopped
 			}
 			seq++
-			want = pingPrefix + strconv.FormatUint(seq, 10)
-			// The time is taken before sending: the PONG vouches for what
-			// Redis published before it read the PING, so at least up to now.
+			want = prefix + strconv.FormatUint(seq, 10)
+			// The time is taken before sending: the probe vouches for what
+			// the master published before it, so at least up to now.
 			sentAt = time.Now()
 			pctx, cancel := b.callCtx(ctx)
-			err := ps.Ping(pctx, want)
+			err := b.client.Publish(pctx, b.channel, want).Err()
 			cancel()
 			if err != nil {
-				return fmt.Errorf("pinging: %w", err)
+				return fmt.Errorf("publishing a probe: %w", err)
 			}
 			deadline = sentAt.Add(healthInterval)
 			continue
@@ -234,45 +250,53 @@ func (b *Backend) receive(ctx context.Context, sub subscription, l keys.Listener
 			}
 			continue
 		}
-		if !sentAt.IsZero() {
-			// Anything received shows the connection is alive; the PONG
-			// may be queued behind a burst of messages.
-			deadline = later(deadline, time.Now().Add(healthInterval))
-		}
-		switch m := msg.(type) {
-		case *redis.Pong:
-			if sentAt.IsZero() || m.Payload != want {
-				continue // not the answer to the PING in flight
-			}
-			upTo := sentAt
-			sentAt = time.Time{}
-			deadline = upTo.Add(healthInterval)
-			if sub.node != nil {
-				rctx, cancel := b.callCtx(ctx)
-				err := isMaster(rctx, sub.node)
-				cancel()
-				if errors.Is(err, errNotMaster) {
-					return err
-				}
-				if err != nil {
-					continue // no proof this time; the next PING tries again
-				}
-			}
-			l.Confirm(upTo)
+		var m *redis.Message
+		switch v := msg.(type) {
+		case *redis.Message:
+			m = v
 		case *redis.Subscription:
 			// go-redis reconnected and subscribed again by itself:
-			// messages of the gap are lost, and so is the PING in flight.
-			if m.Kind == "subscribe" && m.Channel == b.channel {
+			// messages of the gap are lost, and so may be the probe in
+			// flight.
+			if v.Kind == "subscribe" && v.Channel == b.channel {
 				sentAt = time.Time{}
 				deadline = time.Now()
 				l.Gap(true)
 			}
-		case *redis.Message:
+			continue
+		default:
+			continue // a PONG of go-redis's own health check, …
+		}
+		if !strings.HasPrefix(m.Payload, probePrefix) {
+			if !sentAt.IsZero() {
+				// An invalidation shows the subscription is alive; the
+				// probe may be queued behind a burst of them.
+				deadline = later(deadline, time.Now().Add(healthInterval))
+			}
 			var inv keys.Invalidation
 			if json.Unmarshal([]byte(m.Payload), &inv) == nil {
 				l.Change(inv)
 			}
+			continue
 		}
+		if sentAt.IsZero() || m.Payload != want {
+			continue // another subscriber's probe, or an old one of ours
+		}
+		upTo := sentAt
+		sentAt = time.Time{}
+		deadline = upTo.Add(healthInterval)
+		if sub.node != nil {
+			rctx, cancel := b.callCtx(ctx)
+			err := isMaster(rctx, sub.node)
+			cancel()
+			if errors.Is(err, errNotMaster) {
+				return err
+			}
+			if err != nil {
+				continue // no proof this time; the next probe tries again
+			}
+		}
+		l.Confirm(upTo)
 	}
 }
 
