@@ -45,9 +45,15 @@ type batchReq struct {
 // its deadline is failed with ErrOverloaded, which says nothing about Redis;
 // only a batch that was sent and failed is evidence against Redis.
 //
+// A batch that fails although another batch got its answer after it was
+// sent (Redis, or this machine, is busy, not down) is run once more with
+// QueueTimeout/2; a Redis that answers nothing fails a batch after one
+// Timeout.
+//
 // Callers wait without a timer of their own: a request's deadline travels
-// with it, the queue is FIFO, and every batch ends within Timeout of its
-// start, so a request is answered within QueueTimeout + Timeout. That bound needs a client that
+// with it, the queue is FIFO, and every batch ends within Timeout (or
+// Timeout + QueueTimeout/2 when it is run again) of its start, so a request
+// is answered within 1.5 × QueueTimeout + Timeout. That bound needs a client that
 // stops at the context deadline; with other clients the caller keeps its
 // own timer.
 type batcher struct {
@@ -62,6 +68,21 @@ type batcher struct {
 	closed  atomic.Bool
 	wg      sync.WaitGroup
 	pool    sync.Pool // *batchReq
+	// answeredAt is when a batch last got Redis's answer (unix
+	// nanoseconds): a batch that failed after another was answered is tried
+	// once more (see runOnce). retries counts those.
+	answeredAt atomic.Int64
+	retries    atomic.Uint64
+}
+
+// answered records that a batch got its answer at t (unix nanoseconds).
+func (b *batcher) answered(t int64) {
+	for {
+		a := b.answeredAt.Load()
+		if t <= a || b.answeredAt.CompareAndSwap(a, t) {
+			return
+		}
+	}
 }
 
 func newBatcher(r *Redis, maxBatch, flushers int) *batcher {
@@ -230,7 +251,21 @@ func (b *batcher) runOnce(ctx context.Context, group []*batchReq, buf *scriptArg
 		buf.keys = append(buf.keys, req.key)
 		buf.args = append(buf.args, req.limit, req.want, req.bucket)
 	}
+	began := time.Now().UnixNano()
 	vals, err := windowScript.Run(ctx, b.r.client, buf.keys, buf.args...).Int64Slice()
+	if err != nil && b.answeredAt.Load() > began {
+		// Another batch got its answer while this one waited: Redis is busy
+		// (or this machine is), not down. Try once more with more time. If
+		// the first run did reach Redis, its requests are counted twice:
+		// quota spent on requests served once, never the other way round.
+		rctx, cancel := context.WithTimeout(context.Background(), max(b.r.timeout, b.r.queueTimeout/2))
+		vals, err = windowScript.Run(rctx, b.r.client, buf.keys, buf.args...).Int64Slice()
+		cancel()
+		b.retries.Add(1)
+	}
+	if err == nil {
+		b.answered(time.Now().UnixNano())
+	}
 	if err == nil && len(vals) != replyLen*len(group) {
 		err = fmt.Errorf("limiter script returned %d values for %d requests", len(vals), len(group))
 	}

@@ -80,8 +80,11 @@
 // Redis's time: how long a round trip may take once it is on its way (with
 // Batch, from the moment its batch is formed). RedisOptions.QueueTimeout
 // (1s) is keygate's own time: how long a call may wait in the batching queue
-// behind the batches in flight, which is what grows under a burst. A call is
-// answered within QueueTimeout + Timeout.
+// behind the batches in flight, which is what grows under a burst. A batch
+// that fails although another batch was answered after it was sent (Redis,
+// or the machine, is busy, not down) is run once more with QueueTimeout/2;
+// its requests may then be counted twice, which spends quota and never
+// admits more. A call is answered within 1.5 × QueueTimeout + Timeout.
 //
 // The Breaker opens on evidence that Redis is unreachable: round trips that
 // failed (refused or dropped connections, no answer within Timeout, error

@@ -49,8 +49,10 @@ type RedisOptions struct {
 	// QueueTimeout is keygate's own time, with Batch: how long a call may
 	// wait in the batching queue for its batch to be sent. A burst queues
 	// calls behind the batches in flight; a call that waits longer fails
-	// with ErrOverloaded, which the Breaker does not count. A batched call
-	// returns within QueueTimeout + Timeout. Default: 1s.
+	// with ErrOverloaded, which the Breaker does not count. A batch that
+	// fails while other batches are answered is run once more with
+	// QueueTimeout/2. A batched call returns within 1.5 × QueueTimeout +
+	// Timeout. Default: 1s.
 	QueueTimeout time.Duration
 	// Buckets is the number of sub-buckets per window. Default: 12.
 	Buckets int
