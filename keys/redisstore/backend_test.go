@@ -593,7 +593,9 @@ func TestNewClient(t *testing.T) {
 		t.Fatalf("one address: %T, want *redis.Client", single)
 	}
 	o := c.Options()
-	if !o.ContextTimeoutEnabled || o.ReadTimeout != 70*time.Millisecond || o.WriteTimeout != 70*time.Millisecond ||
+	// Every call carries its own deadline (Timeout); the client's read and
+	// write timeouts are a 20 × Timeout backstop.
+	if !o.ContextTimeoutEnabled || o.ReadTimeout != 20*70*time.Millisecond || o.WriteTimeout != 20*70*time.Millisecond ||
 		o.DialTimeout < 70*time.Millisecond || o.DB != 2 || o.TLSConfig == nil || o.TLSConfig.RootCAs != nil {
 		t.Errorf("single-node options = %+v", o)
 	}
@@ -604,7 +606,7 @@ func TestNewClient(t *testing.T) {
 	if !ok {
 		t.Fatalf("two addresses: %T, want *redis.ClusterClient", cluster)
 	}
-	if co := cc.Options(); !co.ContextTimeoutEnabled || co.ReadTimeout != redisstore.DefaultTimeout || co.TLSConfig != nil {
+	if co := cc.Options(); !co.ContextTimeoutEnabled || co.ReadTimeout != 20*redisstore.DefaultTimeout || co.TLSConfig != nil {
 		t.Errorf("cluster options = %+v", co)
 	}
 
