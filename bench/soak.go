@@ -414,6 +414,16 @@ func runSoak(ctx context.Context, cfg config) error {
 			lat.merge(&res[i].lat)
 		}
 		s.p99 = lat.quantile(.99)
+		for i := range nodes {
+			for st, c := range res[i].byStatus {
+				if st != http.StatusOK {
+					fmt.Printf("  node%d: %d × status %d\n", i+1, c, st)
+				}
+			}
+			if res[i].errors > 0 {
+				fmt.Printf("  node%d: %d transport errors\n", i+1, res[i].errors)
+			}
+		}
 		mem, _ := strconv.ParseInt(redisInfoField(ctx, e.client, "memory", "used_memory"), 10, 64)
 		s.redisMem = mem
 		s.redisClients, _ = strconv.Atoi(redisInfoField(ctx, e.client, "clients", "connected_clients"))
