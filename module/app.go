@@ -158,7 +158,11 @@ type StoreConfig struct {
 	TLSServerName string `json:"tls_server_name,omitempty"`
 	// Prefix of every Redis key keygate writes. Default: keygate:
 	Prefix string `json:"prefix,omitempty"`
-	// Timeout bounds each Redis call. Default: 50ms.
+	// Timeout is Redis's time: how long one round trip may take once it is
+	// on its way; failures within it are what opens the limiter's breaker.
+	// Waiting behind a burst has budgets of its own (1s in the limiter's
+	// batching queue, 2s for a cache miss's load slot; see the README,
+	// "Timeouts"). Default: 50ms.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 	// Lease is the largest number of rate-limit slots a gateway node leases
 	// for one user at a time: a user with steady traffic on a node has most
