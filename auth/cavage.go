@@ -110,7 +110,11 @@ func parseCavage(v string, loc location) (Credential, error) {
 		return Credential{}, fmt.Errorf("http signature: bad headers: %w", ErrMalformed)
 	}
 	sig, err := base64.StdEncoding.Strict().DecodeString(signature)
-	if err != nil || (len(sig) != sha256.Size && len(sig) != sha512.Size) {
+	want := sha256.Size
+	if c.sha512 {
+		want = sha512.Size
+	}
+	if err != nil || len(sig) != want {
 		return Credential{}, fmt.Errorf("http signature: bad signature encoding: %w", ErrMalformed)
 	}
 	c.sig = sig

@@ -269,7 +269,11 @@ func parseWalleeJWT(hdr jwtHeader, hp, pp, sp, tok string) (Credential, error) {
 		return Credential{}, fmt.Errorf("wallee jwt claims: %w", ErrMalformed)
 	}
 	j := &walleeJWT{signingInput: tok[:len(hp)+1+len(pp)], hasJTI: cl.JTI != ""}
-	if n, err := base64.RawURLEncoding.Strict().Decode(j.sig[:], []byte(sp)); err != nil || n != sha256.Size || len(sp) != 43 {
+	// The length first: Decode writes past j.sig for a longer part.
+	if len(sp) != base64.RawURLEncoding.EncodedLen(sha256.Size) {
+		return Credential{}, fmt.Errorf("wallee jwt signature: %w", ErrMalformed)
+	}
+	if n, err := base64.RawURLEncoding.Strict().Decode(j.sig[:], []byte(sp)); err != nil || n != sha256.Size {
 		return Credential{}, fmt.Errorf("wallee jwt signature: %w", ErrMalformed)
 	}
 	sub, ok := claimString(cl.Sub)

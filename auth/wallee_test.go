@@ -2,6 +2,7 @@ package auth
 
 import (
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -222,3 +223,17 @@ func TestWalleeJWTKnownAnswer(t *testing.T) {
 type httptestReq struct{ *http.Request }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// A wallee JWT signature part longer than an HMAC-SHA256 is malformed, and
+// is refused before anything is decoded into the fixed-size signature (the
+// fuzzer found it panicking there).
+func TestWalleeJWTLongSignature(t *testing.T) {
+	for _, sig := range []string{strings.Repeat("A", 44), strings.Repeat("A", 42), strings.Repeat("A", 400)} {
+		r := newReq("GET", "/x", "")
+		r.Header.Set("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30."+sig)
+		var d Detector
+		if _, err := d.Detect(r); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("signature of %d chars: %v", len(sig), err)
+		}
+	}
+}
