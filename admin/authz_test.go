@@ -59,6 +59,16 @@ func TestRoleChangesTakeEffect(t *testing.T) {
 			t.Fatalf("roles after demotion = %+v", rv)
 		}
 		e.do("POST", "/v1/users", boss, map[string]any{"name": "two"}).wantProblem(403, "")
+		// The single-role route answers for the role it holds, 404 otherwise.
+		e.do("GET", "/v1/users/"+bossID+"/roles/VIEWER", e.adminA, nil).want(200).data(&rv)
+		if rv.Role != keys.RoleViewer {
+			t.Fatalf("GET role VIEWER = %+v", rv)
+		}
+		e.do("GET", "/v1/users/"+bossID+"/roles/ADMIN", e.adminA, nil).wantProblem(404, "")
+		e.do("PUT", "/v1/users/"+bossID+"/roles/auditor", e.adminA, nil).want(200)
+		e.do("GET", "/v1/users/"+bossID+"/roles/auditor", e.adminA, nil).want(200)
+		e.do("DELETE", "/v1/users/"+bossID+"/roles/auditor", e.adminA, nil).want(200)
+		e.do("GET", "/v1/users/"+bossID+"/roles/auditor", e.adminA, nil).wantProblem(404, "")
 		if p := e.permOf(bossID, "a"); p.Role != keys.RoleViewer {
 			t.Fatalf("permission after demotion = %+v", p)
 		}

@@ -212,6 +212,7 @@ var routeTable = []route{
 	{Method: "DELETE", Pattern: "/v1/users/{id}/secrets/{secretId}", Summary: "Delete a signing secret (If-Match); 204", Tag: "secrets", Status: 204, handle: (*Handler).deleteSecret},
 
 	{Method: "GET", Pattern: "/v1/users/{id}/roles", Summary: "The roles of the user's permission in ?workspace= (default: the caller's tenant; a superadmin names it when the user has several): the roles that count there", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).getRoles},
+	{Method: "GET", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "The roles of the user's permission in ?workspace= when roleKey is one of them (its standard role or a customer role); 404 otherwise", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).getRole},
 	{Method: "PUT", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Set the permission's standard role (ADMIN, MEMBER, VIEWER) or add a customer role, in ?workspace=; takes effect at once on the gateway and the admin API", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).putRole},
 	{Method: "DELETE", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Remove a customer role, or set the standard role back to the default (MEMBER), in ?workspace=", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).deleteRole},
 

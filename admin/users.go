@@ -587,6 +587,24 @@ func (h *Handler) getRoles(w http.ResponseWriter, r *http.Request, c *caller) er
 	return nil
 }
 
+// getRole answers the permission's roles when roleKey is one of them (its
+// standard role or a customer role), and 404 otherwise.
+func (h *Handler) getRole(w http.ResponseWriter, r *http.Request, c *caller) error {
+	key, standard, err := roleKey(r)
+	if err != nil {
+		return err
+	}
+	_, p, err := h.roleTarget(r, c, false)
+	if err != nil {
+		return err
+	}
+	if (standard && p.Role != keys.Role(key)) || (!standard && !slices.Contains(p.CustomerRoles, key)) {
+		return errNotFound("role")
+	}
+	writeOne(w, http.StatusOK, "Roles", p.Version, rolesView(&p))
+	return nil
+}
+
 // roleKey validates the {roleKey} path value.
 func roleKey(r *http.Request) (string, bool, error) {
 	k := r.PathValue("roleKey")
