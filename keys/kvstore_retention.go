@@ -35,9 +35,13 @@ func historyPurged(tx Tx, userID string) (int, error) {
 	return n, nil
 }
 
-// PurgeActivity removes the activity log entries from before before.
-func (s *kvStore) PurgeActivity(ctx context.Context, before time.Time) (int, error) {
-	const index = "activity:by:at"
+// purgeOldest removes, oldest first and in batches of retentionBatch per
+// transaction, the records of table listed in the time-ordered index whose
+// time (at) is before before; remove deletes one record and its index
+// entries. It stops at the first record kept and returns how many it removed.
+func purgeOldest[T any](ctx context.Context, s *kvStore, index, table, what string, before time.Time,
+	at func(*T) time.Time, remove func(tx Tx, id string, rec *T) error,
+) (int, error) {
 	total := 0
 	for {
 		n, more := 0, false
@@ -47,26 +51,23 @@ func (s *kvStore) PurgeActivity(ctx context.Context, before time.Time) (int, err
 			if err != nil {
 				return fmt.Errorf("reading index %s: %w", index, err)
 			}
-			raw, err := tx.GetMany(tblActivity, ids)
+			raw, err := tx.GetMany(table, ids)
 			if err != nil {
-				return fmt.Errorf("loading activity: %w", err)
+				return fmt.Errorf("loading %s: %w", what, err)
 			}
 			for i, b := range raw {
 				if b == nil {
 					continue // an index entry without its record: left alone
 				}
-				var a Activity
-				if err := json.Unmarshal(b, &a); err != nil {
-					return fmt.Errorf("decoding activity %s: %w", ids[i], err)
+				var rec T
+				if err := json.Unmarshal(b, &rec); err != nil {
+					return fmt.Errorf("decoding %s %q: %w", what, ids[i], err)
 				}
-				if !a.At.Before(before) {
+				if !at(&rec).Before(before) {
 					return nil
 				}
-				if err := tx.IndexRemove(index, timeKey(a.At), ids[i]); err != nil {
-					return fmt.Errorf("updating index %s: %w", index, err)
-				}
-				if err := tx.Delete(tblActivity, ids[i]); err != nil {
-					return fmt.Errorf("deleting activity %s: %w", ids[i], err)
+				if err := remove(tx, ids[i], &rec); err != nil {
+					return err
 				}
 				n++
 			}
@@ -78,6 +79,22 @@ func (s *kvStore) PurgeActivity(ctx context.Context, before time.Time) (int, err
 			return total, err
 		}
 	}
+}
+
+// PurgeActivity removes the activity log entries from before before.
+func (s *kvStore) PurgeActivity(ctx context.Context, before time.Time) (int, error) {
+	const index = "activity:by:at"
+	return purgeOldest(ctx, s, index, tblActivity, "activity", before,
+		func(a *Activity) time.Time { return a.At },
+		func(tx Tx, id string, a *Activity) error {
+			if err := tx.IndexRemove(index, timeKey(a.At), id); err != nil {
+				return fmt.Errorf("updating index %s: %w", index, err)
+			}
+			if err := tx.Delete(tblActivity, id); err != nil {
+				return fmt.Errorf("deleting activity %s: %w", id, err)
+			}
+			return nil
+		})
 }
 
 // PurgeHistory removes, for every user, the history entries from before

@@ -144,50 +144,21 @@ func (s *kvStore) UsageCounts(ctx context.Context, userID string, from, to time.
 // PurgeUsageCounts removes the counts of hours that started before before,
 // of every user, oldest first; it returns how many it removed.
 func (s *kvStore) PurgeUsageCounts(ctx context.Context, before time.Time) (int, error) {
-	total := 0
-	for {
-		n, more := 0, false
-		err := s.b.Update(ctx, func(tx Tx) error {
-			n, more = 0, false
-			ids, err := tx.IndexRange(ixUsageByHour, 0, retentionBatch, false)
-			if err != nil {
-				return fmt.Errorf("reading index %s: %w", ixUsageByHour, err)
+	return purgeOldest(ctx, s, ixUsageByHour, tblUsage, "usage count", before,
+		func(r *usageRecord) time.Time { return r.Hour },
+		func(tx Tx, id string, r *usageRecord) error {
+			hk := timeKey(r.Hour)
+			if err := tx.IndexRemove(ixUsageByHour, hk, id); err != nil {
+				return fmt.Errorf("updating index %s: %w", ixUsageByHour, err)
 			}
-			raw, err := tx.GetMany(tblUsage, ids)
-			if err != nil {
-				return fmt.Errorf("loading usage counts: %w", err)
+			if err := tx.IndexRemove(usageIndex(r.UserID), hk, id); err != nil {
+				return fmt.Errorf("updating usage index of user %s: %w", r.UserID, err)
 			}
-			for i, b := range raw {
-				if b == nil {
-					continue
-				}
-				var r usageRecord
-				if err := json.Unmarshal(b, &r); err != nil {
-					return fmt.Errorf("decoding usage count %q: %w", ids[i], err)
-				}
-				if !r.Hour.Before(before) {
-					return nil
-				}
-				hk := timeKey(r.Hour)
-				if err := tx.IndexRemove(ixUsageByHour, hk, ids[i]); err != nil {
-					return fmt.Errorf("updating index %s: %w", ixUsageByHour, err)
-				}
-				if err := tx.IndexRemove(usageIndex(r.UserID), hk, ids[i]); err != nil {
-					return fmt.Errorf("updating usage index of user %s: %w", r.UserID, err)
-				}
-				if err := tx.Delete(tblUsage, ids[i]); err != nil {
-					return fmt.Errorf("deleting usage count %q: %w", ids[i], err)
-				}
-				n++
+			if err := tx.Delete(tblUsage, id); err != nil {
+				return fmt.Errorf("deleting usage count %q: %w", id, err)
 			}
-			more = n > 0 && len(ids) == retentionBatch
 			return nil
 		})
-		total += n
-		if err != nil || !more {
-			return total, err
-		}
-	}
 }
 
 // purgeUserUsage removes every usage count of a user (PurgeUser).
