@@ -2,27 +2,35 @@
 // it builds ./cmd/keygate, uses the Redis at REDIS_URL (or starts its own
 // redis-server on a spare port when none answers), seeds 10,000 users with
 // one access key each under a fresh key prefix, starts one Caddy process
-// with five sites and a small upstream, and loads each site in turn,
-// interleaved over several repeats, with a bounded load generator on
-// 127.0.0.1:
+// with five sites and a small upstream, and loads each scenario in turn,
+// over several repeats with the order rotated, with a bounded load
+// generator on 127.0.0.1:
 //
 //	bare     Caddy reverse_proxy, no keygate
-//	key      keygate, access key + Redis per-user limit (fail_closed, never reached)
-//	signed   keygate, wallee MAC (HMAC-SHA512) signed requests + the same limit
-//	limited  keygate, access key, ~10% of the requests over their user's limit
 //	headers  Caddy reverse_proxy doing keygate's header work without keygate:
-//	         the credential header removed, the 7 identity headers added to
-//	         the upstream request and the 5 RateLimit headers to the response
+//	         the credential header removed, the identity headers added to
+//	         the upstream request and the RateLimit headers to the response
 //	         (Caddy's request_header and header), as a control for what
 //	         those headers alone cost the proxy, the upstream and the client
+//	key      keygate, access key + exact Redis per-user limit (fail_closed,
+//	         never reached), a key of the 10,000 users at random per request
+//	hot      the key route with a single user's key: one hot key
+//	signed   keygate, wallee MAC (HMAC-SHA512) signed requests + the same limit
+//	limited  keygate, access key, ~10% of the requests over their user's limit
 //
 // It prints requests/s, p50, p99, Caddy CPU-µs per request (from
-// /proc/<pid>/stat), Redis CPU-µs per request and the ratio to bare Caddy,
-// then (with -profile) a pprof top of Caddy under the key scenario.
+// /proc/<pid>/stat), Redis CPU-µs per request, the new upstream
+// connections Caddy opened per 1,000 requests (the upstream counts the
+// connections it accepts), and the ratios to bare Caddy and to the headers
+// control, each the median of the ratios within a repeat (paired: both
+// scenarios ran minutes apart at most), then (with -profile) a pprof top
+// of Caddy under the key scenario. With -pin, Caddy runs on CPU 0 and the
+// harness (load generator and upstream) and a private redis-server on the
+// others, so that the gateway's core does the gateway's work only.
 //
 // Usage:
 //
-//	go run ./bench [-duration 10s] [-warmup 5s] [-conns 32] [-repeats 3] [-users 10000]
+//	go run ./bench [-duration 10s] [-warmup 5s] [-conns 64] [-repeats 3] [-users 10000] [-pin -own-redis]
 //
 // Every process it starts is stopped by PID; its keys are deleted at the end.
 package main
@@ -42,7 +50,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -64,6 +74,9 @@ type config struct {
 	keygateOpts      string
 	keep             bool
 	ownRedis         bool
+	pin              bool
+	only             string
+	globalOpts       string
 	// soak and scale select the other modes (see runSoak, runScale).
 	soak  time.Duration
 	scale int
@@ -73,12 +86,15 @@ func main() {
 	var cfg config
 	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each measured run")
 	flag.DurationVar(&cfg.warmup, "warmup", 5*time.Second, "unmeasured load before each run (long enough for quota leases to form: they are sized by a few seconds of each user's traffic)")
-	flag.IntVar(&cfg.conns, "conns", 32, "concurrent keep-alive connections")
+	flag.IntVar(&cfg.conns, "conns", 64, "concurrent keep-alive connections")
 	flag.IntVar(&cfg.repeats, "repeats", 3, "interleaved repeats of every scenario")
 	flag.IntVar(&cfg.users, "users", 10000, "seeded users (one access key each)")
 	flag.DurationVar(&cfg.profile, "profile", 10*time.Second, "CPU profile length of Caddy under the key scenario (0: none)")
 	flag.StringVar(&cfg.keygateOpts, "keygate-opts", "", "extra lines for the keygate global option block (e.g. a limiter batching option, when the module has one)")
 	flag.BoolVar(&cfg.ownRedis, "own-redis", false, "start a private redis-server even when REDIS_URL answers (Redis CPU then counts keygate's calls only)")
+	flag.BoolVar(&cfg.pin, "pin", false, "run Caddy on CPU 0 and everything else (harness, upstream, a private redis-server) on the other CPUs; implies -own-redis")
+	flag.StringVar(&cfg.only, "only", "", "comma-separated scenarios to run (bare and headers always run: the ratios need them)")
+	flag.StringVar(&cfg.globalOpts, "global-opts", "", "extra lines for Caddy's global option block (e.g. a log block)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (Caddyfile, logs, profile)")
 	flag.DurationVar(&cfg.soak, "soak", 0, "instead of the comparison: soak two nodes for this long (with -users, -conns), sampling every 10 s")
 	flag.IntVar(&cfg.scale, "scale", 0, "instead of the comparison: seed this many users and measure seed time, memory, start-up, cold lookups and late pages")
@@ -86,6 +102,9 @@ func main() {
 	if cfg.duration <= 0 || cfg.conns <= 0 || cfg.repeats <= 0 || cfg.users < 10 {
 		fmt.Fprintln(os.Stderr, "bench: -duration, -conns, -repeats must be positive and -users at least 10")
 		os.Exit(2)
+	}
+	if cfg.pin {
+		cfg.ownRedis = true
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -115,15 +134,17 @@ type scenario struct {
 }
 
 type runStats struct {
-	load      *loadResult
-	caddyCPU  time.Duration
-	redisCPU  time.Duration
-	redisOK   bool
-	hits      float64
-	misses    float64
-	allowed   float64
-	leased    float64
-	metricsOK bool
+	load *loadResult
+	// upstreamConns is how many connections the upstream accepted.
+	upstreamConns int64
+	caddyCPU      time.Duration
+	redisCPU      time.Duration
+	redisOK       bool
+	hits          float64
+	misses        float64
+	allowed       float64
+	leased        float64
+	metricsOK     bool
 }
 
 func run(ctx context.Context, cfg config) error {
@@ -141,6 +162,16 @@ func run(ctx context.Context, cfg config) error {
 	bin, err := buildKeygate(tmp)
 	if err != nil {
 		return err
+	}
+	var gatewayCPUs, restCPUs string
+	if cfg.pin {
+		if gatewayCPUs, restCPUs, err = cpuSplit(); err != nil {
+			return err
+		}
+		if err := pinSelf(restCPUs); err != nil {
+			return err
+		}
+		fmt.Printf("pinned: Caddy on CPU %s; harness, upstream and redis-server on CPU %s\n", gatewayCPUs, restCPUs)
 	}
 
 	// Redis: REDIS_URL (default local 6379), else a private redis-server.
@@ -162,7 +193,7 @@ func run(ctx context.Context, cfg config) error {
 	}
 	if err != nil {
 		fmt.Printf("not using the Redis at %s (%v): starting a private redis-server\n", opt.Addr, err)
-		rp, addr, err := startRedis(tmp)
+		rp, addr, err := startRedis(tmp, restCPUs)
 		if err != nil {
 			return err
 		}
@@ -209,11 +240,13 @@ func run(ctx context.Context, cfg config) error {
 	}
 	fmt.Printf("seeded in %v\n", time.Since(t0).Round(time.Millisecond))
 
-	// Upstream: a tiny Go HTTP server answering 200 "ok".
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Upstream: a tiny Go HTTP server answering 200 "ok", counting the
+	// connections Caddy opens to it.
+	rawLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
+	ln := &countingListener{Listener: rawLn}
 	upSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
@@ -221,17 +254,30 @@ func run(ctx context.Context, cfg config) error {
 	go func() { _ = upSrv.Serve(ln) }()
 	defer upSrv.Close()
 
-	scen := []*scenario{
+	all := []*scenario{
 		{name: "bare", creds: data.keys},
+		{name: "headers", creds: data.keys},
 		{name: "key", creds: data.keys},
+		{name: "hot", creds: data.keys[:1]},
 		{name: "signed", creds: data.signers, signed: true},
 		{name: "limited", creds: data.keys},
-		{name: "headers", creds: data.keys},
 	}
-	for _, s := range scen {
-		if s.port, err = freePort(); err != nil {
-			return err
+	port := map[string]int{}
+	for _, s := range all {
+		site := s.name
+		if site == "hot" {
+			site = "key" // the key route, with one key
 		}
+		if port[site] == 0 {
+			if port[site], err = freePort(); err != nil {
+				return err
+			}
+		}
+		s.port = port[site]
+	}
+	scen, err := selectScenarios(all, cfg.only)
+	if err != nil {
+		return err
 	}
 	adminPort, err := freePort()
 	if err != nil {
@@ -243,6 +289,7 @@ func run(ctx context.Context, cfg config) error {
 	auto_https off
 	persist_config off
 	metrics
+	%[12]s
 	keygate {
 		store redis {
 			address %[2]s
@@ -299,7 +346,7 @@ http://127.0.0.1:%[11]d {
 	reverse_proxy %[10]s
 }
 `, admin, opt.Addr, prefix, benchMasterKey, cfg.keygateOpts,
-		scen[0].port, scen[1].port, scen[2].port, scen[3].port, ln.Addr().String(), scen[4].port)
+		port["bare"], port["key"], port["signed"], port["limited"], ln.Addr().String(), port["headers"], cfg.globalOpts)
 	if opt.Password != "" || opt.Username != "" || opt.DB != 0 {
 		return errors.New("REDIS_URL with a password, user or db is not supported by the harness")
 	}
@@ -307,7 +354,7 @@ http://127.0.0.1:%[11]d {
 	if err := os.WriteFile(cfPath, []byte(caddyfile), 0o600); err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "run", "--config", cfPath, "--adapter", "caddyfile")
+	cmd := pinned(gatewayCPUs, bin, "run", "--config", cfPath, "--adapter", "caddyfile")
 	cmd.Dir = tmp
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp, "HOME="+tmp)
 	caddy, err := start("keygate", cmd, filepath.Join(tmp, "caddy.log"))
@@ -315,7 +362,7 @@ http://127.0.0.1:%[11]d {
 		return err
 	}
 	defer caddy.stop()
-	for _, s := range scen {
+	for _, s := range all {
 		if err := waitHTTP(caddy, s.url(), 30*time.Second); err != nil {
 			return fmt.Errorf("%w; log in %s (use -keep)", err, filepath.Join(tmp, "caddy.log"))
 		}
@@ -324,34 +371,35 @@ http://127.0.0.1:%[11]d {
 	// Warm the caches: every key once through the key route, every signer
 	// through the signed route.
 	fmt.Println("warming caches …")
-	if err := warm(scen[1], scen[2], cfg.conns); err != nil {
+	if err := warm(byName(all, "key"), byName(all, "signed"), cfg.conns); err != nil {
 		return err
 	}
 
-	fmt.Printf("load: %d connections, %v per run after %v warm-up, %d repeats, interleaved\n",
+	fmt.Printf("load: %d connections, %v per run after %v warm-up, %d repeats, order rotated\n",
 		cfg.conns, cfg.duration, cfg.warmup, cfg.repeats)
 	for r := range cfg.repeats {
-		for _, s := range scen {
+		for i := range scen {
+			s := scen[(i+r)%len(scen)]
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			if cfg.warmup > 0 {
 				runLoad(s.url(), s.creds, s.signed, cfg.conns, cfg.warmup)
 			}
-			st := measure(ctx, s, caddy.pid(), client, admin, cfg)
+			st := measure(ctx, s, caddy.pid(), client, admin, ln, cfg)
 			s.runs = append(s.runs, st)
-			fmt.Printf("  repeat %d %-8s %8.0f req/s  p50 %-9v p99 %-9v caddy %5.1f µs/req  statuses %v errors %d\n",
+			fmt.Printf("  repeat %d %-8s %8.0f req/s  p50 %-9v p99 %-9v caddy %5.1f µs/req  upstream conns %5.1f/1000  statuses %v errors %d\n",
 				r+1, s.name, rps(st.load), st.load.lat.quantile(.5).Round(time.Microsecond),
 				st.load.lat.quantile(.99).Round(time.Microsecond), perReq(st.caddyCPU, st.load.requests),
-				st.load.byStatus, st.load.errors)
+				perThousand(st.upstreamConns, st.load.requests), st.load.byStatus, st.load.errors)
 		}
 	}
 
 	printTable(os.Stdout, scen)
 	printMachine(os.Stdout, redisVersion)
 
-	if cfg.profile > 0 {
-		if err := profile(ctx, scen[1], bin, admin, tmp, cfg); err != nil {
+	if key := byName(scen, "key"); cfg.profile > 0 && key != nil {
+		if err := profile(ctx, key, bin, admin, tmp, cfg); err != nil {
 			fmt.Fprintln(os.Stderr, "profile:", err)
 		}
 	}
@@ -360,12 +408,42 @@ http://127.0.0.1:%[11]d {
 
 func (s *scenario) url() string { return fmt.Sprintf("http://127.0.0.1:%d/bench", s.port) }
 
-func measure(ctx context.Context, s *scenario, pid int, rc redis.UniversalClient, admin string, cfg config) runStats {
+// selectScenarios returns the scenarios named in only (all when empty),
+// always with bare first and headers second.
+func selectScenarios(all []*scenario, only string) ([]*scenario, error) {
+	if only == "" {
+		return all, nil
+	}
+	out := []*scenario{all[0], all[1]}
+	for name := range strings.SplitSeq(only, ",") {
+		s := byName(all, strings.TrimSpace(name))
+		if s == nil {
+			return nil, fmt.Errorf("-only: no scenario %q", name)
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func byName(scen []*scenario, name string) *scenario {
+	for _, s := range scen {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func measure(ctx context.Context, s *scenario, pid int, rc redis.UniversalClient, admin string, up *countingListener, cfg config) runStats {
 	var st runStats
 	k0, mok0 := scrape(admin)
 	r0, rerr0 := redisCPU(ctx, rc)
 	c0, _ := procCPU(pid)
+	u0 := up.accepted.Load()
 	st.load = runLoad(s.url(), s.creds, s.signed, cfg.conns, cfg.duration)
+	st.upstreamConns = up.accepted.Load() - u0
 	c1, _ := procCPU(pid)
 	r1, rerr1 := redisCPU(ctx, rc)
 	k1, mok1 := scrape(admin)
@@ -469,6 +547,13 @@ func scrape(admin string) (kgMetrics, bool) {
 
 func rps(l *loadResult) float64 { return float64(l.requests) / l.elapsed.Seconds() }
 
+func perThousand(x int64, n uint64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return 1000 * float64(x) / float64(n)
+}
+
 func perReq(d time.Duration, n uint64) float64 {
 	if n == 0 {
 		return 0
@@ -495,6 +580,7 @@ func printTable(w io.Writer, scen []*scenario) {
 		missPct, leasedPct     float64
 		metricsOK              bool
 		non2xx                 float64
+		conns                  float64
 	}
 	rows := make([]row, len(scen))
 	for i, s := range scen {
@@ -502,6 +588,7 @@ func printTable(w io.Writer, scen []*scenario) {
 		var rs []float64
 		var cpu, rcpu time.Duration
 		var n, bad uint64
+		var conns int64
 		var hits, misses, allowed, leased float64
 		r := row{redisOK: true, metricsOK: true}
 		for _, st := range s.runs {
@@ -509,6 +596,7 @@ func printTable(w io.Writer, scen []*scenario) {
 			all.merge(&st.load.lat)
 			cpu += st.caddyCPU
 			rcpu += st.redisCPU
+			conns += st.upstreamConns
 			r.redisOK = r.redisOK && st.redisOK
 			r.metricsOK = r.metricsOK && st.metricsOK
 			n += st.load.requests
@@ -525,6 +613,7 @@ func printTable(w io.Writer, scen []*scenario) {
 		r.rpsMed, r.rpsMin, r.rpsMax = median(rs), slices.Min(rs), slices.Max(rs)
 		r.p50, r.p99 = all.quantile(.5), all.quantile(.99)
 		r.cpu, r.redis = perReq(cpu, n), perReq(rcpu, n)
+		r.conns = perThousand(conns, n)
 		if hits+misses > 0 {
 			r.missPct = 100 * misses / (hits + misses)
 		}
@@ -536,11 +625,11 @@ func printTable(w io.Writer, scen []*scenario) {
 		}
 		rows[i] = r
 	}
-	base := rows[0]
+	// scen[0] is bare and scen[1] the headers control (selectScenarios).
+	base, ctl := rows[0], rows[1]
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	ctl := rows[len(rows)-1] // the headers control
-	fmt.Fprintln(tw, "scenario\treq/s (median)\tmin–max\tp50\tp99\tCaddy CPU-µs/req\tΔ CPU-µs vs bare\tΔ vs headers\tRedis CPU-µs/req\tcache miss %\tleased %\tnon-2xx %\t× bare req/s\t× headers req/s\t")
+	fmt.Fprintln(tw, "scenario\treq/s (median)\tmin–max\tp50\tp99\tCaddy CPU-µs/req\tΔ CPU-µs vs bare\tΔ vs headers\tRedis CPU-µs/req\tupstream conns/1000\tcache miss %\tleased %\tnon-2xx %\t× bare (paired)\t× headers (paired)\t")
 	for i, s := range scen {
 		r := rows[i]
 		redisCol := fmt.Sprintf("%.1f", r.redis)
@@ -548,14 +637,30 @@ func printTable(w io.Writer, scen []*scenario) {
 			redisCol = "n/a"
 		}
 		missCol, leasedCol := fmt.Sprintf("%.2f", r.missPct), fmt.Sprintf("%.1f", r.leasedPct)
-		if i == 0 || i == len(scen)-1 || !r.metricsOK {
+		if i < 2 || !r.metricsOK {
 			missCol, leasedCol = "–", "–"
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f–%.0f\t%v\t%v\t%.1f\t%+.1f\t%+.1f\t%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t\n",
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f–%.0f\t%v\t%v\t%.1f\t%+.1f\t%+.1f\t%s\t%.1f\t%s\t%s\t%.1f\t%.3f\t%.3f\t\n",
 			s.name, r.rpsMed, r.rpsMin, r.rpsMax, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond),
-			r.cpu, r.cpu-base.cpu, r.cpu-ctl.cpu, redisCol, missCol, leasedCol, r.non2xx, r.rpsMed/base.rpsMed, r.rpsMed/ctl.rpsMed)
+			r.cpu, r.cpu-base.cpu, r.cpu-ctl.cpu, redisCol, r.conns, missCol, leasedCol, r.non2xx,
+			pairedRatio(s, scen[0]), pairedRatio(s, scen[1]))
 	}
 	tw.Flush()
+}
+
+// pairedRatio is the median over the repeats of s's req/s divided by
+// ref's in the same repeat.
+func pairedRatio(s, ref *scenario) float64 {
+	var xs []float64
+	for i := range min(len(s.runs), len(ref.runs)) {
+		if d := rps(ref.runs[i].load); d > 0 {
+			xs = append(xs, rps(s.runs[i].load)/d)
+		}
+	}
+	if len(xs) == 0 {
+		return 0
+	}
+	return median(xs)
 }
 
 func printMachine(w io.Writer, redisVersion string) {
@@ -582,13 +687,28 @@ func printMachine(w io.Writer, redisVersion string) {
 		numCPU(), model, mem, load, strings.TrimSpace(string(gov)), redisVersion)
 }
 
+// numCPU is the machine's CPU count (not the harness's affinity: under
+// -pin the harness runs on fewer).
 func numCPU() int {
-	out, err := exec.Command("nproc").Output()
+	data, err := os.ReadFile("/sys/devices/system/cpu/online")
 	if err != nil {
-		return 0
+		return runtime.NumCPU()
 	}
-	var n int
-	fmt.Sscan(string(out), &n)
+	// A list such as "0-1" or "0,2-3".
+	n := 0
+	for part := range strings.SplitSeq(strings.TrimSpace(string(data)), ",") {
+		lo, hi, found := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b := a
+		var err2 error
+		if found {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || b < a {
+			return runtime.NumCPU()
+		}
+		n += b - a + 1
+	}
 	return n
 }
 

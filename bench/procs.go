@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -153,13 +155,14 @@ func (p *process) stop() {
 	}
 }
 
-// startRedis runs a private redis-server on a free port.
-func startRedis(dir string) (*process, string, error) {
+// startRedis runs a private redis-server on a free port, on the CPUs
+// cpus (taskset's list syntax; empty: any).
+func startRedis(dir, cpus string) (*process, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
 	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+	cmd := pinned(cpus, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", dir)
 	p, err := start("redis-server", cmd, filepath.Join(dir, "redis.log"))
 	if err != nil {
@@ -203,4 +206,51 @@ func deletePrefix(c redis.UniversalClient, prefix string) {
 	if len(batch) > 0 {
 		c.Del(ctx, batch...)
 	}
+}
+
+// pinned is exec.Command(name, args...) run on the CPUs cpus (taskset's
+// list syntax), or anywhere when cpus is empty.
+func pinned(cpus, name string, args ...string) *exec.Cmd {
+	if cpus == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", cpus, name}, args...)...)
+}
+
+// pinSelf moves every thread of the harness onto the CPUs cpus (threads
+// the runtime starts later inherit it).
+func pinSelf(cpus string) error {
+	out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(os.Getpid())).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("taskset: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// cpuSplit returns the CPU list for Caddy and for everything else under
+// -pin: CPU 0, and 1 to n-1.
+func cpuSplit() (gateway, rest string, err error) {
+	n := numCPU()
+	if n < 2 {
+		return "", "", fmt.Errorf("-pin needs at least 2 CPUs, this machine has %d", n)
+	}
+	if n == 2 {
+		return "0", "1", nil
+	}
+	return "0", fmt.Sprintf("1-%d", n-1), nil
+}
+
+// countingListener counts the connections it accepts: the upstream's view
+// of how often the proxy opens a new connection.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
 }

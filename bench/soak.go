@@ -134,7 +134,7 @@ func setupEnv(ctx context.Context, cfg config) (*benchEnv, error) {
 	if e.bin, err = buildKeygate(dir); err != nil {
 		return e, err
 	}
-	rp, addr, err := startRedis(dir)
+	rp, addr, err := startRedis(dir, "")
 	if err != nil {
 		return e, err
 	}
