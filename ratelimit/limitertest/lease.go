@@ -1,0 +1,188 @@
+package limitertest
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/ratelimit"
+)
+
+// testLeaseSavesRoundTrips checks that a key in steady use is mostly
+// decided from leases, and that the decisions stay those of one counter:
+// Remaining goes down by exactly one per request.
+func testLeaseSavesRoundTrips(t *testing.T, s *suite) {
+	s.eachMode(t, func(t *testing.T, m mode) {
+		client, prefix := s.client(t)
+		hook := &roundTrips{}
+		client.AddHook(hook)
+		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: buckets, Lease: 16}, m)
+		key := ratelimit.Key("acme", "steady")
+		const limit = 10_000_000
+		// Nothing leaves the window while this runs (less than W), so
+		// Remaining must fall by one per request.
+		deadline := time.Now().Add(window / 2)
+		want := int64(limit)
+		for time.Now().Before(deadline) {
+			d := mustAllow(t, r, key, limit)
+			want--
+			if !d.Allowed || d.Remaining != want || d.Reset <= 0 || d.Reset > window+2*bucketSize {
+				t.Fatalf("request %d: %+v, want Remaining %d", limit-want, d, want)
+			}
+		}
+		requests, trips := limit-want, hook.n.Load()
+		t.Logf("%d requests, %d round trips", requests, trips)
+		if trips*4 > requests {
+			t.Fatalf("%d round trips for %d requests: leases are not used", trips, requests)
+		}
+	})
+}
+
+// testLeaseExactAcrossNodes hammers one key from two limiters (two nodes,
+// each with its own leases) on two clients for three windows and checks
+// that no interval one window long holds more than the limit of accepted
+// requests, and that leases do not lose much quota either.
+func testLeaseExactAcrossNodes(t *testing.T, s *suite) {
+	s.eachMode(t, func(t *testing.T, m mode) {
+		client, prefix := s.client(t)
+		other := s.env.Other(t)
+		opts := ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: buckets, Lease: 32}
+		nodes := []*ratelimit.Redis{s.limiter(t, client, opts, m), s.limiter(t, other, opts, m)}
+		key := ratelimit.Key("acme", "hammered")
+		const limit = 400
+
+		type use struct{ from, to time.Time }
+		var mu sync.Mutex
+		var uses []use
+		stop := time.Now().Add(3 * window)
+		var wg sync.WaitGroup
+		for i := range 6 {
+			node := nodes[i%len(nodes)]
+			wg.Go(func() {
+				next := time.Now()
+				for time.Now().Before(stop) {
+					from := time.Now()
+					d, err := node.Allow(context.Background(), key, limit, window)
+					to := time.Now()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if d.Allowed {
+						mu.Lock()
+						uses = append(uses, use{from, to})
+						mu.Unlock()
+					}
+					// Pace the callers at about 1.5 times the limit, so
+					// that leases form while quota is plentiful and shrink
+					// to single requests as it runs out: a call every 20 ms
+					// each, however long the calls take (on a busy box or
+					// a remote deployment, a sleep after each call would
+					// bring demand down to the limit).
+					next = next.Add(20 * time.Millisecond)
+					time.Sleep(time.Until(next))
+				}
+			})
+		}
+		wg.Wait()
+		slices.SortFunc(uses, func(a, b use) int { return a.from.Compare(b.from) })
+		worst := 0
+		for i, u := range uses {
+			end := u.from.Add(window)
+			n := 0
+			for _, v := range uses[i:] {
+				if !v.from.Before(end) {
+					break
+				}
+				if v.to.Before(end) {
+					n++
+				}
+			}
+			worst = max(worst, n)
+		}
+		var fromLease, fromRedis uint64
+		for _, n := range nodes {
+			l, r := n.LeaseStats()
+			fromLease += l
+			fromRedis += r
+		}
+		t.Logf("%d accepted in 3 windows; at most %d within one window; %d decisions from leases, %d from Redis",
+			len(uses), worst, fromLease, fromRedis)
+		if fromLease == 0 {
+			t.Fatal("no decision was made from a lease: the test does not test leases")
+		}
+		if worst > limit {
+			t.Fatalf("%d requests accepted within one window of limit %d", worst, limit)
+		}
+		// Demand exceeded the limit, so each window and a bucket or two
+		// should have seen most of the limit.
+		if len(uses) < 2*limit {
+			t.Fatalf("only %d accepted in three windows of limit %d: leases waste quota", len(uses), limit)
+		}
+	})
+}
+
+// testLeaseGivesBack checks that unused leased slots go back to Redis once
+// their lease has expired, and on Close.
+func testLeaseGivesBack(t *testing.T, s *suite) {
+	s.eachMode(t, func(t *testing.T, m mode) {
+		client, prefix := s.client(t)
+		admin := s.admin(t, client)
+		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: buckets, Lease: 64}, m)
+		ctx := context.Background()
+		key := ratelimit.Key("acme", "bursty")
+		hash := prefix + "rl:" + key
+		// A small limit: any leftover is worth giving back, and leases are
+		// capped at (L - used) / 8.
+		const limit = 250
+		counted := func() int64 {
+			v, err := admin.HGet(ctx, hash, "t").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+		// Two bucket lengths of steady use, so that the next request asks
+		// for a lease sized by the last period's demand...
+		accepted := int64(0)
+		for end := time.Now().Add(2*bucketSize + bucketSize/2); time.Now().Before(end); {
+			if d := mustAllow(t, r, key, limit); d.Allowed {
+				accepted++
+			}
+			time.Sleep(4 * time.Millisecond)
+		}
+		// ... then silence: whatever is leased and unused must come back
+		// once the lease expires (the sweeper runs every second).
+		if c := counted(); c <= accepted {
+			t.Logf("no lease outstanding (counted %d, accepted %d)", c, accepted)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for counted() != accepted {
+			if time.Now().After(deadline) {
+				t.Fatalf("Redis counts %d, %d accepted: leased slots not given back", counted(), accepted)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+
+		// On Close, live leases are given back at once.
+		key2 := ratelimit.Key("acme", "closing")
+		hash = prefix + "rl:" + key2
+		accepted = 0
+		for end := time.Now().Add(2*bucketSize + bucketSize/2); time.Now().Before(end); {
+			mustAllow(t, r, key2, limit)
+			accepted++
+			time.Sleep(4 * time.Millisecond)
+		}
+		mustAllow(t, r, key2, limit) // takes a lease
+		accepted++
+		leasedBefore := counted()
+		r.Close()
+		if got := counted(); got != accepted {
+			t.Fatalf("after Close Redis counts %d (before: %d), %d accepted", got, leasedBefore, accepted)
+		}
+	})
+}
