@@ -167,13 +167,17 @@ type StoreConfig struct {
 	// Lease is the largest number of rate-limit slots a gateway node leases
 	// for one user at a time: a user with steady traffic on a node has most
 	// of its requests decided there, without a Redis call, and the limit
-	// stays exact (see the ratelimit package). 0 turns leasing off, so that
-	// every request is decided in Redis. Default: 64.
+	// stays exact (see the ratelimit package). Leases are sized by the
+	// user's traffic on the node and capped by an eighth of the quota left,
+	// so the cap only binds for a busy user with a large limit; it bounds
+	// what a Redis failover can over-admit (4 × lease × nodes per user).
+	// 0 turns leasing off, so that every request is decided in Redis.
+	// Default: 1024.
 	Lease *int `json:"lease,omitempty"`
 }
 
 // DefaultLease is StoreConfig.Lease when the config leaves it unset.
-const DefaultLease = 64
+const DefaultLease = 1024
 
 // CacheConfig tunes the in-process cache of keys, users and permissions.
 type CacheConfig struct {

@@ -46,28 +46,35 @@
 // # Leases
 //
 // With RedisOptions.Lease, a node that expects more than one request for a
-// key in the next bucket length (from the last bucket length's count, or
-// the rate of the current one once it is a quarter old) asks, with the next
-// request, for a lease of that many slots (capped by Lease and by an eighth
-// of the remaining quota, so that near the limit leases shrink to single
-// requests). The
-// requests it covers are decided on the node, without Redis. A lease
-// granted at Redis time g may be used until g + s (the node stops a few
-// milliseconds early, measuring from before it sent the request), and its
-// slots are counted in bucket b(g) + 1, the bucket of its last possible
-// use, not in b(g).
+// key asks, with the next request, for a lease: a number of slots it may
+// use on its own, without Redis, for a lifetime of h buckets. The size is
+// the key's demand on this node (the count of the last bucket length, or
+// the rate of the current one once it is a quarter old) over the lifetime,
+// capped by Lease and, in the script, by an eighth of the remaining quota,
+// so that near the limit leases shrink to single requests. A busy key gets
+// h = 1; a key too slow to use a full lease within one bucket gets a longer
+// lifetime, up to H = max(1, N/4) buckets (a quarter window), so that a user
+// with a few requests a minute is decided on its node too. A lease granted
+// at Redis time g may be used until g + h·s (the node stops a few
+// milliseconds early per bucket, measuring from before it sent the
+// request), and its slots are counted in bucket b(g) + h, the bucket of its
+// last possible use, not in b(g). A lease that is half used is renewed in
+// the background, so a key in steady use never waits for Redis, and a node
+// holds at most two leases per key (the current one and its renewal).
 //
 // Why that stays exact: take any interval I one window long, ending at T,
 // and the last lease granted, at g*, among those with a use in I. A lease
-// granted at g with a use at u in I is counted in bucket b(g+s) >= b(u) >=
-// b(T-W) >= b(g*) - N, so it was still counted when g* was decided, as was
-// every single request accepted in I before g*. The script granted g*'s
-// slots only while the total stayed within L, so I holds at most L uses.
-// The price is timing: leased slots return one bucket later than single
-// ones. Unused slots are given back when the lease expires (piggybacked on
-// the next batch), unless they are less than 1/256 of the quota that was
-// left; a burst on a key that was quiet gets no lease at all, so a lease
-// never sits unused while the same burst is refused elsewhere.
+// granted at g with lifetime h and a use at u in I is counted in bucket
+// b(g) + h = b(g + h·s) >= b(u) >= b(T-W) >= b(g*) - N, so it was still
+// counted when g* was decided (buckets ahead of the current one count too),
+// as was every single request accepted in I before g*. The script granted
+// g*'s slots only while the total stayed within L, so I holds at most L
+// uses. The price is timing: a leased slot returns up to h buckets later
+// than a single one. Unused slots are given back when the lease expires
+// (piggybacked on the next batch), unless they are less than 1/256 of the
+// quota that was left; a burst on a key that was quiet gets no lease at
+// all, so a lease never sits unused while the same burst is refused
+// elsewhere.
 //
 // NewLocal implements the same window in process (sharded maps, a sweeper
 // for idle keys). Breaker and Guarded add the failure policy: a circuit
@@ -109,13 +116,14 @@
 //
 //	over-admission ≤ (single decisions for the key accepted within the
 //	                  replication lag before the crash)
-//	               + 2 × Lease × nodes
+//	               + 4 × Lease × nodes
 //
-// The second term is the leases: a lease granted within the lag is used on
-// its node although the new master never counted it (up to Lease slots per
-// node), and its unused slots, given back to the new master when it expires,
-// are subtracted from requests that were counted there (clamped to the
-// bucket's count, again up to Lease per node).
+// The second term is the leases: the two leases a node may hold for a key,
+// if granted within the lag, are used on their node although the new master
+// never counted them (up to 2 × Lease slots per node), and their unused
+// slots, given back to the new master when they expire, are subtracted from
+// requests that were counted there (clamped to the bucket's count, again up
+// to 2 × Lease per node).
 //
 // on top of L, once per failover; a coordinated failover (CLUSTER FAILOVER,
 // SENTINEL FAILOVER) waits for the replica to catch up and loses nothing.

@@ -12,9 +12,9 @@ import (
 // these look inside the limiter (its lease table, the script's grants).
 
 // TestLeaseCountedUntilItsLastUse checks the script's side of the lease
-// contract: slots leased at g may be used until g + one bucket, so they
-// must stay counted until that bucket has left the window too, one bucket
-// longer than a slot taken and used at once.
+// contract: slots leased at g for one bucket may be used until g + one
+// bucket, so they must stay counted until that bucket has left the window
+// too, one bucket longer than a slot taken and used at once.
 func TestLeaseCountedUntilItsLastUse(t *testing.T) {
 	client, prefix := testredis.Client(t)
 	r := newTestRedis(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: testBuckets})
@@ -61,19 +61,19 @@ func TestLeaseNotUsedPastItsLifetime(t *testing.T) {
 	r := newTestRedis(t, client, RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: testBuckets, Lease: 1000})
 	key := Key("acme", "expiring")
 	for end := time.Now().Add(2*testBucket + testBucket/2); time.Now().Before(end); {
-		mustAllow(t, r, key, 1_000_000)
+		mustAllow(t, r, key, 1<<40)
 	}
-	mustAllow(t, r, key, 1_000_000)
+	mustAllow(t, r, key, 1<<40)
 	sh := r.leases.shard(key)
 	sh.mu.Lock()
-	slots := sh.m[key].slots
+	slots := sh.m[key].held()
 	sh.mu.Unlock()
 	if slots == 0 {
 		t.Fatal("no lease held after steady use")
 	}
 	time.Sleep(testBucket)
 	_, before := r.LeaseStats()
-	mustAllow(t, r, key, 1_000_000)
+	mustAllow(t, r, key, 1<<40)
 	if _, after := r.LeaseStats(); after != before+1 {
 		t.Fatalf("a request one bucket length after the lease was granted was not decided in Redis (%d → %d)", before, after)
 	}

@@ -68,11 +68,13 @@ type RedisOptions struct {
 	Flushers int
 	// Lease is the largest number of slots this limiter leases for one key
 	// at a time (0 or 1: no leases). A key expected to have more than one
-	// request on this node in the next bucket length gets a lease as large
-	// as that demand, capped by Lease and by an eighth of its remaining quota;
-	// the requests it covers are decided without Redis. Leases keep the
-	// limit exact (see the package doc); their price is that leased slots
-	// return one bucket later than single ones.
+	// request on this node within a lease's lifetime (one bucket for a busy
+	// key, up to a quarter window for a slow one) gets a lease as large as
+	// that demand, capped by Lease and by an eighth of its remaining quota;
+	// the requests it covers are decided without Redis, and a half-used
+	// lease is renewed in the background. Leases keep the limit exact (see
+	// the package doc); their price is that a leased slot returns up to a
+	// quarter window later than a single one.
 	Lease int
 }
 
@@ -133,7 +135,7 @@ func NewRedis(client RedisClient, opts RedisOptions) *Redis {
 		r.batch = newBatcher(r, opts.MaxBatch, opts.Flushers)
 	}
 	if opts.Lease > 1 {
-		r.leases = newLeaseTable(int64(opts.Lease))
+		r.leases = newLeaseTable(int64(opts.Lease), r.buckets)
 		go r.leases.run(r, time.Second)
 	}
 	return r

@@ -13,19 +13,22 @@
 -- ARGV[3i]     request i's limit L (>= 1)
 -- ARGV[3i+1]   want: >= 1 asks for a decision and, when more than 1, for a
 --              lease of up to want slots; -k returns k unused leased slots
--- ARGV[3i+2]   for a return, the bucket the lease was counted in
+-- ARGV[3i+2]   for a lease (want > 1), its lifetime h in buckets (1 to
+--              H = max(1, floor(N / 4)); 0 or missing: 1); for a return,
+--              the bucket the lease was counted in
 --
 -- A request in bucket i is accepted when buckets i-N .. i (and any later
 -- ones) hold fewer than L requests. Returns, per request, {allowed (0|1),
 -- remaining, reset ms, retry-after ms, granted slots, bucket counted in},
 -- flattened; a return gives six zeros.
 --
--- Leases (see the package doc for the proof that they stay exact): a grant
--- of g > 1 slots, to be used within one bucket length from now, is counted
--- in the NEXT bucket, the latest one in which a leased slot can be used, so
--- every window that can contain one of those uses counts all g. A grant
--- takes at most 1 + (L - sum - 1) / 8 slots, so near the limit leases
--- shrink to single requests and nodes cannot starve each other.
+-- Leases (see the package doc for the proof that they stay exact): the
+-- slots of a lease asked for with lifetime h, to be used within h bucket
+-- lengths from now, are counted in bucket cur + h, the latest one in which a
+-- leased slot can be used, so every window that can contain one of those
+-- uses counts all of them. A grant takes at most 1 + (L - sum - 1) / 8
+-- slots, so near the limit leases shrink to single requests and nodes
+-- cannot starve each other.
 --
 -- Why "t" and "l": a hash whose lowest bucket is still inside the window
 -- holds no stale bucket, so "t" is the window's count and the decision needs
@@ -40,8 +43,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cur = math.floor(now / size)
 local oldest = cur - n
--- Every bucket written now is cur or cur + 1: the hash must outlive both.
-local ttl = (cur + n + 2) * size - now
+local maxh = math.max(1, math.floor(n / 4))
+-- Every bucket written now is cur to cur + maxh: the hash must outlive
+-- them all (and a later call's TTL is never shorter).
+local ttl = (cur + n + maxh + 1) * size - now
 
 -- rebuild reads the whole hash, deletes the buckets that left the window
 -- and returns the live buckets sorted by index, their sum and the lowest
@@ -138,8 +143,14 @@ for k = 1, #KEYS do
 				granted = granted + extra
 			end
 			bucket = cur
-			if granted > 1 then
-				bucket = cur + 1
+			if want > 1 then
+				local h = tonumber(ARGV[3 * k + 2]) or 1
+				if h < 1 then
+					h = 1
+				elseif h > maxh then
+					h = maxh
+				end
+				bucket = cur + h
 			end
 			sum = sum + granted
 			if low == nil or bucket < low then
