@@ -37,6 +37,14 @@ func BenchmarkHandlerAccessToken(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			// newBenchApp's user is a SERVICE user, which may use access keys
+			// only; a TECHNICAL user may also use access tokens.
+			if _, err := app.shared.store.UpdateUser(context.Background(), k.UserID, 0, func(u *keys.User) error {
+				u.Type = keys.UserTechnical
+				return nil
+			}, "test"); err != nil {
+				b.Fatal(err)
+			}
 			tok, err := tk.issuer.Issue(sk, auth.TokenClaims{Subject: k.UserID, KeyID: keyID, Tenant: "acme"}, now)
 			if err != nil {
 				b.Fatal(err)
