@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -822,71 +823,148 @@ func (c *ttlCache[V]) delete(k string) {
 
 // UsageRecorder batches credential uses and writes them with
 // Store.TouchLastUsed at most once per interval, off the request path.
+//
+// Recording takes no lock: each credential of a user, and each user in a
+// tenant, has an entry in a usageMap (read without a lock) holding the latest
+// pending time in an atomic, so a use already seen in this interval is a map
+// read and a compare-and-swap, with no map write and no allocation. Flush
+// takes the pending times; an entry with none for a whole interval is retired
+// and dropped, so memory is bounded by what was used in the last two
+// intervals.
 type UsageRecorder struct {
 	store    Store
 	interval time.Duration
 
-	mu      sync.Mutex
-	pending map[string]Usage
-	logins  map[login]time.Time
+	keys    *usageMap[userKey, usageEntry] // user and key id
+	secrets *usageMap[userKey, usageEntry] // user and secret id
+	logins  *usageMap[userKey, usageEntry] // user and tenant
 }
 
-// login is a user authenticating in a tenant, pending in a UsageRecorder.
-type login struct{ user, tenant string }
+// userKey names a credential of a user, or a user in a tenant.
+type userKey struct{ user, id string }
+
+// The states of a usageEntry besides a pending time.
+const (
+	// usageIdle: nothing pending since the last flush.
+	usageIdle = math.MinInt64
+	// usageRetired: dropped from its map by a flush; a use finding the entry
+	// retired records in a new one.
+	usageRetired = math.MinInt64 + 1
+)
+
+// usageEntry holds the latest pending use of a credential or login, as Unix
+// nanoseconds, or usageIdle or usageRetired. Only a flush moves it down
+// (to usageIdle when it takes the time, from usageIdle to usageRetired), and
+// usageRetired is final.
+type usageEntry struct{ at atomic.Int64 }
+
+// raise moves the pending time up to at; false if the entry is retired.
+func (e *usageEntry) raise(at int64) bool {
+	for {
+		cur := e.at.Load()
+		switch {
+		case cur == usageRetired:
+			return false
+		case cur >= at:
+			return true
+		case e.at.CompareAndSwap(cur, at):
+			return true
+		}
+	}
+}
+
+// take returns the pending time, if any, and leaves the entry idle. An entry
+// that was already idle (unused for a whole interval) is retired: a use
+// racing with that finds it retired and records in a new entry.
+func (e *usageEntry) take() (at time.Time, ok, retired bool) {
+	for {
+		switch cur := e.at.Load(); cur {
+		case usageRetired:
+			return time.Time{}, false, true
+		case usageIdle:
+			if e.at.CompareAndSwap(usageIdle, usageRetired) {
+				return time.Time{}, false, true
+			}
+		default:
+			if e.at.CompareAndSwap(cur, usageIdle) {
+				return time.Unix(0, cur).UTC(), true, false
+			}
+		}
+	}
+}
+
+// recordUse raises the pending time of k in s to at (Unix nanoseconds),
+// adding an entry the first time k is used in an interval.
+func recordUse[K comparable](s *usageShard[K, usageEntry], k K, at int64) {
+	at = max(at, usageRetired+1) // times before 1678 are not kept exactly
+	e := s.load(k)
+	for {
+		if e != nil && e.raise(at) {
+			return
+		}
+		// First use in this interval, or e was retired by a flush.
+		fresh := new(usageEntry)
+		fresh.at.Store(at)
+		if s.compareAndSwap(k, e, fresh) {
+			return
+		}
+		e = s.lookup(k)
+	}
+}
 
 // NewUsageRecorder returns a recorder flushing every interval (default 1m).
 func NewUsageRecorder(store Store, interval time.Duration) *UsageRecorder {
 	if interval <= 0 {
 		interval = time.Minute
 	}
-	return &UsageRecorder{store: store, interval: interval, pending: make(map[string]Usage), logins: make(map[login]time.Time)}
+	return &UsageRecorder{
+		store: store, interval: interval,
+		keys:    newUsageMap[userKey, usageEntry](),
+		secrets: newUsageMap[userKey, usageEntry](),
+		logins:  newUsageMap[userKey, usageEntry](),
+	}
 }
 
 // RecordLogin notes that the user authenticated in tenant at (the
 // permission's lastLogin); only the latest per user and tenant is kept.
 func (u *UsageRecorder) RecordLogin(userID, tenant string, at time.Time) {
-	k := login{userID, tenant}
-	u.mu.Lock()
-	if prev, ok := u.logins[k]; !ok || prev.Before(at) {
-		u.logins[k] = at
-	}
-	u.mu.Unlock()
+	recordUse(u.logins.shard(userID), userKey{userID, tenant}, at.UnixNano())
 }
 
-// Record notes a use; only the latest per credential is kept.
+// Record notes a use of the user's key keyID or secret secretID (the other
+// empty); only the latest per credential is kept.
 func (u *UsageRecorder) Record(userID, keyID, secretID string, at time.Time) {
-	id := keyID
-	if id == "" {
-		id = "s:" + secretID
+	if keyID != "" || secretID == "" {
+		recordUse(u.keys.shard(userID), userKey{userID, keyID}, at.UnixNano())
 	}
-	u.mu.Lock()
-	if prev, ok := u.pending[id]; !ok || prev.At.Before(at) {
-		u.pending[id] = Usage{UserID: userID, KeyID: keyID, SecretID: secretID, At: at}
+	if secretID != "" {
+		recordUse(u.secrets.shard(userID), userKey{userID, secretID}, at.UnixNano())
 	}
-	u.mu.Unlock()
 }
 
-// Flush writes what is pending.
+// Flush writes what is pending (times in UTC) and drops the entries unused
+// since the last flush. A use racing with Flush is written by this flush or
+// the next one. Concurrent flushes split what is pending between them.
 func (u *UsageRecorder) Flush(ctx context.Context) error {
-	u.mu.Lock()
-	if len(u.pending) == 0 && len(u.logins) == 0 {
-		u.mu.Unlock()
+	var batch []Usage
+	take := func(m *usageMap[userKey, usageEntry], usage func(userKey, time.Time) Usage) {
+		for i := range m.shards {
+			m.shards[i].each(func(k userKey, e *usageEntry) bool {
+				at, ok, retired := e.take()
+				if ok {
+					batch = append(batch, usage(k, at))
+				}
+				return retired
+			})
+		}
+	}
+	take(u.keys, func(k userKey, at time.Time) Usage { return Usage{UserID: k.user, KeyID: k.id, At: at} })
+	take(u.secrets, func(k userKey, at time.Time) Usage { return Usage{UserID: k.user, SecretID: k.id, At: at} })
+	take(u.logins, func(k userKey, at time.Time) Usage { return Usage{UserID: k.user, Tenant: k.id, At: at} })
+	if len(batch) == 0 {
 		return nil
 	}
-	batch := make([]Usage, 0, len(u.pending)+len(u.logins))
-	for _, v := range u.pending {
-		batch = append(batch, v)
-	}
-	for k, at := range u.logins {
-		batch = append(batch, Usage{UserID: k.user, Tenant: k.tenant, At: at})
-	}
-	clear(u.pending)
-	clear(u.logins)
-	u.mu.Unlock()
-	if err := u.store.TouchLastUsed(ctx, batch); err != nil {
-		return err
-	}
-	return nil
+	return u.store.TouchLastUsed(ctx, batch)
 }
 
 // Run flushes every interval until ctx ends, then once more.

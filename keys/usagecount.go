@@ -2,7 +2,11 @@ package keys
 
 import (
 	"context"
+	"hash/maphash"
+	"maps"
+	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,19 +45,59 @@ type usageSlot struct {
 
 // UsageCounter counts requests per user, hour and outcome in memory and adds
 // them to the store (Store.AddUsageCounts) at most once per interval, off the
-// request path: counting is a map update under a mutex, with no store round
-// trip and no allocation once the user's slot for the hour exists. Counts
-// older than UsageRetention are purged from the store about once an hour.
+// request path. Counting takes no lock: each user and hour has a tally of
+// atomic counts in a usageMap (read without a lock), so counting in a slot
+// already used in this interval is a map read and an atomic add, with no map
+// write and no allocation. A slot unused for a whole interval is dropped.
+// Counts older than UsageRetention are purged from the store about once an
+// hour.
 type UsageCounter struct {
 	store    Store
 	interval time.Duration
 	now      func() time.Time
 
-	mu      sync.Mutex
-	pending map[usageSlot][3]int64
+	pending *usageMap[usageSlot, usageTally]
 
 	purgeMu   sync.Mutex
 	lastPurge time.Time // guarded by purgeMu
+}
+
+// tallyRetired is the value a flush swaps into each count of a tally it drops:
+// a count at or below zero is retired (counts are otherwise never negative),
+// and adding to it leaves it so.
+const tallyRetired = math.MinInt64 / 2
+
+// usageTally holds the pending counts of a slot, per outcome. A count only
+// moves down when a flush takes it (to 0) or retires it (to tallyRetired,
+// final); a count that finds its tally retired goes to a new one.
+type usageTally struct {
+	n [UsageRefused + 1]atomic.Int64
+}
+
+// take returns the pending count of outcome o and sets it to 0.
+func (t *usageTally) take(o UsageOutcome) int64 {
+	for {
+		cur := t.n[o].Load()
+		if cur <= 0 {
+			return 0
+		}
+		if t.n[o].CompareAndSwap(cur, 0) {
+			return cur
+		}
+	}
+}
+
+// retire returns the pending count of outcome o and retires it.
+func (t *usageTally) retire(o UsageOutcome) int64 {
+	for {
+		cur := t.n[o].Load()
+		if cur < 0 {
+			return 0
+		}
+		if t.n[o].CompareAndSwap(cur, tallyRetired) {
+			return cur
+		}
+	}
 }
 
 // NewUsageCounter returns a counter flushing every interval (default 1m).
@@ -61,7 +105,7 @@ func NewUsageCounter(store Store, interval time.Duration) *UsageCounter {
 	if interval <= 0 {
 		interval = time.Minute
 	}
-	return &UsageCounter{store: store, interval: interval, now: time.Now, pending: make(map[usageSlot][3]int64)}
+	return &UsageCounter{store: store, interval: interval, now: time.Now, pending: newUsageMap[usageSlot, usageTally]()}
 }
 
 // Count notes one request of userID with outcome o at at. An empty userID
@@ -70,41 +114,68 @@ func (c *UsageCounter) Count(userID string, o UsageOutcome, at time.Time) {
 	if c == nil || userID == "" || o > UsageRefused {
 		return
 	}
-	k := usageSlot{user: userID, hour: at.Unix() - at.Unix()%3600}
-	c.mu.Lock()
-	v := c.pending[k]
-	v[o]++
-	c.pending[k] = v
-	c.mu.Unlock()
+	c.add(usageSlot{user: userID, hour: at.Unix() - at.Unix()%3600}, o, 1)
+}
+
+// add adds n (> 0) to the pending count of outcome o in slot k, adding a
+// tally the first time k is counted in an interval.
+func (c *UsageCounter) add(k usageSlot, o UsageOutcome, n int64) {
+	s := c.pending.shard(k.user)
+	t := s.load(k)
+	for {
+		if t != nil && t.n[o].Add(n) > 0 {
+			return
+		}
+		// First count in this interval, or t was retired by a flush (and
+		// the add above went nowhere).
+		fresh := new(usageTally)
+		fresh.n[o].Store(n)
+		if s.compareAndSwap(k, t, fresh) {
+			return
+		}
+		t = s.lookup(k)
+	}
 }
 
 // Flush adds what is pending to the store and, about once an hour, purges
 // the counts older than UsageRetention. When the store fails, the pending
-// counts are put back so the next flush retries them.
+// counts are put back so the next flush retries them. A count racing with
+// Flush is added by this flush or the next one.
 func (c *UsageCounter) Flush(ctx context.Context) error {
-	c.mu.Lock()
-	if len(c.pending) == 0 {
-		c.mu.Unlock()
+	var batch []UsageCount
+	for i := range c.pending.shards {
+		c.pending.shards[i].each(func(k usageSlot, t *usageTally) bool {
+			var n [UsageRefused + 1]int64
+			idle := true
+			for o := range n {
+				n[o] = t.take(UsageOutcome(o))
+				idle = idle && n[o] == 0
+			}
+			if idle {
+				// Unused for a whole interval: retire the tally, keeping what
+				// was counted since the takes above.
+				for o := range n {
+					n[o] = t.retire(UsageOutcome(o))
+				}
+			}
+			if n != [UsageRefused + 1]int64{} {
+				batch = append(batch, UsageCount{UserID: k.user, Hour: time.Unix(k.hour, 0).UTC(), Allowed: n[UsageAllowed], Limited: n[UsageLimited], Refused: n[UsageRefused]})
+			}
+			return idle
+		})
+	}
+	if len(batch) == 0 {
 		return c.maybePurge(ctx)
 	}
-	taken := c.pending
-	c.pending = make(map[usageSlot][3]int64, len(taken))
-	c.mu.Unlock()
-
-	batch := make([]UsageCount, 0, len(taken))
-	for k, v := range taken {
-		batch = append(batch, UsageCount{UserID: k.user, Hour: time.Unix(k.hour, 0).UTC(), Allowed: v[0], Limited: v[1], Refused: v[2]})
-	}
 	if err := c.store.AddUsageCounts(ctx, batch); err != nil {
-		c.mu.Lock()
-		for k, v := range taken {
-			p := c.pending[k]
-			for i := range p {
-				p[i] += v[i]
+		for _, u := range batch {
+			k := usageSlot{user: u.UserID, hour: u.Hour.Unix()}
+			for o, n := range [...]int64{UsageAllowed: u.Allowed, UsageLimited: u.Limited, UsageRefused: u.Refused} {
+				if n > 0 {
+					c.add(k, UsageOutcome(o), n)
+				}
 			}
-			c.pending[k] = p
 		}
-		c.mu.Unlock()
 		return err
 	}
 	return c.maybePurge(ctx)
@@ -144,5 +215,134 @@ func (c *UsageCounter) Run(ctx context.Context, onError func(error)) {
 			}
 			cancel()
 		}
+	}
+}
+
+// usageShards is how many shards a usageMap has, so that concurrent inserts
+// rarely wait for one another.
+const usageShards = 256
+
+// usageMap maps keys of one user (K) to entries (*V) that hold their state in
+// atomics, so that a use of an existing entry is a map read without a lock and
+// an atomic update. Each shard publishes an immutable map (read) through an
+// atomic pointer; entries added or replaced since go to a map under the
+// shard's mutex (dirty), which is published in a copy once lookups that took
+// the mutex have cost about as much as the copy (as sync.Map did before
+// Go 1.24), and at each flush. Inserts thus cost O(1) amortized, and a flush
+// O(entries).
+type usageMap[K comparable, V any] struct {
+	seed   maphash.Seed
+	shards [usageShards]usageShard[K, V]
+}
+
+type usageShard[K comparable, V any] struct {
+	read atomic.Pointer[map[K]*V] // never modified once published
+
+	mu     sync.Mutex
+	dirty  map[K]*V // added or replaced since read was published; wins over read
+	misses int      // lookups that took mu since read was published
+}
+
+func newUsageMap[K comparable, V any]() *usageMap[K, V] {
+	m := &usageMap[K, V]{seed: maphash.MakeSeed()}
+	empty := map[K]*V{}
+	for i := range m.shards {
+		m.shards[i].read.Store(&empty)
+	}
+	return m
+}
+
+// shard returns the shard of user's keys.
+func (m *usageMap[K, V]) shard(user string) *usageShard[K, V] {
+	return &m.shards[maphash.String(m.seed, user)%usageShards]
+}
+
+// load returns k's entry, or nil: a published one without a lock. The entry
+// may be stale (replaced since); lookup returns the latest.
+func (s *usageShard[K, V]) load(k K) *V {
+	if v := (*s.read.Load())[k]; v != nil {
+		return v
+	}
+	return s.lookup(k)
+}
+
+// lookup returns k's latest entry, or nil.
+func (s *usageShard[K, V]) lookup(k K) *V {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.missed()
+	return s.latest(k)
+}
+
+// latest returns k's latest entry, or nil. Call with mu held.
+func (s *usageShard[K, V]) latest(k K) *V {
+	if v, ok := s.dirty[k]; ok {
+		return v
+	}
+	return (*s.read.Load())[k]
+}
+
+// missed counts a lookup that took mu and publishes dirty once such lookups
+// have cost about as much as the copy. Call with mu held.
+func (s *usageShard[K, V]) missed() {
+	s.misses++
+	if len(s.dirty) > 0 && s.misses >= len(*s.read.Load())+len(s.dirty) {
+		s.publish(nil, nil)
+	}
+}
+
+// publish replaces read with a copy holding dirty's entries too, less the
+// given entries of keys ks (unless they were replaced). Call with mu held.
+func (s *usageShard[K, V]) publish(ks []K, vs []*V) {
+	read := *s.read.Load()
+	next := make(map[K]*V, len(read)+len(s.dirty))
+	maps.Copy(next, read)
+	maps.Copy(next, s.dirty)
+	for i, k := range ks {
+		if next[k] == vs[i] {
+			delete(next, k)
+		}
+	}
+	s.read.Store(&next)
+	s.dirty, s.misses = nil, 0
+}
+
+// compareAndSwap sets k's entry to v if it is old (nil: absent), and
+// reports whether it did.
+func (s *usageShard[K, V]) compareAndSwap(k K, old, v *V) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.latest(k) != old {
+		return false
+	}
+	if s.dirty == nil {
+		s.dirty = make(map[K]*V)
+	}
+	s.dirty[k] = v
+	s.missed()
+	return true
+}
+
+// each calls f with every entry of the shard as of the call, and then drops
+// the entries for which f returned true (retired ones). Entries added while
+// it runs are left for the next call.
+func (s *usageShard[K, V]) each(f func(K, *V) (drop bool)) {
+	s.mu.Lock()
+	if len(s.dirty) > 0 {
+		s.publish(nil, nil)
+	}
+	read := *s.read.Load()
+	s.mu.Unlock()
+	var ks []K
+	var vs []*V
+	for k, v := range read {
+		if f(k, v) {
+			ks, vs = append(ks, k), append(vs, v)
+		}
+	}
+	if len(ks) > 0 {
+		s.mu.Lock()
+		s.publish(ks, vs)
+		s.mu.Unlock()
 	}
 }
