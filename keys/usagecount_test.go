@@ -57,12 +57,3 @@ func TestUsageCounterFlushKeepsCountsOnError(t *testing.T) {
 		t.Errorf("added %d counts, want 2", len(st.added))
 	}
 }
-
-func BenchmarkUsageCounterCount(b *testing.B) {
-	c := keys.NewUsageCounter(nil, time.Minute)
-	at := time.Now()
-	b.ReportAllocs()
-	for b.Loop() {
-		c.Count("user-1", keys.UsageAllowed, at)
-	}
-}
