@@ -5,6 +5,7 @@
 package caddyfile
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -307,6 +308,9 @@ func sizeArg(d *caddyfile.Dispenser) (int64, error) {
 	return int64(n), nil
 }
 
+// identityHeaderNames are the names identity_headers accepts.
+var identityHeaderNames = []string{"user_id", "user_name", "user_type", "tenant", "role", "customer_roles", "key_id", "scheme", "all", "none"}
+
 // parseKeygate sets up the gateway handler. Syntax:
 //
 //	keygate [<matcher>] {
@@ -326,6 +330,8 @@ func sizeArg(d *caddyfile.Dispenser) (int64, error) {
 //		require_covered <header|host>...
 //		max_signed_body <size>
 //		header_prefix <prefix>
+//		identity_headers <user_id|user_name|user_type|tenant|role|customer_roles|key_id|scheme|all|none>...
+//		rate_limit_headers ietf|legacy|both|none
 //		keep_credentials
 //	}
 func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -413,6 +419,21 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			hd.MaxSignedBody, err = sizeArg(d)
 		case "header_prefix":
 			err = oneArg(d, &hd.HeaderPrefix)
+		case "identity_headers":
+			hd.IdentityHeaders = d.RemainingArgs()
+			if len(hd.IdentityHeaders) == 0 {
+				return d.ArgErr()
+			}
+			for _, name := range hd.IdentityHeaders {
+				if !slices.Contains(identityHeaderNames, name) {
+					return d.Errf("identity_headers: '%s' must be one of %s", name, strings.Join(identityHeaderNames, ", "))
+				}
+			}
+		case "rate_limit_headers":
+			err = oneArg(d, &hd.RateLimitHeaders)
+			if err == nil && !slices.Contains([]string{"ietf", "legacy", "both", "none"}, hd.RateLimitHeaders) {
+				return d.Errf("rate_limit_headers: '%s' must be ietf, legacy, both or none", hd.RateLimitHeaders)
+			}
 		case "keep_credentials":
 			if d.NextArg() {
 				return d.ArgErr()

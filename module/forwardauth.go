@@ -47,6 +47,11 @@ func (ForwardAuth) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up the same route options as the keygate handler.
 func (f *ForwardAuth) Provision(ctx caddy.Context) error {
+	if len(f.IdentityHeaders) == 0 {
+		// The proxy picks what to copy (copy_headers, auth_request_set):
+		// offer every identity header.
+		f.IdentityHeaders = []string{"all"}
+	}
 	return f.Handler.Provision(ctx)
 }
 

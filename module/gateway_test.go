@@ -60,7 +60,16 @@ type env struct {
 	adminID  string
 }
 
+// gatewayCaddyfile is the Caddyfile of startEnv. Unless routeOpts chooses
+// them, the route sets every identity and rate-limit header, which most
+// tests check.
 func gatewayCaddyfile(global, routeOpts string, gwPort, adminPort int, upstreamAddr string) string {
+	if !strings.Contains(routeOpts, "identity_headers") {
+		routeOpts += "\n\t\tidentity_headers all"
+	}
+	if !strings.Contains(routeOpts, "rate_limit_headers") {
+		routeOpts += "\n\t\trate_limit_headers both"
+	}
 	return fmt.Sprintf(`{
 	admin {admin}
 	%s

@@ -64,7 +64,7 @@ func BenchmarkHandlerAccessKey(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			app, key := newBenchApp(b)
-			h := &Handler{Tenant: "acme"}
+			h := &Handler{Tenant: "acme", IdentityHeaders: []string{"all"}}
 			if limited {
 				h.Limit = 1 << 40
 			}
@@ -98,7 +98,7 @@ func BenchmarkHandlerAccessKey(b *testing.B) {
 // TestHandlerUnit checks the in-process path the benchmark measures.
 func TestHandlerUnit(t *testing.T) {
 	app, key := newBenchApp(t)
-	h := &Handler{Tenant: "acme", Limit: 2}
+	h := &Handler{Tenant: "acme", IdentityHeaders: []string{"all"}, Limit: 2}
 	if err := h.provision(app, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestHandlerForeignKeyOfInactiveUser(t *testing.T) {
 	if _, err := st.CreateKey(ctx, k, "test"); err != nil {
 		t.Fatal(err)
 	}
-	h := &Handler{Tenant: "acme"}
+	h := &Handler{Tenant: "acme", IdentityHeaders: []string{"all"}}
 	if err := h.provision(app, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func BenchmarkHandlerAccessKeyRedis(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	h := &Handler{Tenant: "acme", Limit: 1 << 40}
+	h := &Handler{Tenant: "acme", IdentityHeaders: []string{"all"}, Limit: 1 << 40}
 	if err := h.provision(app, zap.NewNop()); err != nil {
 		b.Fatal(err)
 	}

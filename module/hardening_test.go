@@ -331,6 +331,8 @@ http://127.0.0.1:%d {
 	}
 	handle {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant acme
 			limit 1000
 			on_store_error fail_open
@@ -379,6 +381,8 @@ http://127.0.0.1:%d {
 		%s
 	}
 	keygate {
+		identity_headers all
+		rate_limit_headers both
 		tenant acme
 		key_query api_key
 		replay_protection off

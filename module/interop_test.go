@@ -70,6 +70,8 @@ func startAPIEnv(t *testing.T) *env {
 http://127.0.0.1:%d {
 	handle /api/* {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant acme
 		}
 		reverse_proxy %s

@@ -264,6 +264,8 @@ const sharedRouteCaddyfile = `{
 }
 http://127.0.0.1:{gw} {
 	keygate {
+		identity_headers all
+		rate_limit_headers both
 		tenant acme
 		%s
 	}
@@ -436,6 +438,8 @@ const policyCaddyfile = `{
 http://127.0.0.1:{gw} {
 	handle /a/* {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant acme
 			limit 3
 		}
@@ -443,6 +447,8 @@ http://127.0.0.1:{gw} {
 	}
 	handle /b/* {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant acme
 			limit 5
 		}
@@ -450,6 +456,8 @@ http://127.0.0.1:{gw} {
 	}
 	handle /capped/* {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant acme
 			limit 3
 			max_limit 4
@@ -458,6 +466,8 @@ http://127.0.0.1:{gw} {
 	}
 	handle /other/* {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant other
 			limit 3
 		}
@@ -597,6 +607,8 @@ const faultCaddyfile = `{
 http://127.0.0.1:{gw} {
 	handle /closed/* {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant acme
 			limit 1000
 		}
@@ -604,6 +616,8 @@ http://127.0.0.1:{gw} {
 	}
 	handle /open/* {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant acme
 			limit 1000
 			on_store_error fail_open
@@ -869,6 +883,9 @@ func TestRateLimitLeases(t *testing.T) {
 	const n = 300
 	prev := int64(limit)
 	for i := range n {
+		// Steady traffic over about two sub-buckets, not a burst: leases
+		// are sized from what a quarter sub-bucket has seen.
+		time.Sleep(2 * time.Millisecond)
 		r := mustCall(t, url, key)
 		if r.status != http.StatusOK {
 			t.Fatalf("request %d: status %d", i, r.status)

@@ -36,6 +36,8 @@ http://127.0.0.1:{gw} {
 	}
 	handle {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant acme
 		}
 		reverse_proxy {up}

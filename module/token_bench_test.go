@@ -49,7 +49,7 @@ func BenchmarkHandlerAccessToken(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			h := &Handler{Tenant: "acme"}
+			h := &Handler{Tenant: "acme", IdentityHeaders: []string{"all"}}
 			if err := h.provision(app, zap.NewNop()); err != nil {
 				b.Fatal(err)
 			}

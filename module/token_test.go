@@ -55,12 +55,16 @@ http://127.0.0.1:%d {
 	}
 	handle /other/* {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant other
 		}
 		reverse_proxy %s
 	}
 	handle {
 		keygate {
+			identity_headers all
+			rate_limit_headers both
 			tenant acme
 		}
 		reverse_proxy %s

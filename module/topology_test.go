@@ -249,6 +249,8 @@ func startPair(t *testing.T, tp *topology, prefix string) *pair {
 }
 http://127.0.0.1:{gw} {
 	keygate {
+		identity_headers all
+		rate_limit_headers both
 		tenant acme
 		limit 1000000 1m
 		on_store_error fail_closed
@@ -257,6 +259,8 @@ http://127.0.0.1:{gw} {
 }
 http://127.0.0.1:%d {
 	keygate {
+		identity_headers all
+		rate_limit_headers both
 		tenant acme
 		limit 1000000 1m
 		on_store_error fail_open

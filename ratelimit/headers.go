@@ -20,6 +20,17 @@ const (
 // fields.
 const PolicyName = "user"
 
+// HeaderSet selects the rate-limit fields WriteHeaderSet writes.
+type HeaderSet uint8
+
+const (
+	// HeadersIETF is RateLimit-Policy and RateLimit.
+	HeadersIETF HeaderSet = 1 << iota
+	// HeadersLegacy is X-RateLimit-Limit, X-RateLimit-Remaining and
+	// X-RateLimit-Reset.
+	HeadersLegacy
+)
+
 // WriteHeaders sets the rate-limit response fields for d, a decision made
 // against window: the structured fields of draft-ietf-httpapi-ratelimit-headers
 // (-08 and later)
@@ -39,33 +50,49 @@ const PolicyName = "user"
 // comes back after the window is then refused once more with a
 // Retry-After of at most that sub-bucket.
 func WriteHeaders(h http.Header, d Decision, window time.Duration) {
+	WriteHeaderSet(h, d, window, HeadersIETF|HeadersLegacy)
+}
+
+// WriteHeaderSet is WriteHeaders writing only the fields of set, and
+// Retry-After when d is not Allowed.
+func WriteHeaderSet(h http.Header, d Decision, window time.Duration, set HeaderSet) {
+	if set == 0 && d.Allowed {
+		return
+	}
 	var buf [128]byte
 	var end [6]int
+	var names [6]string
+	n := 0
 	b := buf[:0]
 	win := ceilSeconds(window)
 	reset := d.ResetSeconds(window)
-
-	b = append(b, `"`+PolicyName+`";q=`...)
-	b = strconv.AppendInt(b, d.Limit, 10)
-	b = append(b, ";w="...)
-	b = strconv.AppendInt(b, win, 10)
-	end[0] = len(b)
-	b = append(b, `"`+PolicyName+`";r=`...)
-	b = strconv.AppendInt(b, d.Remaining, 10)
-	b = append(b, ";t="...)
-	b = strconv.AppendInt(b, reset, 10)
-	end[1] = len(b)
-	b = strconv.AppendInt(b, d.Limit, 10)
-	end[2] = len(b)
-	b = strconv.AppendInt(b, d.Remaining, 10)
-	end[3] = len(b)
-	b = strconv.AppendInt(b, reset, 10)
-	end[4] = len(b)
-	n := 5
+	field := func(name string) {
+		names[n], end[n] = name, len(b)
+		n++
+	}
+	if set&HeadersIETF != 0 {
+		b = append(b, `"`+PolicyName+`";q=`...)
+		b = strconv.AppendInt(b, d.Limit, 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, win, 10)
+		field(hdrPolicy)
+		b = append(b, `"`+PolicyName+`";r=`...)
+		b = strconv.AppendInt(b, d.Remaining, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, reset, 10)
+		field(hdrRateLimit)
+	}
+	if set&HeadersLegacy != 0 {
+		b = strconv.AppendInt(b, d.Limit, 10)
+		field(hdrLimit)
+		b = strconv.AppendInt(b, d.Remaining, 10)
+		field(hdrRemaining)
+		b = strconv.AppendInt(b, reset, 10)
+		field(hdrReset)
+	}
 	if !d.Allowed {
 		b = strconv.AppendInt(b, d.RetryAfterSeconds(window), 10)
-		end[5] = len(b)
-		n = 6
+		field(hdrRetry)
 	}
 
 	s := string(b) // the one string all values share
@@ -74,14 +101,7 @@ func WriteHeaders(h http.Header, d Decision, window time.Duration) {
 	for i := range n {
 		vals[i] = s[start:end[i]]
 		start = end[i]
-	}
-	h[hdrPolicy] = vals[0:1:1]
-	h[hdrRateLimit] = vals[1:2:2]
-	h[hdrLimit] = vals[2:3:3]
-	h[hdrRemaining] = vals[3:4:4]
-	h[hdrReset] = vals[4:5:5]
-	if n == 6 {
-		h[hdrRetry] = vals[5:6:6]
+		h[names[i]] = vals[i : i+1 : i+1]
 	}
 }
 
