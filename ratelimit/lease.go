@@ -23,7 +23,7 @@ const (
 	// fewer requests per bucket on this node gets a lease that lives for
 	// up to maxHorizon buckets, so that about one request in leaseTarget
 	// goes to Redis (and, renewed in the background, waits for nothing).
-	leaseTarget = 16
+	leaseTarget = 32
 )
 
 // leaseTable holds this node's leases, one per limiter key, and the demand
