@@ -672,39 +672,21 @@ var roleValues = map[keys.Role]any{keys.RoleAdmin: string(keys.RoleAdmin), keys.
 func (h *Handler) setIdentity(hd http.Header, repl *caddy.Replacer, tenant string, id identity) {
 	u := &id.principal.User
 	role := string(id.perm.Role)
-	set := h.idSet
-	if set != 0 {
+	if set := h.idSet; set != 0 {
+		// In the order of identityHeaders.all and of the identitySet bits.
 		v := new([8]string)
-		v[0], v[1], v[2], v[3], v[4], v[5] = u.ID, u.Name, string(u.Type), tenant, role, id.scheme.String()
-		if set&idUserID != 0 {
-			hd[h.hdr.userID] = v[0:1:1]
-		}
-		if set&idUserName != 0 {
-			hd[h.hdr.userName] = v[1:2:2]
-		}
-		if set&idUserType != 0 {
-			hd[h.hdr.userType] = v[2:3:3]
-		}
-		if set&idTenant != 0 {
-			hd[h.hdr.tenant] = v[3:4:4]
-		}
-		if set&idRole != 0 {
-			hd[h.hdr.role] = v[4:5:5]
-		}
-		if set&idScheme != 0 {
-			hd[h.hdr.scheme] = v[5:6:6]
-		}
+		v[0], v[1], v[2], v[3], v[4], v[7] = u.ID, u.Name, string(u.Type), tenant, role, id.scheme.String()
 		if set&idCustomerRoles != 0 && len(id.perm.CustomerRoles) > 0 {
-			v[6] = strings.Join(id.perm.CustomerRoles, ",")
-			hd[h.hdr.customerRoles] = v[6:7:7]
+			v[5] = strings.Join(id.perm.CustomerRoles, ",")
 		}
-		if set&idKeyID != 0 {
-			if id.keyID != "" {
-				v[7] = id.keyID
-				hd[h.hdr.keyID] = v[7:8:8]
-			} else if id.secretID != "" {
-				v[7] = id.secretID
-				hd[h.hdr.keyID] = v[7:8:8]
+		v[6] = id.keyID
+		if v[6] == "" {
+			v[6] = id.secretID
+		}
+		names := h.hdr.all()
+		for i := range v {
+			if set&(1<<i) != 0 && v[i] != "" {
+				hd[names[i]] = v[i : i+1 : i+1]
 			}
 		}
 	}
