@@ -89,22 +89,13 @@ func TestUsageRecorderRacingFlush(t *testing.T) {
 	for round := range rounds {
 		var latest sync.Map // Usage → time.Time of the latest use this round
 		stop := make(chan struct{})
-		var flushers sync.WaitGroup
-		for range 2 {
-			flushers.Go(func() {
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if err := u.Flush(ctx); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			})
-		}
+		flushers := flushLoop(stop, func() bool {
+			if err := u.Flush(ctx); err != nil {
+				t.Error(err)
+				return false
+			}
+			return true
+		})
 		var wg sync.WaitGroup
 		for w := range workers {
 			wg.Go(func() {
@@ -261,19 +252,10 @@ func TestUsageCounterRacingFlush(t *testing.T) {
 	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	want := make([]map[usageSlot][3]int64, workers)
 	stop := make(chan struct{})
-	var flushers sync.WaitGroup
-	for range 2 {
-		flushers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				_ = c.Flush(ctx) // fails every third call; the counts stay pending
-			}
-		})
-	}
+	flushers := flushLoop(stop, func() bool {
+		_ = c.Flush(ctx) // fails every third call; the counts stay pending
+		return true
+	})
 	var wg sync.WaitGroup
 	for w := range workers {
 		want[w] = map[usageSlot][3]int64{}
@@ -370,4 +352,25 @@ func TestUsageShardLatest(t *testing.T) {
 	if got := s.load(k); got != nil {
 		t.Fatalf("after dropping e3: %p", got)
 	}
+}
+
+// flushLoop calls flush on two goroutines, again and again, until stop is
+// closed or flush returns false; wait on the result for them to end.
+func flushLoop(stop <-chan struct{}, flush func() bool) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if !flush() {
+					return
+				}
+			}
+		})
+	}
+	return &wg
 }
