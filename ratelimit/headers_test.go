@@ -114,3 +114,39 @@ func BenchmarkWriteHeaders(b *testing.B) {
 		WriteHeaders(h, d, 2*time.Minute)
 	}
 }
+
+// TestWriteHeaderSet checks that only the chosen fields are written, that a
+// refusal always carries Retry-After, and that the values are those of the
+// full set.
+func TestWriteHeaderSet(t *testing.T) {
+	allowed := Decision{Allowed: true, Limit: 600, Remaining: 42, Reset: 17 * time.Second}
+	refused := Decision{Limit: 600, Remaining: 0, Reset: 17 * time.Second, RetryAfter: 17 * time.Second}
+	ietf := map[string]string{"Ratelimit-Policy": `"user";q=600;w=120`, "Ratelimit": `"user";r=42;t=17`}
+	legacy := map[string]string{"X-Ratelimit-Limit": "600", "X-Ratelimit-Remaining": "42", "X-Ratelimit-Reset": "17"}
+	for _, tc := range []struct {
+		name string
+		set  HeaderSet
+		d    Decision
+		want map[string]string
+	}{
+		{"ietf", HeadersIETF, allowed, ietf},
+		{"legacy", HeadersLegacy, allowed, legacy},
+		{"none", 0, allowed, map[string]string{}},
+		{"none refused", 0, refused, map[string]string{"Retry-After": "17"}},
+		{"ietf refused", HeadersIETF, refused, map[string]string{
+			"Ratelimit-Policy": `"user";q=600;w=120`, "Ratelimit": `"user";r=0;t=17`, "Retry-After": "17"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			WriteHeaderSet(h, tc.d, 2*time.Minute, tc.set)
+			if len(h) != len(tc.want) {
+				t.Fatalf("fields %v, want %v", h, tc.want)
+			}
+			for name, v := range tc.want {
+				if got := h[name]; len(got) != 1 || got[0] != v {
+					t.Errorf("%s = %q, want %q", name, got, v)
+				}
+			}
+		})
+	}
+}
