@@ -107,6 +107,7 @@ func (l *lease) held() int64 { return l.blocks[0].slots + l.blocks[1].slots }
 // waits for Redis.
 func (t *leaseTable) allow(ctx context.Context, r *Redis, key string, limit, size int64) (Decision, error) {
 	sh := t.shard(key)
+	start := time.Now()
 	// A request waits at most once for a lease request in flight.
 	for waited := false; ; waited = true {
 		now := time.Now()
@@ -187,6 +188,13 @@ func (t *leaseTable) allow(ctx context.Context, r *Redis, key string, limit, siz
 
 		giveBack(r, backs)
 		t.fromRedis.Add(1)
+		if waited {
+			// The wait counts against this call's bound (see the package
+			// doc, "Timeouts"): its own round trip gets what is left.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, start.Add(r.callBound()))
+			defer cancel()
+		}
 		g, err := r.decide(ctx, a)
 		if !leader {
 			return g.Decision, err
@@ -301,7 +309,9 @@ func (l *lease) add(g grant, slots int64, now time.Time, horizon int64) ask {
 // takes, up to horizon; capped by max. want 1 means no lease.
 func (t *leaseTable) size(l *lease, now time.Time) (want, horizon int64) {
 	est := l.demand(now)
-	if est < 1 {
+	if est < 2 {
+		// One request per bucket or less: the key's traffic is too thin
+		// for a lease to save anything worth its give-back.
 		return 1, 1
 	}
 	horizon = min(t.horizon, max(1, (leaseTarget+est-1)/est))

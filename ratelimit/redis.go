@@ -185,6 +185,12 @@ func (r *Redis) Allow(ctx context.Context, key string, limit int64, window time.
 	return g.Decision, err
 }
 
+// callBound is how long one Allow call may take: the batching queue, one
+// retry and the round trip (see the package doc, "Timeouts").
+func (r *Redis) callBound() time.Duration {
+	return r.queueTimeout + r.queueTimeout/2 + r.timeout
+}
+
 // hashKey is the Redis key of the hash that holds key's window.
 func (r *Redis) hashKey(key string) string { return r.prefix + "rl:" + key }
 
