@@ -470,8 +470,21 @@ func resolveMiss[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V],
 		}
 		return v, nil
 	case leader:
+		if allowStale {
+			if _, ok := staleEntry(r, c, id, now); ok {
+				// The load goes on in the background (runLoad does not
+				// depend on ctx) and refreshes the entry if it succeeds.
+				go runLoad(ctx, r, c, id, f, ld, now, read)
+				return awaitOrStale(ctx, r, c, id, f, now)
+			}
+		}
 		runLoad(ctx, r, c, id, f, ld, now, read)
 	default:
+		if allowStale {
+			if _, ok := staleEntry(r, c, id, now); ok {
+				return awaitOrStale(ctx, r, c, id, f, now)
+			}
+		}
 		select {
 		case <-f.done:
 		case <-ctx.Done():
@@ -488,6 +501,37 @@ func resolveMiss[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V],
 
 // runLoad reads id for the flight f that this lookup leads, caches the
 // result as fill allows, and hands it to every lookup waiting on f.
+// staleWait is how long a lookup that may use a stale entry (a fail_open
+// route) waits for the store before it does: a healthy store answers well
+// within it, and a slow or paused one cannot hold the request for the whole
+// load budget (QueueTimeout and its retries), once per lookup.
+const staleWait = 100 * time.Millisecond
+
+// awaitOrStale waits up to staleWait for the load f of id and returns what
+// it read, or else id's stale entry (which the caller found).
+func awaitOrStale[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V], id string, f *flight[V], now time.Time) (V, error) {
+	t := time.NewTimer(staleWait)
+	defer t.Stop()
+	select {
+	case <-f.done:
+		if f.err == nil || errors.Is(f.err, ErrNotFound) {
+			var zero V
+			if f.err != nil {
+				return zero, ErrNotFound
+			}
+			return f.v, nil
+		}
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if stale, ok := staleEntry(r, c, id, now); ok {
+		return stale, nil
+	}
+	// Invalidated meanwhile: nothing stale to stand on.
+	var zero V
+	return zero, fmt.Errorf("keys: waiting for the store: %w", ErrUnavailable)
+}
+
 func runLoad[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V], id string, f *flight[V], ld load, now time.Time,
 	read func(context.Context, *Resolver, string) (V, error)) {
 	landed := false

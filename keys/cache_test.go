@@ -462,3 +462,42 @@ func TestResolverConcurrent(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestResolverStaleWhilePaused: a lookup that may use a stale entry does
+// not wait out a store that answers nothing (a paused Redis); it serves the
+// stale entry after staleWait, and the read it started goes on in the
+// background and refreshes the entry once the store answers.
+func TestResolverStaleWhilePaused(t *testing.T) {
+	st := &flakyStore{}
+	r := NewResolver(st, CacheOptions{TTL: time.Minute, StaleIfError: 5 * time.Minute}, nil)
+	ctx := context.Background()
+	now := time.Now()
+	if _, err := r.Key(ctx, "k1", now); err != nil {
+		t.Fatal(err)
+	}
+	r.Flush() // stale from here on
+	release := make(chan struct{})
+	st.duringRead = func() { <-release } // the next read hangs
+	go func() { time.Sleep(3 * time.Second); close(release) }()
+	start := time.Now()
+	k, err := r.KeyOrStale(ctx, "k1", now)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("KeyOrStale waited %v for a store that answers nothing", took)
+	}
+	if err != nil || k.ID != "k1" {
+		t.Fatalf("KeyOrStale while the store hangs: %v %v", k, err)
+	}
+	// The read started above lands when the store answers: a strict
+	// lookup then finds a fresh entry without reading again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reads := st.reads.Load()
+		if _, err := r.Key(ctx, "k1", time.Now()); err == nil && st.reads.Load() == reads {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the background read never refreshed the entry")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

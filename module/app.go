@@ -103,7 +103,12 @@ type App struct {
 	// or the in-process one with the file store. Routes wrap it with their
 	// own fail mode (ratelimit.Guarded), falling back to local.
 	primary ratelimit.Limiter
-	breaker *ratelimit.Breaker
+	// limiterBound is how long a Redis limiter call may take (zero without
+	// Redis), and storeTimeout the store's per-call timeout: a request whose
+	// lookups took longer than that gives the limiter only what is left of
+	// limiterBound.
+	limiterBound, storeTimeout time.Duration
+	breaker                    *ratelimit.Breaker
 	// redisLimiter is closed in Cleanup (it runs the batching flushers).
 	redisLimiter *ratelimit.Redis
 	local        *ratelimit.Local
@@ -327,6 +332,11 @@ func (a *App) setup() error {
 		})
 		a.breaker = ratelimit.NewBreaker(a.redisLimiter, ratelimit.BreakerOptions{})
 		a.primary = a.breaker
+		a.limiterBound = a.redisLimiter.CallBound()
+		a.storeTimeout = time.Duration(sc.Timeout)
+		if a.storeTimeout <= 0 {
+			a.storeTimeout = ratelimit.DefaultTimeout
+		}
 	}
 	if a.PurgeInterval <= 0 {
 		a.PurgeInterval = caddy.Duration(time.Hour)

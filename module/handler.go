@@ -413,7 +413,16 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, n
 	}
 	if limit > 0 {
 		window := time.Duration(h.Window)
-		d, err := h.limiter.Allow(r.Context(), ratelimit.Key(tenant, id.principal.User.ID), limit, window)
+		ctx := r.Context()
+		if bound := h.app.limiterBound; bound > 0 && time.Since(now) > h.app.storeTimeout {
+			// The lookups already waited on a slow store: the request keeps
+			// one budget, the limiter's bound from its start, so that two
+			// waits on the same paused Redis do not add up.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, now.Add(bound))
+			defer cancel()
+		}
+		d, err := h.limiter.Allow(ctx, ratelimit.Key(tenant, id.principal.User.ID), limit, window)
 		if b := h.app.breaker; b != nil {
 			circuitState.Set(float64(b.State()))
 		}

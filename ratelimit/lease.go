@@ -192,7 +192,7 @@ func (t *leaseTable) allow(ctx context.Context, r *Redis, key string, limit, siz
 			// The wait counts against this call's bound (see the package
 			// doc, "Timeouts"): its own round trip gets what is left.
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, start.Add(r.callBound()))
+			ctx, cancel = context.WithDeadline(ctx, start.Add(r.CallBound()))
 			defer cancel()
 		}
 		g, err := r.decide(ctx, a)

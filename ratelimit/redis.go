@@ -185,9 +185,9 @@ func (r *Redis) Allow(ctx context.Context, key string, limit int64, window time.
 	return g.Decision, err
 }
 
-// callBound is how long one Allow call may take: the batching queue, one
+// CallBound is how long one Allow call may take: the batching queue, one
 // retry and the round trip (see the package doc, "Timeouts").
-func (r *Redis) callBound() time.Duration {
+func (r *Redis) CallBound() time.Duration {
 	return r.queueTimeout + r.queueTimeout/2 + r.timeout
 }
 
