@@ -462,6 +462,11 @@ func resolveMiss[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V],
 	var zero V
 	ld := r.startLoad()
 	v, hit, f, leader := c.getOrJoin(id, now.UnixNano(), r.renewedUntil(), ld.epoch)
+	// With a stale entry to stand on, a slow store does not hold the lookup.
+	var orStale bool
+	if allowStale && !hit {
+		_, orStale = staleEntry(r, c, id, now)
+	}
 	switch {
 	case hit:
 		// Filled between the miss and the join.
@@ -469,22 +474,16 @@ func resolveMiss[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V],
 			return zero, ErrNotFound
 		}
 		return v, nil
+	case leader && orStale:
+		// The load goes on in the background (runLoad does not depend on
+		// ctx) and refreshes the entry if it succeeds.
+		go runLoad(ctx, r, c, id, f, ld, now, read)
+		return awaitOrStale(ctx, r, c, id, f, now)
 	case leader:
-		if allowStale {
-			if _, ok := staleEntry(r, c, id, now); ok {
-				// The load goes on in the background (runLoad does not
-				// depend on ctx) and refreshes the entry if it succeeds.
-				go runLoad(ctx, r, c, id, f, ld, now, read)
-				return awaitOrStale(ctx, r, c, id, f, now)
-			}
-		}
 		runLoad(ctx, r, c, id, f, ld, now, read)
+	case orStale:
+		return awaitOrStale(ctx, r, c, id, f, now)
 	default:
-		if allowStale {
-			if _, ok := staleEntry(r, c, id, now); ok {
-				return awaitOrStale(ctx, r, c, id, f, now)
-			}
-		}
 		select {
 		case <-f.done:
 		case <-ctx.Done():
@@ -515,11 +514,7 @@ func awaitOrStale[V comparable](ctx context.Context, r *Resolver, c *ttlCache[V]
 	select {
 	case <-f.done:
 		if f.err == nil || errors.Is(f.err, ErrNotFound) {
-			var zero V
-			if f.err != nil {
-				return zero, ErrNotFound
-			}
-			return f.v, nil
+			return f.v, f.err // read, or gone for good (runLoad leaves f.v zero)
 		}
 	case <-t.C:
 	case <-ctx.Done():
