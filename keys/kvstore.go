@@ -27,6 +27,7 @@ type StoreOptions struct {
 // Layout (tables, lookups and indexes are names passed to b):
 //
 //	tables   tenants, users, perms, keys, secrets, history, activity, sigkeys, meta
+//	         (and the outbox's: see kvstore_events.go)
 //	lookups  username (tenant\x00lowername → user id), keyname (user\x00name → key id),
 //	         permkey (user\x00tenant → permission id)
 //	indexes  tenants:by:<field>, users:by:<field>, t:<tenant>:users:by:<field>,
@@ -434,6 +435,10 @@ type recorder struct {
 	now   time.Time
 	actor string
 	invs  []Invalidation // queued with tx.Notify, for OnCommit
+	// tenants caches users' primary tenants for the events (userTenant).
+	tenants map[string]string
+	// events counts the events written, to order them in the outbox.
+	events int
 }
 
 // record appends a history entry to a user's changelog.

@@ -20,7 +20,7 @@ func keyIndexes(k *Key) []indexEntry {
 	if k == nil {
 		return nil
 	}
-	return []indexEntry{{"u:" + k.UserID + ":keys", timeKey(k.CreatedAt)}}
+	return append([]indexEntry{{"u:" + k.UserID + ":keys", timeKey(k.CreatedAt)}}, keyExpiryIndexes(k)...)
 }
 
 // userKeys returns the keys of a user, oldest first.
@@ -47,6 +47,9 @@ func writeKey(r *recorder, old, next *Key, action string) error {
 		return err
 	}
 	if err := r.record(next.UserID, action, "key:"+next.ID, diff(old, next)); err != nil {
+		return err
+	}
+	if err := emitKey(r, old, next, action); err != nil {
 		return err
 	}
 	r.notify(next.UserID, next.ID)

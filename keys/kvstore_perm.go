@@ -99,6 +99,9 @@ func writePermission(r *recorder, old, next *Permission, action string) error {
 	if err := r.record(next.UserID, action, "permission:"+next.TenantID, diff(old, next)); err != nil {
 		return err
 	}
+	if err := emitPermission(r, old, next, action); err != nil {
+		return err
+	}
 	r.notify(next.UserID, "")
 	return nil
 }
@@ -430,6 +433,9 @@ func mirrorToUser(r *recorder, u *User, p *Permission) error {
 		return err
 	}
 	if err := r.record(u.ID, "user.update", "", changes); err != nil {
+		return err
+	}
+	if err := emitUser(r, u, &next, changes); err != nil {
 		return err
 	}
 	*u = next

@@ -59,6 +59,9 @@ func writeSecret(r *recorder, old, next *Secret, action string) error {
 	if err := r.record(next.UserID, action, "secret:"+next.ID, diff(old, next)); err != nil {
 		return err
 	}
+	if err := emitSecret(r, old, next, action); err != nil {
+		return err
+	}
 	r.notify(next.UserID, "")
 	return nil
 }
@@ -222,6 +225,9 @@ func (s *kvStore) DeleteSecret(ctx context.Context, userID, secretID string, ver
 			return err
 		}
 		if err := r.record(userID, "secret.delete", "secret:"+secretID, diff(&cur, (*Secret)(nil))); err != nil {
+			return err
+		}
+		if err := emitSecret(r, &cur, nil, "secret.delete"); err != nil {
 			return err
 		}
 		r.notify(userID, "")

@@ -110,6 +110,12 @@ func (s *kvStore) UpdateTenant(ctx context.Context, id string, version int64, mu
 			return err
 		}
 		r.publish(Invalidation{TenantID: id})
+		if cur.Status != TenantArchived && next.Status == TenantArchived {
+			if err := r.emit(EventTenantArchived, id, "tenants/"+id, "",
+				map[string]any{"tenant": map[string]any{"id": next.ID, "name": next.Name, "status": next.Status}}); err != nil {
+				return err
+			}
+		}
 		out = next
 		return nil
 	})

@@ -164,6 +164,9 @@ func (s *kvStore) CreateUser(ctx context.Context, u User, actor string) (User, e
 		if err := r.record(u.ID, "user.create", "", diff((*User)(nil), &u)); err != nil {
 			return err
 		}
+		if err := emitUser(r, nil, &u, nil); err != nil {
+			return err
+		}
 		r.notify(u.ID, "")
 		out = u
 		return nil
@@ -253,6 +256,9 @@ func (s *kvStore) UpdateUser(ctx context.Context, id string, version int64, muta
 		if err := r.record(id, "user.update", "", changes); err != nil {
 			return err
 		}
+		if err := emitUser(r, &cur, &next, changes); err != nil {
+			return err
+		}
 		r.notify(id, "")
 		if rolesChanged {
 			if err := mirrorToPermission(r, &next); err != nil {
@@ -315,6 +321,9 @@ func (s *kvStore) DeleteUser(ctx context.Context, id string, version int64, acto
 		if err := r.record(id, "user.delete", "", diff(&cur, &next)); err != nil {
 			return err
 		}
+		if err := emitUser(r, &cur, &next, nil); err != nil {
+			return err
+		}
 		r.notify(id, "")
 		out = next
 		return nil
@@ -344,6 +353,9 @@ func (s *kvStore) PurgeUser(ctx context.Context, id string) error {
 			}
 			if err := tx.Delete(tblKeys, k.ID); err != nil {
 				return fmt.Errorf("deleting key %s: %w", k.ID, err)
+			}
+			if err := syncIndexes(tx, k.ID, keyExpiryIndexes(k), nil); err != nil {
+				return err
 			}
 			r.notify(id, k.ID)
 		}

@@ -20,12 +20,19 @@ const (
 // Tenant is a workspace (seed: workspace, Mandant, space/account). Every key
 // is valid in exactly one tenant; users hold permissions in tenants.
 type Tenant struct {
-	ID        string       `json:"id"`
-	Name      string       `json:"name"`
-	Status    TenantStatus `json:"status"`
-	Version   int64        `json:"version"`
-	CreatedAt time.Time    `json:"createdAt"`
-	UpdatedAt time.Time    `json:"updatedAt"`
+	ID     string       `json:"id"`
+	Name   string       `json:"name"`
+	Status TenantStatus `json:"status"`
+	// Email is the tenant's notification address; it gets the events of
+	// Notifications (none when empty).
+	Email         string   `json:"email,omitempty"`
+	Notifications []string `json:"notifications,omitempty"`
+	// LeakPolicy says what a leak report does to a key of this tenant:
+	// REVOKE (also when empty) or FLAG (only marks it and emits key.leaked).
+	LeakPolicy string    `json:"leakPolicy,omitempty"`
+	Version    int64     `json:"version"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
 }
 
 // UserType says what kind of non-human user this is.
@@ -86,11 +93,14 @@ type User struct {
 	PlannedPurgeDate *time.Time `json:"plannedPurgeDate,omitempty"`
 	Status           UserStatus `json:"status"`
 	// Superadmin users act on every tenant through the admin API.
-	Superadmin bool       `json:"superadmin,omitempty"`
-	Version    int64      `json:"version"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	UpdatedAt  time.Time  `json:"updatedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	Superadmin bool `json:"superadmin,omitempty"`
+	// Notifications are the event types about this user (its keys,
+	// secrets, permissions, limits) that its Email gets; none when empty.
+	Notifications []string   `json:"notifications,omitempty"`
+	Version       int64      `json:"version"`
+	CreatedAt     time.Time  `json:"createdAt"`
+	UpdatedAt     time.Time  `json:"updatedAt"`
+	LastUsedAt    *time.Time `json:"lastUsedAt,omitempty"`
 }
 
 // PermissionStatus is the state of a user's permission in one tenant.
@@ -157,7 +167,9 @@ type Key struct {
 	// key stops working then although its status is still ACTIVE.
 	DisableAt *time.Time `json:"disableAt,omitempty"`
 	// ReplacedBy is the id of the key that replaced this one.
-	ReplacedBy string     `json:"replacedBy,omitempty"`
+	ReplacedBy string `json:"replacedBy,omitempty"`
+	// LeakedAt is when a leak of the key was reported (see ReportLeak).
+	LeakedAt   *time.Time `json:"leakedAt,omitempty"`
 	Version    int64      `json:"version"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	UpdatedAt  time.Time  `json:"updatedAt"`

@@ -19,6 +19,9 @@ import (
 // current record inside the store's transaction; it may run more than once
 // (optimistic retries) and must not have side effects.
 type Store interface {
+	// EventStore is the outbox and the subscriptions (kvstore_events.go).
+	EventStore
+
 	// CreateTenant adds a tenant; ErrConflict when the id exists.
 	CreateTenant(ctx context.Context, t Tenant, actor string) (Tenant, error)
 	// GetTenant returns one tenant or ErrNotFound.

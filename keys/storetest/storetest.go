@@ -72,6 +72,12 @@ func cases() []testCase {
 		{"PermissionFields", testPermissionFields},
 		{"Retention", testRetention},
 		{"UsageCounts", testUsageCounts},
+		{"EventsOutbox", testEventsOutbox},
+		{"DeliveryLifecycle", testDeliveryLifecycle},
+		{"EventsOnce", testEventsOnce},
+		{"KeyExpiryEvents", testKeyExpiryEvents},
+		{"ReportLeak", testReportLeak},
+		{"Webhooks", testWebhooks},
 	}
 }
 
