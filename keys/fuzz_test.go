@@ -1,15 +1,28 @@
 package keys
 
 import (
+	"encoding/base32"
+	"encoding/binary"
+	"hash/crc32"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
 
 // accessKeyShape is the documented form of an access key, written
 // independently of ParseAccessKey: kg_, 16 characters of id, '_', 52
-// characters of secret, all lower-case RFC 4648 base32.
-var accessKeyShape = regexp.MustCompile(`^kg_([a-z2-7]{16})_[a-z2-7]{52}$`)
+// characters of secret (keys issued before checksums), or 59 whose last 7
+// are the checksum, all lower-case RFC 4648 base32.
+var accessKeyShape = regexp.MustCompile(`^kg_([a-z2-7]{16})_(?:[a-z2-7]{52}|([a-z2-7]{52})([a-z2-7]{7}))$`)
+
+// checksumOf is the documented checksum, computed independently: CRC-32
+// (IEEE) of the key up to the checksum, big-endian, lower-case base32.
+func checksumOf(body string) string {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], crc32.ChecksumIEEE([]byte(body)))
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
 
 // FuzzParseAccessKey checks the parser of presented access keys: it agrees
 // with the documented shape (a regular expression) on every input, the id
@@ -37,6 +50,9 @@ func FuzzParseAccessKey(f *testing.F) {
 			t.Fatalf("ParseAccessKey allocates %v times", n)
 		}
 		m := accessKeyShape.FindStringSubmatch(s)
+		if m != nil && m[3] != "" && checksumOf(s[:len(s)-7]) != m[3] {
+			m = nil // the checksummed form with a wrong checksum
+		}
 		if ok != (m != nil) {
 			t.Fatalf("ParseAccessKey(%q) ok = %v, shape says %v", s, ok, m != nil)
 		}
@@ -51,4 +67,48 @@ func FuzzParseAccessKey(f *testing.F) {
 			t.Fatal("another key verifies against the hash")
 		}
 	})
+}
+
+// TestKeyChecksum: new keys carry a valid checksum, any one-character
+// change of a key is refused by the parser, and keys of the old format
+// (no checksum) still parse.
+func TestKeyChecksum(t *testing.T) {
+	k, rec := NewAccessKey(NewHasher(nil), "u", "t", "n", time.Now())
+	if len(k) != 3+16+1+59 || !KeyChecksumValid(k) {
+		t.Fatalf("new key %d chars, checksum valid %v", len(k), KeyChecksumValid(k))
+	}
+	if id, ok := ParseAccessKey(k); !ok || id != rec.ID {
+		t.Fatalf("ParseAccessKey(new) = %q, %v", id, ok)
+	}
+	if got := checksumOf(k[:len(k)-7]); got != k[len(k)-7:] {
+		t.Fatalf("checksum %q, independent computation %q", k[len(k)-7:], got)
+	}
+	refused := 0
+	for i := len("kg_"); i < len(k); i++ {
+		if k[i] == '_' {
+			continue
+		}
+		c := byte('a')
+		if k[i] == 'a' {
+			c = 'b'
+		}
+		bad := k[:i] + string(c) + k[i+1:]
+		if _, ok := ParseAccessKey(bad); !ok {
+			refused++
+		}
+	}
+	if want := len(k) - len("kg_") - 1; refused != want {
+		t.Fatalf("%d of %d one-character changes refused", refused, want)
+	}
+	legacy := "kg_aaaaaaaaaaaaaaaa_" + strings.Repeat("b", 52)
+	if id, ok := ParseAccessKey(legacy); !ok || id != "aaaaaaaaaaaaaaaa" || KeyChecksumValid(legacy) {
+		t.Fatalf("legacy key: %q %v", id, ok)
+	}
+	// A new key cut to the old length is an old-format key (a lookup that
+	// fails on the hash), never the new key.
+	cut := k[:len(k)-7]
+	h := NewHasher(nil)
+	if h.Verify(cut, rec.Hash) {
+		t.Fatal("the key without its checksum verifies")
+	}
 }

@@ -7,8 +7,10 @@ import (
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"math/big"
 	"strings"
@@ -23,6 +25,24 @@ const KeyPrefix = "kg_"
 const (
 	keyIDBytes     = 10 // 16 base32 characters
 	keySecretBytes = 32 // 52 base32 characters, 256 bits
+	// keyChecksumLen is the checksum at the end of a key's secret part:
+	// CRC-32 (IEEE) of everything before it, 4 bytes as 7 base32 characters.
+	keyChecksumLen = 7
+)
+
+// Access key formats. A key issued since checksums exist is
+// kg_<16 id chars>_<52 secret chars><7 checksum chars>: its secret part is
+// 59 characters long. A key issued before is kg_<16>_<52> and has none. The
+// length tells them apart, so nothing about the old keys is weakened and a
+// new key with a wrong checksum can never pass as an old one (its hash
+// covers all 59 characters). Scanners match the new form with
+//
+//	\bkg_[a-z2-7]{16}_[a-z2-7]{59}\b
+//
+// and confirm a match offline with the checksum (KeyChecksumValid).
+const (
+	legacySecretLen = 52
+	secretLen       = legacySecretLen + keyChecksumLen
 )
 
 // lowerBase32 has no '_' so an access key splits unambiguously.
@@ -111,7 +131,9 @@ type digest struct {
 }
 
 // ParseAccessKey splits kg_<id>_<secret> and returns the id. It does not
-// allocate; ok is false for anything not shaped like a keygate key.
+// allocate; ok is false for anything not shaped like a keygate key,
+// including a key of the checksummed format whose checksum is wrong (a
+// typo, a truncated copy), which is thus refused before any lookup.
 func ParseAccessKey(s string) (id string, ok bool) {
 	if !strings.HasPrefix(s, KeyPrefix) {
 		return "", false
@@ -122,7 +144,7 @@ func ParseAccessKey(s string) (id string, ok bool) {
 		return "", false
 	}
 	secret := rest[i+1:]
-	if len(secret) != lowerBase32.EncodedLen(keySecretBytes) {
+	if len(secret) != legacySecretLen && len(secret) != secretLen {
 		return "", false
 	}
 	for j := 0; j < len(rest); j++ {
@@ -131,14 +153,50 @@ func ParseAccessKey(s string) (id string, ok bool) {
 			return "", false
 		}
 	}
+	if len(secret) == secretLen && !checksumOK(s) {
+		return "", false
+	}
 	return rest[:i], true
+}
+
+// KeyChecksumValid reports whether s is an access key of the checksummed
+// format with a correct checksum (what a secret scanner checks).
+func KeyChecksumValid(s string) bool {
+	_, ok := ParseAccessKey(s)
+	return ok && len(s) == len(KeyPrefix)+lowerBase32.EncodedLen(keyIDBytes)+1+secretLen
+}
+
+// checksumOK checks the last keyChecksumLen characters of s against the
+// CRC-32 of the rest, without allocating.
+func checksumOK(s string) bool {
+	body := s[:len(s)-keyChecksumLen]
+	var sum [keyChecksumLen]byte
+	keyChecksum(sum[:], body)
+	return s[len(body):] == string(sum[:])
+}
+
+// keyChecksum writes the checksum of body (7 base32 characters) to dst.
+func keyChecksum(dst []byte, body string) {
+	// crc32.ChecksumIEEE over the string's bytes, without converting it
+	// to a []byte (which would allocate on the request path).
+	c := ^uint32(0)
+	for i := 0; i < len(body); i++ {
+		c = crc32.IEEETable[byte(c)^body[i]] ^ (c >> 8)
+	}
+	c = ^c
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], c)
+	lowerBase32.Encode(dst, b[:])
 }
 
 // NewAccessKey generates an access key for a user in a tenant. It returns the
 // full key, to be shown once, and the record to store (hash only).
 func NewAccessKey(h *Hasher, userID, tenantID, name string, expiresAt time.Time) (plaintext string, k Key) {
 	id := NewID()
-	plaintext = KeyPrefix + id + "_" + RandomToken(keySecretBytes)
+	body := KeyPrefix + id + "_" + RandomToken(keySecretBytes)
+	var sum [keyChecksumLen]byte
+	keyChecksum(sum[:], body)
+	plaintext = body + string(sum[:])
 	return plaintext, Key{
 		ID:        id,
 		Name:      name,
