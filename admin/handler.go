@@ -46,6 +46,10 @@ type Config struct {
 	// Tokens, when set, lets callers authenticate with an access token
 	// instead of an access key. If nil, only access keys authenticate.
 	Tokens TokenVerifier
+	// OnEvent, when set, is called after a call put something in the
+	// outbox or back in line (a replay), so the event dispatcher looks at
+	// once. Optional.
+	OnEvent func()
 }
 
 // Handler is the admin REST API (SPEC section 5) as a plain http.Handler.
@@ -61,6 +65,7 @@ type Handler struct {
 	creds    keys.CredentialPolicy
 	verifier Verifier
 	tokens   TokenVerifier
+	onEvent  func()
 	mux      *http.ServeMux
 	openapi  []byte
 }
@@ -81,6 +86,7 @@ func New(cfg Config) *Handler {
 		creds:    cfg.Credentials,
 		verifier: cfg.Verifier,
 		tokens:   cfg.Tokens,
+		onEvent:  cfg.OnEvent,
 		mux:      http.NewServeMux(),
 	}
 	if h.creds == nil {
@@ -181,6 +187,8 @@ var (
 	activityQuery   = append([]string{"actor", "from", "to", "tenant"}, listQuery...)
 	tenantListQuery = append([]string{"q", "status"}, listQuery...)
 	roleQuery       = []string{"workspace"}
+	webhookQuery    = append([]string{"tenant"}, listQuery...)
+	deliveryQuery   = append([]string{"status", "kind", "tenant"}, listQuery...)
 )
 
 // routeTable lists every route of the API.
@@ -221,6 +229,15 @@ var routeTable = []route{
 	{Method: "POST", Pattern: "/v1/permissions/{id}/accept", Auth: authSelf, Summary: "Accept an invitation (INVITED → ACTIVE), with the invited user's own key", Tag: "permissions", Response: "Permission", handle: (*Handler).acceptPermission},
 
 	{Method: "POST", Pattern: "/v1/verify", Auth: authVerify, Summary: "Check an access key or access token as the gateway would (and count it against the user's request limit), for services that check keys themselves; the caller's key needs role ADMIN or customer role " + VerifyRole + " in the tenant", Tag: "verify", Request: "VerifyRequest", Response: "VerifyResult", handle: (*Handler).verify},
+
+	{Method: "GET", Pattern: "/v1/webhooks", Summary: "List webhooks (a tenant admin: its tenant's; a superadmin: all, or ?tenant=)", Tag: "events", Response: "Webhook", List: true, Query: webhookQuery, handle: (*Handler).listWebhooks},
+	{Method: "POST", Pattern: "/v1/webhooks", Summary: "Create a webhook: URL, event types, enabled; its signing secret (whsec_…) is returned once", Tag: "events", Request: "WebhookInput", Response: "Webhook", Status: 201, handle: (*Handler).createWebhook},
+	{Method: "GET", Pattern: "/v1/webhooks/{id}", Summary: "Get a webhook (no secret)", Tag: "events", Response: "Webhook", handle: (*Handler).getWebhook},
+	{Method: "PATCH", Pattern: "/v1/webhooks/{id}", Summary: "Change a webhook's URL, event types, enabled flag or description (If-Match)", Tag: "events", Request: "WebhookInput", Response: "Webhook", handle: (*Handler).patchWebhook},
+	{Method: "DELETE", Pattern: "/v1/webhooks/{id}", Summary: "Delete a webhook (If-Match); 204", Tag: "events", Status: 204, handle: (*Handler).deleteWebhook},
+	{Method: "GET", Pattern: "/v1/webhooks/{id}/deliveries", Summary: "A webhook's deliveries, newest first: status, attempts, last response", Tag: "events", Response: "Delivery", List: true, Query: []string{"status", "page", "size", "sort"}, handle: (*Handler).webhookDeliveries},
+	{Method: "GET", Pattern: "/v1/deliveries", Summary: "Deliveries of webhooks and e-mail notifications, newest first", Tag: "events", Response: "Delivery", List: true, Query: deliveryQuery, handle: (*Handler).allDeliveries},
+	{Method: "POST", Pattern: "/v1/deliveries/{id}/replay", Summary: "Send a delivered or failed delivery again (same event and webhook-id), with a new series of retries", Tag: "events", Response: "Delivery", handle: (*Handler).replayDelivery},
 
 	{Method: "GET", Pattern: "/v1/users/{id}/history", Summary: "A user's changelog, newest first", Tag: "audit", Response: "HistoryEntry", List: true, Query: []string{"page", "size"}, handle: (*Handler).history},
 	{Method: "GET", Pattern: "/v1/activity", Summary: "The admin API activity log, newest first", Tag: "audit", Response: "Activity", List: true, Query: activityQuery, handle: (*Handler).activity},

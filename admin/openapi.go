@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/keygate/keygate/keys"
 )
 
 type obj = map[string]any
@@ -40,9 +42,10 @@ func str(desc string) obj { return obj{"type": "string", "description": desc} }
 func enum(values ...string) obj { return obj{"type": "string", "enum": values} }
 
 var (
-	dateTime = obj{"type": "string", "format": "date-time"}
-	strList  = obj{"type": "array", "items": obj{"type": "string"}}
-	integer  = obj{"type": "integer"}
+	eventType = obj{"type": "string", "enum": append([]string{"*"}, keys.EventTypes...)}
+	dateTime  = obj{"type": "string", "format": "date-time"}
+	strList   = obj{"type": "array", "items": obj{"type": "string"}}
+	integer   = obj{"type": "integer"}
 )
 
 // schemas describes every body and data object.
@@ -60,9 +63,15 @@ func schemas() obj {
 		"plannedPurgeDate": obj{"type": []string{"string", "null"}, "format": "date-time"},
 		"status":           enum("CREATE", "ACTIVE", "INACTIVE", "DELETING", "DELETED"),
 		"superadmin":       obj{"type": "boolean"},
+		"notifications":    obj{"type": "array", "items": eventType, "description": "event types about this user that its email gets"},
 		"version":          integer, "createdAt": dateTime, "updatedAt": dateTime, "lastUsedAt": dateTime,
 	}
 	fieldError := obj{"type": "object", "properties": obj{"field": str(""), "message": str("")}}
+	tenantEvents := obj{
+		"email":         str("the tenant's notification address"),
+		"notifications": obj{"type": "array", "items": eventType, "description": "event types of the tenant that email gets"},
+		"leakPolicy":    obj{"type": "string", "enum": []string{keys.LeakRevoke, keys.LeakFlag}, "description": "what a leak report does to a key: REVOKE (default) or FLAG"},
+	}
 	return obj{
 		"Problem": obj{"type": "object", "required": []string{"type", "title", "status"}, "properties": obj{
 			"type": str("https://keygate.dev/problems/<slug>"), "title": str(""), "status": integer,
@@ -89,15 +98,33 @@ func schemas() obj {
 			"status": enum("OK"), "type": str("kind of data"), "errors": obj{"type": "array", "items": fieldError},
 			"total": integer, "page": integer, "size": integer, "data": obj{},
 		}},
-		"Tenant": obj{"type": "object", "properties": obj{
+		"Tenant": obj{"type": "object", "properties": withProps(tenantEvents, obj{
 			"id": str(""), "name": str(""), "status": enum("ACTIVE", "ARCHIVED"),
 			"version": integer, "createdAt": dateTime, "updatedAt": dateTime,
-		}},
-		"TenantCreate": obj{"type": "object", "additionalProperties": false, "properties": obj{
+		})},
+		"TenantCreate": obj{"type": "object", "additionalProperties": false, "properties": withProps(tenantEvents, obj{
 			"id": str("default: generated"), "name": str("default: the id"), "status": enum("ACTIVE", "ARCHIVED"),
-		}},
-		"TenantPatch": obj{"type": "object", "additionalProperties": false, "properties": obj{
+		})},
+		"TenantPatch": obj{"type": "object", "additionalProperties": false, "properties": withProps(tenantEvents, obj{
 			"name": str(""), "status": enum("ACTIVE", "ARCHIVED"), "version": integer,
+		})},
+		"Webhook": obj{"type": "object", "properties": obj{
+			"id": str(""), "tenant": str("absent: a superadmin's webhook for every tenant"), "url": str("http or https"),
+			"events": obj{"type": "array", "items": eventType}, "enabled": obj{"type": "boolean"},
+			"description": str(""), "createdBy": str(""), "version": integer, "createdAt": dateTime, "updatedAt": dateTime,
+			"secret": str("the signing secret whsec_…, only in the creating response"),
+		}},
+		"WebhookInput": obj{"type": "object", "additionalProperties": false, "properties": obj{
+			"tenant": str("POST only; default: a tenant admin's tenant; a superadmin may leave it out for all tenants"),
+			"url":    str("required on POST: an absolute http or https URL"), "events": obj{"type": "array", "items": eventType},
+			"enabled": obj{"type": "boolean", "description": "default true"}, "description": str(""), "version": integer,
+		}},
+		"Delivery": obj{"type": "object", "properties": obj{
+			"id": str("<event id>.<target>"), "tenant": str(""), "kind": enum(keys.DeliveryWebhook, keys.DeliveryEmail),
+			"webhookId": str(""), "address": str("kind email"), "eventId": str("the webhook-id header"), "eventType": eventType,
+			"status": enum(deliveryStatuses...), "attempts": integer, "createdAt": dateTime, "nextAttemptAt": dateTime,
+			"lastAttemptAt": dateTime, "lastResponse": obj{"type": "integer", "description": "HTTP status of the last attempt; 0 without an answer"},
+			"lastError": str(""), "deliveredAt": dateTime, "event": obj{"type": "object", "description": "the event as stored (id, type, time, tenant, actor, subject, data)"},
 		}},
 		"User":      obj{"type": "object", "properties": withProps(userProps, obj{"key": obj{"$ref": "#/components/schemas/Key", "description": "the first access key with the full key, only in the response to a POST /v1/users that asked for one"}})},
 		"UserInput": obj{"type": "object", "additionalProperties": false, "properties": withProps(userProps, obj{"key": obj{"type": "object", "additionalProperties": false, "required": []string{"name", "expiresAt"}, "description": "POST only: also issue the user's first access key (seed 000's one-step form)", "properties": obj{"name": str("key name"), "expiresAt": dateTime}}})},
@@ -208,6 +235,7 @@ var queryDocs = map[string]obj{
 	"from":                  {"type": "string", "format": "date-time"},
 	"to":                    {"type": "string", "format": "date-time"},
 	"workspace":             {"type": "string", "description": "the tenant whose permission the roles are"},
+	"kind":                  {"type": "string", "enum": []string{keys.DeliveryWebhook, keys.DeliveryEmail}},
 }
 
 func problemResponse(desc string) obj {

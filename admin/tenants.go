@@ -11,10 +11,59 @@ import (
 
 // tenantBody is the body of POST and PATCH /v1/tenants.
 type tenantBody struct {
-	ID      opt[string]            `json:"id"`
-	Name    opt[string]            `json:"name"`
-	Status  opt[keys.TenantStatus] `json:"status"`
-	Version *int64                 `json:"version"`
+	ID     opt[string]            `json:"id"`
+	Name   opt[string]            `json:"name"`
+	Status opt[keys.TenantStatus] `json:"status"`
+	// Email and Notifications: the tenant's notification address and the
+	// event types it gets; LeakPolicy: REVOKE or FLAG.
+	Email         opt[string]   `json:"email"`
+	Notifications opt[[]string] `json:"notifications"`
+	LeakPolicy    opt[string]   `json:"leakPolicy"`
+	Version       *int64        `json:"version"`
+}
+
+// validateEvents checks the notification members of a tenant body.
+func (b *tenantBody) validateEvents(v *keys.ValidationError) {
+	checkEmail(v, "email", b.Email.V)
+	checkEventTypes(v, "notifications", b.Notifications.V)
+	if p := b.LeakPolicy.V; p != "" && p != keys.LeakRevoke && p != keys.LeakFlag {
+		v.Add("leakPolicy", "must be REVOKE or FLAG")
+	}
+}
+
+// apply sets the notification members of a tenant body on t.
+func (b *tenantBody) applyEvents(t *keys.Tenant) {
+	if b.Email.Set {
+		t.Email = b.Email.V
+	}
+	if b.Notifications.Set {
+		t.Notifications = append([]string(nil), b.Notifications.V...)
+	}
+	if b.LeakPolicy.Set {
+		t.LeakPolicy = b.LeakPolicy.V
+	}
+}
+
+// checkEmail validates an optional e-mail address.
+func checkEmail(v *keys.ValidationError, field, e string) {
+	if e != "" && (len(e) > 254 || strings.Count(e, "@") != 1 || strings.HasPrefix(e, "@") || strings.HasSuffix(e, "@") ||
+		strings.ContainsAny(e, " \t\r\n<>,;\"")) {
+		v.Add(field, "must be an email address")
+	}
+}
+
+// checkEventTypes validates a list of event types ("*" for all).
+func checkEventTypes(v *keys.ValidationError, field string, list []string) {
+	if len(list) > len(keys.EventTypes)+1 {
+		v.Add(field, "too many entries")
+		return
+	}
+	for _, e := range list {
+		if e != "*" && !keys.ValidEventType(e) {
+			v.Add(field, "unknown event type "+clip(e, 64)+" (one of "+strings.Join(keys.EventTypes, ", ")+", or *)")
+			return
+		}
+	}
 }
 
 // visibleTenant returns a tenant the caller may see, or 404.
@@ -81,6 +130,8 @@ func (h *Handler) createTenant(w http.ResponseWriter, r *http.Request, c *caller
 		t.Name = t.ID
 	}
 	checkName(v, "name", t.Name)
+	b.validateEvents(v)
+	b.applyEvents(&t)
 	switch t.Status {
 	case "":
 		t.Status = keys.TenantActive
@@ -127,6 +178,7 @@ func (h *Handler) patchTenant(w http.ResponseWriter, r *http.Request, c *caller)
 		v.Add("id", "cannot be changed")
 	}
 	checkNewName(v, "name", b.Name)
+	b.validateEvents(v)
 	if b.Status.Set && b.Status.V != keys.TenantActive && b.Status.V != keys.TenantArchived {
 		v.Add("status", "must be ACTIVE or ARCHIVED")
 	}
@@ -147,6 +199,7 @@ func (h *Handler) patchTenant(w http.ResponseWriter, r *http.Request, c *caller)
 		if b.Status.Set {
 			t.Status = b.Status.V
 		}
+		b.applyEvents(t)
 		return nil
 	}, c.actor)
 	if err != nil {

@@ -36,6 +36,7 @@ type userBody struct {
 	PlannedPurgeDate      opt[timestamp]       `json:"plannedPurgeDate"`
 	Status                opt[keys.UserStatus] `json:"status"`
 	Superadmin            opt[bool]            `json:"superadmin"`
+	Notifications         opt[[]string]        `json:"notifications"`
 	Version               *int64               `json:"version"`
 	// Key, on POST only, also issues the user's first access key (seed 000:
 	// a technical user comes with its API token).
@@ -96,6 +97,9 @@ func (b *userBody) apply(u *keys.User) {
 	if b.Superadmin.Set {
 		u.Superadmin = b.Superadmin.V
 	}
+	if b.Notifications.Set {
+		u.Notifications = slices.Clone(b.Notifications.V)
+	}
 }
 
 // validate checks the body's members; patch says whether it is a PATCH.
@@ -131,6 +135,7 @@ func (b *userBody) validate(patch bool) *keys.ValidationError {
 		}
 	}
 	checkText(v, "scope", b.Scope.V, 200)
+	checkEventTypes(v, "notifications", b.Notifications.V)
 	if b.Type.Set && !b.Type.Null && !slices.Contains([]keys.UserType{keys.UserTechnical, keys.UserService, keys.UserApplication}, b.Type.V) {
 		v.Add("type", "must be TECHNICAL, SERVICE or APPLICATION")
 	}

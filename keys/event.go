@@ -117,7 +117,7 @@ func subscribed(list []string, t string) bool {
 }
 
 // WebhookAAD is the associated data a webhook's sealed secret is bound to.
-func WebhookAAD(id string) []byte { return []byte("webhook:" + id) }
+func WebhookAAD(id string) string { return "webhook:" + id }
 
 // DeliveryStatus is the state of one delivery.
 type DeliveryStatus string

@@ -182,6 +182,8 @@ const (
 	SealedSigningKey = "signing-key"
 	// SealedMeta is a sealed meta value (the master key check).
 	SealedMeta = "meta"
+	// SealedWebhook is a webhook's signing secret (WebhookAAD).
+	SealedWebhook = "webhook"
 )
 
 // ResealSecrets rewrites every sealed value in one transaction. For kind
@@ -225,6 +227,23 @@ func (s *kvStore) ResealSecrets(ctx context.Context, reseal func(kind, id string
 				return fmt.Errorf("resealing signing key %s: %w", k.ID, err)
 			}
 			if err := putJSON(tx, tblSigKeys, k.ID, k); err != nil {
+				return err
+			}
+			n++
+		}
+		hookIDs, err := allIDs(tx, idxWebhooks, false)
+		if err != nil {
+			return err
+		}
+		hooks, err := getManyJSON[Webhook](tx, tblWebhooks, hookIDs)
+		if err != nil {
+			return err
+		}
+		for _, w := range hooks {
+			if w.SealedSecret, err = reseal(SealedWebhook, w.ID, w.SealedSecret); err != nil {
+				return fmt.Errorf("resealing webhook %s: %w", w.ID, err)
+			}
+			if err := putJSON(tx, tblWebhooks, w.ID, w); err != nil {
 				return err
 			}
 			n++
