@@ -60,12 +60,17 @@ type Options struct {
 	// Concurrency bounds the attempts in flight. Default: 8.
 	Concurrency int
 	// Logger gets delivery problems (never secrets or bodies). Default: discard.
-	Logger *slog.Logger
+	Logger Logger
 	// OnAttempt is told each attempt's kind and result (delivered, retry,
 	// failed), for metrics. Optional.
 	OnAttempt func(kind, result string)
 	// Now returns the time. Default: time.Now.
 	Now func() time.Time
+}
+
+// Logger is what the dispatcher logs to; *slog.Logger is one.
+type Logger interface {
+	Warn(msg string, args ...any)
 }
 
 // Dispatcher moves events from the outbox to their receivers. Run it on

@@ -78,6 +78,11 @@ type App struct {
 	// Default: history forever, activity 90 days.
 	Retention *RetentionConfig `json:"retention,omitempty"`
 
+	// Events configures webhooks, e-mail notifications, expiry reminders,
+	// limit and failure-burst events and leak reports. Default: the
+	// EventsConfig defaults (delivery on, no SMTP, no leak report keys).
+	Events *EventsConfig `json:"events,omitempty"`
+
 	// SignedBodyBuffer bounds, in bytes, the request bodies that all routes
 	// together hold in memory to check signed digests (see max_signed_body
 	// on the route). A signed request that would go past it is answered 503
@@ -119,6 +124,8 @@ type App struct {
 	bodyBudget   *auth.BodyBudget
 	// verifier runs POST /v1/verify through the gateway's decision.
 	verifier *Handler
+	// events delivers the outbox and watches the request path.
+	events *eventsRuntime
 	// routes counts the keygate handlers provisioned with this app.
 	// (a plain int64 for sync/atomic: App is copied by value in CaddyModule)
 	routes int64
@@ -309,7 +316,15 @@ func (a *App) setup() error {
 	if err := a.Retention.validate(); err != nil {
 		return err
 	}
-	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer, Credentials: a.credentials, Verifier: a, Tokens: a})
+	logger := a.logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if err := a.setupEvents(repl, logger); err != nil {
+		return err
+	}
+	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer, Credentials: a.credentials,
+		Verifier: a, Tokens: a, OnEvent: a.events.dispatcher.Wake})
 
 	// The in-process limiter lives with the pooled store, so a config
 	// reload keeps its counts (a new one would hand every user a fresh quota).
@@ -340,10 +355,6 @@ func (a *App) setup() error {
 	}
 	if a.PurgeInterval <= 0 {
 		a.PurgeInterval = caddy.Duration(time.Hour)
-	}
-	logger := a.logger
-	if logger == nil {
-		logger = zap.NewNop()
 	}
 	if a.tokens, err = newTokenKeys(a.Token, shared.store, a.sealer, logger); err != nil {
 		return err
@@ -453,6 +464,7 @@ func (a *App) Start() error {
 	})
 	go a.purgeLoop(runCtx)
 	go a.tokens.run(runCtx)
+	a.startEvents(runCtx)
 	a.warnCredentialLogging()
 	return nil
 }
@@ -524,6 +536,7 @@ func (a *App) purgeLoop(ctx context.Context) {
 				a.logger.Info("purged deleted users", zap.Int("count", n))
 			}
 			a.sweepRetention(ctx)
+			a.purgeDeliveries(ctx)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package module
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/keygate/keygate/auth"
+	"github.com/keygate/keygate/events"
 	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/ratelimit"
 )
@@ -336,6 +338,9 @@ type outcome struct {
 	result string // metrics label: unauthenticated, forbidden, limited, store_error, bad_request
 	reason string // log only
 	err    error
+	// key is the key a wrong secret was presented for (not usable for
+	// anything but the failure-burst events).
+	key *keys.Key
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -431,6 +436,12 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, n
 			return id, &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "rate limiter unavailable", err: err}
 		}
 		ratelimit.WriteHeaderSet(w.Header(), d, window, h.rlHeaders)
+		if lw := h.app.events.limitWatcher(); !d.Allowed || lw.Near(d.Limit, d.Remaining) {
+			// Near the limit or over it: rare, so the event bookkeeping
+			// stays off the common path (Near is two multiplications).
+			lw.Observe(events.Usage{Tenant: tenant, User: id.principal.User.ID, Policy: "user", Limit: d.Limit,
+				Remaining: d.Remaining, Window: window, Reset: d.Reset, Allowed: d.Allowed}, now)
+		}
 		switch {
 		case d.Degraded:
 			decisionDegraded.Inc()
@@ -466,7 +477,10 @@ type identity struct {
 	keyUser   string // the user of that key, also when it was refused
 	keyTenant string // the tenant an access key is valid in
 	secretID  string // signing secret id, or empty
-	held      int64  // bytes of the app's body budget the buffered body holds
+	// failUser, failKey and failTenant name the known user (and key) a
+	// failed authentication was for, for the failure-burst events.
+	failUser, failKey, failTenant string
+	held                          int64 // bytes of the app's body budget the buffered body holds
 }
 
 // authenticate finds and checks the credential and the permission.
@@ -489,6 +503,9 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, vi
 			id.keyID, id.keyUser = k.ID, k.UserID
 		}
 		if out != nil {
+			if fk := cmp.Or(out.key, k); fk != nil {
+				id.failUser, id.failKey, id.failTenant = fk.UserID, fk.ID, fk.TenantID
+			}
 			return id, out
 		}
 		id.principal = p
@@ -509,6 +526,7 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, vi
 		if err != nil {
 			return id, lookupFailure("unknown signing user", err)
 		}
+		id.failUser, id.failTenant = p.User.ID, p.User.PrimaryTenant
 		secrets, err := h.app.resolver.Secrets(ctx, p)
 		if err != nil {
 			return id, lookupFailure("loading signing secrets", err)
@@ -644,6 +662,10 @@ func lookupFailure(reason string, err error) *outcome {
 // refuse logs the reason, counts it and answers with the problem body.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, id identity, out *outcome) error {
 	h.countFailure(r, out.status)
+	if out.status == http.StatusUnauthorized && id.failUser != "" {
+		ip, _ := clientAddr(r)
+		h.app.events.failureWatcher().Fail(id.failTenant, id.failUser, id.failKey, ip, time.Now())
+	}
 	scheme := "none"
 	if id.scheme != 0 {
 		scheme = id.scheme.String()

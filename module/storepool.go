@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/keygate/keygate/auth"
+	"github.com/keygate/keygate/events"
 	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/keys/filestore"
 	"github.com/keygate/keygate/keys/redisstore"
@@ -37,6 +38,8 @@ type sharedStore struct {
 
 	mu        sync.Mutex
 	resolvers map[*keys.Resolver]struct{} // the caches of the configs using this store
+	// wakers are the event dispatchers to wake after a change.
+	wakers map[*events.Dispatcher]struct{}
 }
 
 // Destruct closes the store when the last configuration using it is gone.
@@ -120,6 +123,9 @@ func (s *sharedStore) committed(inv keys.Invalidation) {
 	defer s.mu.Unlock()
 	for r := range s.resolvers {
 		r.Invalidate(inv)
+	}
+	for d := range s.wakers {
+		d.Wake()
 	}
 }
 

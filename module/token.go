@@ -379,7 +379,9 @@ func (a *App) verifyAccessKeyFrom(ctx context.Context,
 		return nil, nil, lookupFailure("unknown access key", err)
 	}
 	if !a.hasher.Verify(raw, k.Hash) {
-		return nil, nil, unauthenticated("wrong access key secret", nil)
+		out := unauthenticated("wrong access key secret", nil)
+		out.key = k
+		return nil, nil, out
 	}
 	if !k.Usable(now) {
 		// The caller proved it holds the key: k names whose key was refused
