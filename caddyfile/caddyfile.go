@@ -34,6 +34,8 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("keygate_token", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterHandlerDirective("keygate_jwks", parseJWKS)
 	httpcaddyfile.RegisterDirectiveOrder("keygate_jwks", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterHandlerDirective("keygate_leaks", parseLeaks)
+	httpcaddyfile.RegisterDirectiveOrder("keygate_leaks", httpcaddyfile.Before, "respond")
 }
 
 // parseGlobal sets up the keygate app from the global option. Syntax:
@@ -80,6 +82,30 @@ func init() {
 //		retention {
 //			history <duration>|forever
 //			activity <duration>|forever
+//		}
+//		events {
+//			off
+//			source <uri-reference>
+//			expiry_reminders <duration>...
+//			scan_interval <duration>
+//			ratelimit_thresholds <percent>...
+//			auth_failures <count> <window>
+//			retry <initial> <max> <give_up>
+//			timeout <duration>
+//			lease <duration>
+//			poll <duration>
+//			retention <duration>
+//			allow_private_addresses
+//			allow_loopback
+//			smtp {
+//				address <host:port>
+//				username <user>
+//				password <password>
+//				from <address>
+//				security starttls|tls|none
+//				ca <pem file>
+//			}
+//			leak_report_key <key identifier> <pem file>
 //		}
 //	}
 func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -193,11 +219,183 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err != nil {
 				return nil, err
 			}
+		case "events":
+			if app.Events != nil {
+				return nil, d.Err("events already specified")
+			}
+			ec, err := parseEvents(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Events = ec
 		default:
 			return nil, d.Errf("unrecognized keygate option '%s'", d.Val())
 		}
 	}
 	return httpcaddyfile.App{Name: "keygate", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseEvents reads the events block of the global option.
+func parseEvents(d *caddyfile.Dispenser) (*module.EventsConfig, error) {
+	ec := new(module.EventsConfig)
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] && opt != "leak_report_key" {
+			return nil, d.Errf("events: %s already specified", opt)
+		}
+		seen[opt] = true
+		var err error
+		switch opt {
+		case "off", "allow_private_addresses", "allow_loopback":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			switch opt {
+			case "off":
+				ec.Off = true
+			case "allow_private_addresses":
+				ec.AllowPrivateAddresses = true
+			default:
+				ec.AllowLoopback = true
+			}
+		case "source":
+			err = oneArg(d, &ec.Source)
+		case "expiry_reminders":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			for _, a := range args {
+				v, perr := caddy.ParseDuration(a)
+				if perr != nil || v <= 0 {
+					return nil, d.Errf("events expiry_reminders: '%s' is not a positive duration (e.g. 14d)", a)
+				}
+				ec.ExpiryReminders = append(ec.ExpiryReminders, caddy.Duration(v))
+			}
+		case "ratelimit_thresholds":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			for _, a := range args {
+				n, perr := strconv.Atoi(strings.TrimSuffix(a, "%"))
+				if perr != nil || n < 1 || n > 100 {
+					return nil, d.Errf("events ratelimit_thresholds: '%s' is not a percentage between 1 and 100", a)
+				}
+				ec.RateLimitThresholds = append(ec.RateLimitThresholds, n)
+			}
+			if !slices.IsSorted(ec.RateLimitThresholds) {
+				return nil, d.Err("events ratelimit_thresholds: list them in ascending order")
+			}
+		case "auth_failures":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return nil, d.Err("events auth_failures: want <count> <window>, such as 20 1m")
+			}
+			n, perr := strconv.Atoi(args[0])
+			w, werr := caddy.ParseDuration(args[1])
+			if perr != nil || n < 1 || werr != nil || w <= 0 {
+				return nil, d.Errf("events auth_failures: '%s %s' is not a positive count and duration", args[0], args[1])
+			}
+			ec.AuthFailures = &module.FailureBurstConfig{Threshold: n, Window: caddy.Duration(w)}
+		case "retry":
+			args := d.RemainingArgs()
+			if len(args) != 3 {
+				return nil, d.Err("events retry: want <initial> <max> <give_up>, such as 5s 1h 24h")
+			}
+			var ds [3]caddy.Duration
+			for i, a := range args {
+				v, perr := caddy.ParseDuration(a)
+				if perr != nil || v <= 0 {
+					return nil, d.Errf("events retry: '%s' is not a positive duration", a)
+				}
+				ds[i] = caddy.Duration(v)
+			}
+			if ds[0] > ds[1] {
+				return nil, d.Err("events retry: the initial delay exceeds the maximum")
+			}
+			ec.RetryInitial, ec.RetryMax, ec.GiveUp = ds[0], ds[1], ds[2]
+		case "scan_interval":
+			err = durationArg(d, &ec.ScanInterval)
+		case "timeout":
+			err = durationArg(d, &ec.Timeout)
+		case "lease":
+			err = durationArg(d, &ec.Lease)
+		case "poll":
+			err = durationArg(d, &ec.Poll)
+		case "retention":
+			err = durationArg(d, &ec.Retention)
+		case "smtp":
+			ec.SMTP, err = parseSMTP(d)
+		case "leak_report_key":
+			var k module.LeakReportKey
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return nil, d.Err("events leak_report_key: want <key identifier> <pem file>")
+			}
+			k.ID, k.File = args[0], args[1]
+			ec.LeakReportKeys = append(ec.LeakReportKeys, k)
+		default:
+			return nil, d.Errf("unrecognized events option '%s'", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return ec, nil
+}
+
+// parseSMTP reads the smtp block of the events option.
+func parseSMTP(d *caddyfile.Dispenser) (*module.SMTPConfig, error) {
+	sc := new(module.SMTPConfig)
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	err := eachOption(d, "smtp ", func(opt string) error {
+		switch opt {
+		case "address":
+			return oneArg(d, &sc.Address)
+		case "username":
+			return oneArg(d, &sc.Username)
+		case "password":
+			return oneArg(d, &sc.Password)
+		case "from":
+			return oneArg(d, &sc.From)
+		case "ca":
+			return oneArg(d, &sc.CA)
+		case "security":
+			if err := oneArg(d, &sc.Security); err != nil {
+				return err
+			}
+			if !slices.Contains([]string{"starttls", "tls", "none"}, sc.Security) {
+				return d.Errf("smtp security: '%s' must be starttls, tls or none", sc.Security)
+			}
+			return nil
+		}
+		return d.Errf("unrecognized smtp option '%s'", opt)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if sc.Address == "" || sc.From == "" {
+		return nil, d.Err("events smtp: address and from are required")
+	}
+	return sc, nil
+}
+
+// parseLeaks sets up the leak report endpoint (GitHub secret scanning).
+// Syntax:
+//
+//	keygate_leaks [<matcher>]
+func parseLeaks(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	if err := noOptions(h.Dispenser, "keygate_leaks takes no options (see the keygate global option's events block)"); err != nil {
+		return nil, err
+	}
+	return new(module.LeakHandler), nil
 }
 
 func parseStore(d *caddyfile.Dispenser) (*module.StoreConfig, error) {
