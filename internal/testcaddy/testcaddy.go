@@ -248,6 +248,16 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
+// Kill ends the server with SIGKILL (no cleanup, no flush) and waits.
+func (s *Server) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
 func (s *Server) waitAdmin() {
 	s.waitURL("http://" + s.AdminAddr + "/config/")
 }
