@@ -112,3 +112,29 @@ func TestKeyChecksum(t *testing.T) {
 		t.Fatal("the key without its checksum verifies")
 	}
 }
+
+// BenchmarkParseAccessKey: the checksum's cost on the request path (the
+// old format has none to check).
+func BenchmarkParseAccessKey(b *testing.B) {
+	k, _ := NewAccessKey(NewHasher(nil), "u", "t", "n", time.Now())
+	for name, s := range map[string]string{"checksummed": k, "legacy": k[:len(k)-7]} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := ParseAccessKey(s); !ok {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
+
+// TestCRCString: the string CRC equals crc32.ChecksumIEEE at every length.
+func TestCRCString(t *testing.T) {
+	s := strings.Repeat("kg_abcdefghijklmnop_qrstuvwxyz234567", 4)
+	for n := 0; n <= len(s); n++ {
+		if got, want := crcString(s[:n]), crc32.ChecksumIEEE([]byte(s[:n])); got != want {
+			t.Fatalf("length %d: %08x, want %08x", n, got, want)
+		}
+	}
+}

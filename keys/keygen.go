@@ -175,15 +175,38 @@ func checksumOK(s string) bool {
 	return s[len(body):] == string(sum[:])
 }
 
+// crcTables are the slicing-by-8 tables of CRC-32 (IEEE): crcString
+// computes crc32.ChecksumIEEE of a string eight bytes a step, without the
+// []byte conversion (an allocation on the request path) that crc32 needs.
+var crcTables = func() (t [8][256]uint32) {
+	t[0] = *crc32.IEEETable
+	for i := range 256 {
+		for k := 1; k < 8; k++ {
+			t[k][i] = t[k-1][i]>>8 ^ t[0][t[k-1][i]&0xFF]
+		}
+	}
+	return t
+}()
+
+// crcString is crc32.ChecksumIEEE([]byte(s)).
+func crcString(s string) uint32 {
+	t := &crcTables
+	c := ^uint32(0)
+	for len(s) >= 8 {
+		c ^= uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+		c = t[0][s[7]] ^ t[1][s[6]] ^ t[2][s[5]] ^ t[3][s[4]] ^
+			t[4][c>>24] ^ t[5][c>>16&0xFF] ^ t[6][c>>8&0xFF] ^ t[7][c&0xFF]
+		s = s[8:]
+	}
+	for i := 0; i < len(s); i++ {
+		c = t[0][byte(c)^s[i]] ^ c>>8
+	}
+	return ^c
+}
+
 // keyChecksum writes the checksum of body (7 base32 characters) to dst.
 func keyChecksum(dst []byte, body string) {
-	// crc32.ChecksumIEEE over the string's bytes, without converting it
-	// to a []byte (which would allocate on the request path).
-	c := ^uint32(0)
-	for i := 0; i < len(body); i++ {
-		c = crc32.IEEETable[byte(c)^body[i]] ^ (c >> 8)
-	}
-	c = ^c
+	c := crcString(body)
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], c)
 	lowerBase32.Encode(dst, b[:])
