@@ -95,10 +95,10 @@ func TestMetricsCountsAndReload(t *testing.T) {
 	e := startGateway(t, fmt.Sprintf(sharedRouteCaddyfile, "metrics", "limit 3"), up, testcaddy.Options{})
 	e.bootstrap()
 	userID, keyID, key := e.newUserKey("acme", "metered", time.Now().Add(time.Hour))
-	wrongSecret := key[:len(key)-4] + "zzzz"
-	if wrongSecret == key {
-		wrongSecret = key[:len(key)-4] + "yyyy"
-	}
+	// The key's id with another secret, in the format without checksum (a
+	// checksummed key with a changed secret fails its checksum and is
+	// refused before the lookup, scheme none).
+	wrongSecret := key[:len("kg_")+17] + strings.Repeat("z", 52)
 	url := e.gateway + "/m"
 
 	m0 := scrapeMetrics(t, e.srv.AdminAddr)
