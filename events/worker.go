@@ -175,7 +175,14 @@ func (d *Dispatcher) cycle(ctx context.Context) {
 			d.start(ctx, dl)
 		}
 		if len(ds) == 0 {
-			break
+			// Events nobody subscribes to make no deliveries: go on
+			// while the outbox holds more.
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			more, err := d.o.Store.PendingEvents(sctx)
+			cancel()
+			if err != nil || !more {
+				break
+			}
 		}
 	}
 	for ctx.Err() == nil {

@@ -845,38 +845,85 @@ func (s *kvStore) ScanKeyExpiry(ctx context.Context, now time.Time, reminders []
 	if len(reminders) > 0 {
 		horizon = reminders[len(reminders)-1]
 	}
-	emitted := 0
-	err := s.b.Update(ctx, func(tx Tx) error {
-		emitted = 0
+	// Find the keys with an event due in a View (plain reads, no WATCH on
+	// every key within the horizon), then write those events in one small
+	// Update that checks each again.
+	var due []string
+	err := s.b.View(ctx, func(tx Tx) error {
 		return walkIndex(tx, idxKeyExpiry, false, func(ids []string) (bool, error) {
-			raw, err := tx.GetMany(tblKeys, ids)
+			ks, err := getManyJSON[Key](tx, tblKeys, ids)
 			if err != nil {
 				return false, err
 			}
-			for i, b := range raw {
-				if emitted >= limit {
-					return false, nil
+			var evIDs, keyIDs []string
+			stop := false
+			for i := range ks {
+				if ks[i].ExpiresAt.After(now.Add(horizon)) {
+					stop = true
+					break
 				}
-				if b == nil {
-					continue // purged with its user: PurgeUser drops the entry too
+				if id := expiryEventID(&ks[i], now, reminders); id != "" {
+					evIDs, keyIDs = append(evIDs, id), append(keyIDs, ks[i].ID)
 				}
-				var k Key
-				if err := json.Unmarshal(b, &k); err != nil {
-					return false, fmt.Errorf("decoding key %s: %w", ids[i], err)
-				}
-				if k.ExpiresAt.After(now.Add(horizon)) {
-					return false, nil
-				}
-				n, err := s.expiryEvents(tx, &k, now, reminders)
-				if err != nil {
-					return false, err
-				}
-				emitted += n
 			}
-			return true, nil
+			if len(evIDs) > 0 {
+				seen, err := tx.GetMany(tblEventSeen, evIDs)
+				if err != nil {
+					return false, fmt.Errorf("loading event ids: %w", err)
+				}
+				for i, b := range seen {
+					if b == nil {
+						due = append(due, keyIDs[i])
+					}
+				}
+			}
+			return !stop && len(due) < limit, nil
 		})
 	})
+	if err != nil || len(due) == 0 {
+		return 0, err
+	}
+	if len(due) > limit {
+		due = due[:limit]
+	}
+	emitted := 0
+	err = s.b.Update(ctx, func(tx Tx) error {
+		emitted = 0
+		ks, err := getManyJSON[Key](tx, tblKeys, due)
+		if err != nil {
+			return err
+		}
+		for i := range ks {
+			if !keyLive(&ks[i]) {
+				continue
+			}
+			n, err := s.expiryEvents(tx, &ks[i], now, reminders)
+			if err != nil {
+				return err
+			}
+			emitted += n
+		}
+		return nil
+	})
 	return emitted, err
+}
+
+// expiryEventID is the id of the event due for a live key at now ("" for
+// none): key.expired once its expiry passed, else key.expiring for the
+// nearest reminder threshold crossed (reminders ascending).
+func expiryEventID(k *Key, now time.Time, reminders []time.Duration) string {
+	if !now.Before(k.ExpiresAt) {
+		return EventID("key.expired", k.ID, timeKey(k.ExpiresAt))
+	}
+	if k.Status != KeyActive || (k.DisableAt != nil && !k.DisableAt.After(now)) {
+		return ""
+	}
+	for _, r := range reminders {
+		if !now.Before(k.ExpiresAt.Add(-r)) {
+			return EventID("key.expiring", k.ID, timeKey(k.ExpiresAt), r.String())
+		}
+	}
+	return ""
 }
 
 // expiryEvents emits what is due for one live key: key.expired once its
