@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,9 +128,11 @@ func TestBodyBudget(t *testing.T) {
 	}
 	for _, chunked := range []bool{false, true} {
 		t.Run("chunked="+strconv.FormatBool(chunked), func(t *testing.T) {
-			b := NewBodyBudget(1 << 20)
+			b := NewBodyBudget(1<<20, 0)
+			hold := b.Hold(netip.Addr{})
 			r := signed(chunked)
-			held := wantOK(t, r, twoSecrets, VerifyOptions{Budget: b}, HTTPSignature, "app-7", "sa").Held
+			wantOK(t, r, twoSecrets, VerifyOptions{Body: hold}, HTTPSignature, "app-7", "sa")
+			held := hold.Held()
 			if held < int64(len(body)) || held > int64(len(body))+readChunk || b.Used() != held {
 				t.Fatalf("held %d, used %d, body %d", held, b.Used(), len(body))
 			}
@@ -137,31 +140,40 @@ func TestBodyBudget(t *testing.T) {
 			if string(got) != body {
 				t.Fatal("upstream would not get the body")
 			}
-			b.Release(held)
-			if b.Used() != 0 {
+			hold.Release()
+			hold.Release() // idempotent
+			if b.Used() != 0 || hold.Held() != 0 {
 				t.Fatalf("used %d after release", b.Used())
 			}
 
-			// A budget smaller than the body: refused before it is all read.
-			small := NewBodyBudget(64 << 10)
-			wantErr(t, signed(chunked), twoSecrets, VerifyOptions{Budget: small}, ErrBodyBudget)
+			// A budget smaller than the body: refused before it is all
+			// read; what was read stays held until the owner releases it.
+			small := NewBodyBudget(64<<10, 0)
+			sh := small.Hold(netip.Addr{})
+			wantErr(t, signed(chunked), twoSecrets, VerifyOptions{Body: sh}, ErrBodyBudget)
+			if small.Used() != sh.Held() || sh.Held() > 64<<10 {
+				t.Fatalf("budget says %d, hold %d", small.Used(), sh.Held())
+			}
+			sh.Release()
 			if small.Used() != 0 {
-				t.Fatalf("a refused request still holds %d bytes", small.Used())
+				t.Fatalf("a refused request still holds %d bytes after release", small.Used())
 			}
 		})
 	}
 	t.Run("concurrent", func(t *testing.T) {
-		b := NewBodyBudget(250 << 10) // two bodies fit, not three
+		b := NewBodyBudget(250<<10, 0) // two bodies fit, not three
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		ok, refused := 0, 0
 		const n = 8
-		for range n {
+		holds := make([]*BodyHold, n)
+		for i := range n {
 			wg.Add(1)
+			holds[i] = b.Hold(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
 			go func() {
 				defer wg.Done()
 				r := signed(false)
-				_, _, err := detectVerify(r, twoSecrets, VerifyOptions{Budget: b})
+				_, _, err := detectVerify(r, twoSecrets, VerifyOptions{Body: holds[i]})
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -177,6 +189,36 @@ func TestBodyBudget(t *testing.T) {
 		wg.Wait()
 		if ok > 2 || ok+refused != n || b.Used() > 250<<10 {
 			t.Fatalf("ok %d refused %d used %d", ok, refused, b.Used())
+		}
+		for _, h := range holds {
+			h.Release()
+		}
+		if b.Used() != 0 {
+			t.Fatalf("used %d after every hold is released", b.Used())
+		}
+	})
+	t.Run("per client", func(t *testing.T) {
+		// One client may hold 150 KiB of 1 MiB: its second upload is
+		// refused while another client's passes.
+		b := NewBodyBudget(1<<20, 150<<10)
+		a, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+		h1 := b.Hold(a)
+		wantOK(t, signed(false), twoSecrets, VerifyOptions{Body: h1}, HTTPSignature, "app-7", "sa")
+		h2 := b.Hold(a)
+		wantErr(t, signed(false), twoSecrets, VerifyOptions{Body: h2}, ErrBodyBudget)
+		h3 := b.Hold(other)
+		wantOK(t, signed(false), twoSecrets, VerifyOptions{Body: h3}, HTTPSignature, "app-7", "sa")
+		if b.UsedBy(a) != h1.Held()+h2.Held() || b.UsedBy(other) != h3.Held() {
+			t.Fatalf("per client: %d, %d", b.UsedBy(a), b.UsedBy(other))
+		}
+		h1.Release()
+		h4 := b.Hold(a)
+		wantOK(t, signed(false), twoSecrets, VerifyOptions{Body: h4}, HTTPSignature, "app-7", "sa")
+		for _, h := range []*BodyHold{h2, h3, h4} {
+			h.Release()
+		}
+		if b.Used() != 0 || b.UsedBy(a) != 0 || len(b.clients) != 0 {
+			t.Fatalf("used %d, %d clients after release", b.Used(), len(b.clients))
 		}
 	})
 	t.Run("too large", func(t *testing.T) {

@@ -4,7 +4,8 @@ import "errors"
 
 // Sentinel errors. Detect and Verify wrap them with a short, non-secret
 // context; test them with errors.Is. The gateway answers 401 for all of
-// them except ErrAmbiguous (400) and ErrReplayStore (503).
+// them except ErrAmbiguous (400), ErrBodyTooLarge (413), and ErrBodyBudget,
+// ErrReplayStore and ErrReplayFull (503).
 var (
 	// ErrNoCredential: the request carries no credential of an enabled scheme.
 	ErrNoCredential = errors.New("no credential")
@@ -33,6 +34,11 @@ var (
 	// ErrBodyBudget: the process-wide budget for buffered request bodies
 	// (BodyBudget) is spent; the request may succeed later.
 	ErrBodyBudget = errors.New("body buffer budget exhausted")
+	// ErrUndeclaredPayload: a SigV4 request has a body but no
+	// X-Amz-Content-Sha256 header, and the verifier does not read bodies
+	// before their signature is checked
+	// (VerifyOptions.SigV4ReadUndeclaredBody).
+	ErrUndeclaredPayload = errors.New("sigv4 body without x-amz-content-sha256")
 	// ErrNotSigned: Verify was called on an access key or access token.
 	ErrNotSigned = errors.New("credential is not a signature")
 	// ErrNoSecret: Verify was given no usable secret.
@@ -42,4 +48,8 @@ var (
 	ErrReplayed = errors.New("signature replayed")
 	// ErrReplayStore: the replay store could not answer; wrapped with the cause.
 	ErrReplayStore = errors.New("replay store unavailable")
+	// ErrReplayFull: an in-process replay guard holds as many unexpired keys
+	// as it may and cannot remember a new one; the request is refused
+	// rather than let through unguarded.
+	ErrReplayFull = errors.New("replay guard full")
 )

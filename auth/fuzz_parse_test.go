@@ -17,6 +17,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -745,12 +746,14 @@ func FuzzDigest(f *testing.F) {
 				r.ContentLength = -1
 			}
 			r.Header.Set(name, header)
-			budget := NewBodyBudget(1 << 20)
-			e := &env{maxBody: maxBody, budget: budget}
+			budget := NewBodyBudget(1<<20, 0)
+			hold := budget.Hold(netip.Addr{})
+			defer hold.Release()
+			e := &env{maxBody: maxBody, hold: hold}
 			var err error
 			checkAllocs(t, name, len(header)+len(body), func() { err = check(r, e) })
-			if e.held > maxBody+1 || budget.Used() != e.held {
-				t.Fatalf("holds %d bytes (budget says %d) for a %d-byte limit", e.held, budget.Used(), maxBody)
+			if hold.Held() > maxBody+1 || budget.Used() != hold.Held() {
+				t.Fatalf("holds %d bytes (budget says %d) for a %d-byte limit", hold.Held(), budget.Used(), maxBody)
 			}
 			got, rerr := io.ReadAll(r.Body)
 			if rerr != nil || !bytes.Equal(got, body) {

@@ -216,7 +216,7 @@ func FuzzSignVerify(f *testing.F) {
 			if err != nil {
 				return c, Verified{}, fmt.Errorf("detect: %w", err)
 			}
-			v, err := c.Verify(r, secrets, VerifyOptions{Now: testNow})
+			v, err := c.Verify(r, secrets, VerifyOptions{Now: testNow, SigV4ReadUndeclaredBody: true})
 			return c, v, err
 		}
 		c, v, err := verify(r, twoSecrets)

@@ -188,6 +188,13 @@ func (s *sigV4) verify(r *http.Request, secrets []Secret, e *env) (Verified, err
 		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 			payloads[1] = emptyPayloadHash
 		}
+	case !hasBody(r):
+		payloads[0] = emptyPayloadHash
+	case !e.readUndeclared:
+		// The payload hash is part of what is signed: checking this
+		// signature means reading and holding the body first, for anyone
+		// who knows a user id. Refused before a byte is read.
+		return Verified{}, fmt.Errorf("sigv4: %w", ErrUndeclaredPayload)
 	default:
 		body, err := readBody(r, e)
 		if err != nil {

@@ -3,7 +3,9 @@ package auth
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -66,7 +68,7 @@ func TestSigV4(t *testing.T) {
 					tc.mod(&o, r)
 				}
 				signV4(r, o)
-				v := wantOK(t, r, twoSecrets, VerifyOptions{Region: "eu-central-1", Service: "execute-api"}, SigV4, "4711", s.ID)
+				v := wantOK(t, r, twoSecrets, VerifyOptions{Region: "eu-central-1", Service: "execute-api", SigV4ReadUndeclaredBody: true}, SigV4, "4711", s.ID)
 				if o.presign && v.ReplayTTL < 15*time.Minute {
 					t.Fatalf("presigned replay ttl %v", v.ReplayTTL)
 				}
@@ -157,10 +159,49 @@ func TestSigV4Rejects(t *testing.T) {
 		}, VerifyOptions{}, ErrMalformed},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { wantErr(t, c.r(), twoSecrets, c.opt, c.want) })
+		t.Run(c.name, func(t *testing.T) {
+			opt := c.opt
+			opt.SigV4ReadUndeclaredBody = true
+			wantErr(t, c.r(), twoSecrets, opt, c.want)
+
+			// Without SigV4ReadUndeclaredBody, a body without
+			// X-Amz-Content-Sha256 is refused, and no request whose
+			// signature is wrong holds a byte of the budget: the body is
+			// read only once the signature over the headers is valid.
+			budget := NewBodyBudget(1<<20, 0)
+			hold := budget.Hold(netip.Addr{})
+			defer hold.Release()
+			opt = c.opt
+			opt.Body = hold
+			r := c.r()
+			_, _, err := detectVerify(r, twoSecrets, opt)
+			if r.Header.Get("X-Amz-Content-Sha256") == "" && !strings.Contains(r.URL.RawQuery, "X-Amz-Signature") &&
+				!errors.Is(err, ErrUndeclaredPayload) && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrStale) && !errors.Is(err, ErrScopeMismatch) {
+				t.Fatalf("undeclared payload: %v", err)
+			}
+			if err == nil {
+				t.Fatal("passed")
+			}
+			if c.name != "body vs content sha256" && hold.Held() != 0 {
+				t.Fatalf("a refused signature holds %d body bytes (%v)", hold.Held(), err)
+			}
+		})
 	}
 	t.Run("third secret not tried", func(t *testing.T) {
 		r := build(func(o *v4Opts, r *http.Request) { o.secret = secretC })
-		wantErr(t, r, []Secret{{"a", secretA}, {"b", secretB}, {"c", secretC}}, VerifyOptions{}, ErrBadSignature)
+		wantErr(t, r, []Secret{{"a", secretA}, {"b", secretB}, {"c", secretC}}, VerifyOptions{SigV4ReadUndeclaredBody: true}, ErrBadSignature)
+	})
+	t.Run("undeclared payload", func(t *testing.T) {
+		// Refused before a byte is read, valid signature or not; the
+		// same request without a body passes (the empty body's hash).
+		budget := NewBodyBudget(1<<20, 0)
+		hold := budget.Hold(netip.Addr{})
+		wantErr(t, build(nil), twoSecrets, VerifyOptions{Body: hold}, ErrUndeclaredPayload)
+		if hold.Held() != 0 || budget.Used() != 0 {
+			t.Fatalf("holds %d bytes", hold.Held())
+		}
+		r := newReq("DELETE", "/prod/orders/1", "")
+		signV4(r, v4opts(secretA))
+		wantOK(t, r, twoSecrets, VerifyOptions{Body: hold}, SigV4, "4711", "sa")
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -60,10 +61,21 @@ type VerifyOptions struct {
 	// digest then fails with ErrNoBody instead of being checked against an
 	// empty body.
 	NoBody bool
-	// Budget, when set, bounds the bytes that all requests together buffer
-	// for digest checks; past it Verify fails with ErrBodyBudget. On
-	// success the caller releases Verified.Held once the request is done.
-	Budget *BodyBudget
+	// Body, when set, is the request's hold on the process-wide BodyBudget:
+	// Verify reserves every byte it buffers to check a digest through it,
+	// and fails with ErrBodyBudget when the budget (or the client's share
+	// of it) is spent. Verify never releases it, on success or failure:
+	// the buffered body lives as long as the request, so its owner
+	// releases the hold once, when the request is done (defer
+	// hold.Release()). Nil means unbounded.
+	Body *BodyHold
+	// SigV4ReadUndeclaredBody lets a SigV4 request with a body and without
+	// an X-Amz-Content-Sha256 header be verified by reading (and holding)
+	// its body first: the payload hash is part of what is signed, so the
+	// signature cannot be checked before the body is read. False refuses
+	// such a request with ErrUndeclaredPayload before any body byte is
+	// read.
+	SigV4ReadUndeclaredBody bool
 }
 
 // Verified describes a valid signature.
@@ -81,9 +93,6 @@ type Verified struct {
 	// ReplayTTL is how long the replay key must be remembered: 2 × MaxSkew,
 	// or longer when the signature stays valid longer (presigned SigV4).
 	ReplayTTL time.Duration
-	// Held is the number of bytes of VerifyOptions.Budget that the buffered
-	// body holds; release them with Budget.Release when the request is done.
-	Held int64
 }
 
 // env is the per-call verification context shared by the schemes.
@@ -96,9 +105,10 @@ type env struct {
 	maxBody int64
 	require []string
 	presign time.Duration
-	budget  *BodyBudget
-	held    int64 // taken from budget
+	hold    *BodyHold
 	noBody  bool
+	// readUndeclared is VerifyOptions.SigV4ReadUndeclaredBody.
+	readUndeclared bool
 }
 
 // signed is implemented by the parsed data of each signed scheme.
@@ -131,8 +141,10 @@ func (c *Credential) Verify(r *http.Request, secrets []Secret, opt VerifyOptions
 		maxBody: opt.MaxBody,
 		require: opt.Require,
 		presign: opt.MaxPresignExpiry,
-		budget:  opt.Budget,
+		hold:    opt.Body,
 		noBody:  opt.NoBody,
+
+		readUndeclared: opt.SigV4ReadUndeclaredBody,
 	}
 	if e.presign <= 0 {
 		e.presign = DefaultMaxPresignExpiry
@@ -158,11 +170,11 @@ func (c *Credential) Verify(r *http.Request, secrets []Secret, opt VerifyOptions
 	e.target = originForm(e.target)
 	v, err := c.sig.verify(r, secrets, &e)
 	if err != nil {
-		// The request is refused: its buffered body goes with it.
-		e.budget.Release(e.held)
+		// What was buffered stays held: r.Body still serves those bytes
+		// (to whoever drains or logs the request) until the owner of
+		// opt.Body releases it.
 		return Verified{}, err
 	}
-	v.Held = e.held
 	if v.ReplayTTL < 2*e.skew {
 		v.ReplayTTL = 2 * e.skew
 	}
@@ -194,41 +206,40 @@ func replayKey(s Scheme, sig []byte) [32]byte {
 type restoredBody struct {
 	*bytes.Reader
 	io.Closer
+	buf []byte // what Reader reads, for a second check of the same body
 }
 
 // BodyBudget bounds the bytes of request bodies that all requests together
 // hold in memory to check signed digests, so that many slow or large
-// signed uploads cannot exhaust the process. Safe for concurrent use.
+// signed uploads cannot exhaust the process, and the share of it that the
+// requests of one client hold, so that one client cannot spend it all and
+// lock everyone else's signed uploads out. Requests take from it through a
+// BodyHold. Safe for concurrent use.
 type BodyBudget struct {
-	limit int64
-	used  atomic.Int64
+	limit     int64
+	perClient int64
+	used      atomic.Int64 // written under mu; read without it by Used
+	mu        sync.Mutex   // protects clients and the updates of used
+	// clients is the bytes held per client, without zero entries: at most
+	// one entry per client holding a byte.
+	clients map[netip.Addr]int64
 }
 
-// NewBodyBudget returns a budget of limit bytes.
-func NewBodyBudget(limit int64) *BodyBudget { return &BodyBudget{limit: limit} }
-
-// take reserves n bytes, or reports false when they are not available.
-// A nil budget is unbounded.
-func (b *BodyBudget) take(n int64) bool {
-	if b == nil {
-		return true
+// NewBodyBudget returns a budget of limit bytes, of which the requests of
+// one client may hold at most perClient (perClient <= 0 or above limit
+// means limit).
+func NewBodyBudget(limit, perClient int64) *BodyBudget {
+	if perClient <= 0 || perClient > limit {
+		perClient = limit
 	}
-	for {
-		u := b.used.Load()
-		if u+n > b.limit {
-			return false
-		}
-		if b.used.CompareAndSwap(u, u+n) {
-			return true
-		}
-	}
+	return &BodyBudget{limit: limit, perClient: perClient, clients: make(map[netip.Addr]int64)}
 }
 
-// Release returns n bytes taken by Verify (see VerifyOptions.Held).
-func (b *BodyBudget) Release(n int64) {
-	if b != nil && n > 0 {
-		b.used.Add(-n)
-	}
+// Hold starts the hold of one request of client (the zero Addr is one
+// client too: all requests whose client is unknown share its share). The
+// request's owner must Release it when the request is done.
+func (b *BodyBudget) Hold(client netip.Addr) *BodyHold {
+	return &BodyHold{budget: b, client: client}
 }
 
 // Used reports the bytes currently held.
@@ -237,6 +248,84 @@ func (b *BodyBudget) Used() int64 {
 		return 0
 	}
 	return b.used.Load()
+}
+
+// UsedBy reports the bytes the requests of client currently hold.
+func (b *BodyBudget) UsedBy(client netip.Addr) int64 {
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.clients[client]
+}
+
+// Limits returns the budget's limit and per-client share.
+func (b *BodyBudget) Limits() (limit, perClient int64) {
+	if b == nil {
+		return 0, 0
+	}
+	return b.limit, b.perClient
+}
+
+// BodyHold is one request's hold on a BodyBudget: Verify takes from it
+// each byte it buffers, and Release gives all of it back at once. It has
+// one owner, the request, which releases it when the request is done,
+// whatever the outcome (defer hold.Release()); Verify never releases it.
+// A nil hold, or one on a nil budget, is unbounded. Not safe for
+// concurrent use: it belongs to one request.
+type BodyHold struct {
+	budget *BodyBudget
+	client netip.Addr
+	held   int64
+}
+
+// take reserves n more bytes, or fails with ErrBodyBudget when the budget
+// or the client's share cannot give them (then nothing is taken).
+func (h *BodyHold) take(n int64) error {
+	if h == nil || h.budget == nil {
+		return nil
+	}
+	b := h.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.clients[h.client]
+	if c+n > b.perClient {
+		return fmt.Errorf("%w: this client's share (%d bytes) is in use", ErrBodyBudget, b.perClient)
+	}
+	if b.used.Load()+n > b.limit {
+		return ErrBodyBudget
+	}
+	b.used.Add(n)
+	b.clients[h.client] = c + n
+	h.held += n
+	return nil
+}
+
+// Held reports the bytes the hold has taken and not released.
+func (h *BodyHold) Held() int64 {
+	if h == nil {
+		return 0
+	}
+	return h.held
+}
+
+// Release gives back every byte the hold has taken. It is idempotent and
+// nil-safe, so that it can be deferred unconditionally.
+func (h *BodyHold) Release() {
+	if h == nil || h.budget == nil || h.held == 0 {
+		return
+	}
+	b := h.budget
+	b.mu.Lock()
+	if c := b.clients[h.client] - h.held; c > 0 {
+		b.clients[h.client] = c
+	} else {
+		delete(b.clients, h.client)
+	}
+	b.used.Add(-h.held)
+	b.mu.Unlock()
+	h.held = 0
 }
 
 // hasBody reports whether r carries (or may carry) a body.
@@ -249,29 +338,21 @@ func hasBody(r *http.Request) bool {
 const readChunk = 32 << 10
 
 // readBody reads at most e.maxBody bytes of r's body and restores r.Body so
-// the upstream sees the same bytes. Memory is reserved from e.budget before
+// the upstream sees the same bytes. Memory is reserved through e.hold before
 // it is allocated: all of a declared Content-Length at once, or 32 KiB at a
-// time for a chunked body.
+// time for a chunked body. Whatever it reserved stays held (the request's
+// owner releases it), also when it fails.
 func readBody(r *http.Request, e *env) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
 	max := e.maxBody
-	if rb, ok := r.Body.(*restoredBody); ok && rb.Reader.Size() <= max {
-		// Already read by an earlier Verify: read it again from the start.
-		buf := make([]byte, rb.Reader.Size())
-		_, _ = rb.Reader.ReadAt(buf, 0)
-		return buf, nil
+	if rb, ok := r.Body.(*restoredBody); ok && int64(len(rb.buf)) <= max {
+		// Already read (and held) by an earlier check: the same bytes.
+		return rb.buf, nil
 	}
 	if r.ContentLength > max {
 		return nil, ErrBodyTooLarge
-	}
-	reserve := func(n int64) bool {
-		if !e.budget.take(n) {
-			return false
-		}
-		e.held += n
-		return true
 	}
 	// reserved is what buf may grow to: the budget backs it, whatever
 	// capacity append happens to give the slice.
@@ -280,8 +361,8 @@ func readBody(r *http.Request, e *env) ([]byte, error) {
 		reserved int64
 	)
 	if r.ContentLength > 0 {
-		if !reserve(r.ContentLength) {
-			return nil, ErrBodyBudget
+		if err := e.hold.take(r.ContentLength); err != nil {
+			return nil, err
 		}
 		reserved = r.ContentLength
 		buf = make([]byte, 0, reserved)
@@ -306,12 +387,12 @@ func readBody(r *http.Request, e *env) ([]byte, error) {
 				break
 			}
 			grow := min(int64(readChunk), max+1-reserved)
-			if !reserve(grow) {
+			if err := e.hold.take(grow); err != nil {
 				r.Body = struct {
 					io.Reader
 					io.Closer
 				}{io.MultiReader(bytes.NewReader(buf), orig), orig}
-				return nil, ErrBodyBudget
+				return nil, err
 			}
 			reserved += grow
 			buf = slices.Grow(buf, int(grow))
@@ -333,7 +414,7 @@ func readBody(r *http.Request, e *env) ([]byte, error) {
 		}{io.MultiReader(bytes.NewReader(buf), orig), orig}
 		return nil, ErrBodyTooLarge
 	}
-	r.Body = &restoredBody{bytes.NewReader(buf), orig}
+	r.Body = &restoredBody{bytes.NewReader(buf), orig, buf}
 	if err != nil {
 		return nil, fmt.Errorf("reading body: %w", err)
 	}
