@@ -42,8 +42,9 @@ type VerifyResult struct {
 	// a key of another tenant) or RATE_LIMITED (the user's request limit is
 	// reached; ratelimit says when it frees).
 	Code string `json:"code"`
-	// User is who the credential belongs to (valid, FORBIDDEN or
-	// RATE_LIMITED only).
+	// User is who the credential belongs to (VALID and RATE_LIMITED only:
+	// a FORBIDDEN credential may be another tenant's, and says nothing
+	// about who holds it).
 	User *VerifyUser `json:"user,omitempty"`
 	// Tenant is the tenant the check was made in.
 	Tenant string `json:"tenant"`

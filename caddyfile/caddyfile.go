@@ -60,6 +60,8 @@ func init() {
 //		master_key <base64 of 32 bytes>
 //		pepper <secret>
 //		purge_interval <duration>
+//		signed_body_buffer <size>
+//		signed_body_per_client <size>
 //		auth_failures <rate> <burst> | off {
 //			size <n>
 //		}
@@ -172,6 +174,12 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.SignedBodyBuffer = n
+		case "signed_body_per_client":
+			n, err := sizeArg(d)
+			if err != nil {
+				return nil, err
+			}
+			app.SignedBodyPerClient = n
 		case "auth_failures":
 			if app.AuthFailures != nil {
 				return nil, d.Err("auth_failures already specified")
@@ -525,12 +533,14 @@ var identityHeaderNames = []string{"user_id", "user_name", "user_type", "tenant"
 //		sigv4_region <region>
 //		sigv4_service <service>
 //		sigv4_max_expires <duration>
+//		sigv4_undeclared_payload refuse|read
 //		require_covered <header|host>...
 //		max_signed_body <size>
 //		header_prefix <prefix>
 //		identity_headers <user_id|user_name|user_type|tenant|role|customer_roles|key_id|scheme|all|none>...
 //		rate_limit_headers ietf|legacy|both|none
 //		keep_credentials
+//		keep_method_override
 //	}
 func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	d := h.Dispenser
@@ -602,6 +612,11 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			err = oneArg(d, &hd.SigV4Service)
 		case "sigv4_max_expires":
 			err = durationArg(d, &hd.SigV4MaxExpires)
+		case "sigv4_undeclared_payload":
+			err = oneArg(d, &hd.SigV4UndeclaredPayload)
+			if err == nil && hd.SigV4UndeclaredPayload != "refuse" && hd.SigV4UndeclaredPayload != "read" {
+				return d.Errf("sigv4_undeclared_payload: '%s' must be refuse or read", hd.SigV4UndeclaredPayload)
+			}
 		case "require_covered":
 			hd.RequireCovered = d.RemainingArgs()
 			if len(hd.RequireCovered) == 0 {
@@ -637,6 +652,11 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 				return d.ArgErr()
 			}
 			hd.KeepCredentials = true
+		case "keep_method_override":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			hd.KeepMethodOverride = true
 		default:
 			return d.Errf("unrecognized subdirective '%s'", opt)
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/auth"
@@ -86,8 +88,19 @@ type App struct {
 	// SignedBodyBuffer bounds, in bytes, the request bodies that all routes
 	// together hold in memory to check signed digests (see max_signed_body
 	// on the route). A signed request that would go past it is answered 503
-	// with Retry-After. Default: 128 MiB.
+	// with Retry-After. Every byte is reserved before it is read and given
+	// back when its request ends, whatever the outcome; the gauge
+	// caddy_keygate_signed_body_bytes shows what is held. Default: 128 MiB.
 	SignedBodyBuffer int64 `json:"signed_body_buffer,omitempty"`
+
+	// SignedBodyPerClient bounds, in bytes, the share of SignedBodyBuffer
+	// that the requests of one client IP (an IPv6 client by its /64, told
+	// as the auth_failures throttle tells clients) hold at once, so that one
+	// client cannot lock everyone's signed uploads out. Past it, that
+	// client's signed upload is answered 503 with Retry-After. Default: an
+	// eighth of signed_body_buffer, and at least the default
+	// max_signed_body (10 MiB) when the buffer allows it.
+	SignedBodyPerClient int64 `json:"signed_body_per_client,omitempty"`
 
 	ctx      caddy.Context
 	logger   *zap.Logger
@@ -121,7 +134,13 @@ type App struct {
 	admin        *admin.Handler
 	tokens       *tokenKeys
 	credentials  keys.CredentialPolicy
-	bodyBudget   *auth.BodyBudget
+	// bodyBudget is shared with every config of the same limits (see
+	// bodyBudgets), released in Cleanup under budgetKey.
+	bodyBudget *auth.BodyBudget
+	budgetKey  string
+	// replayFullWarn lets the "replay guard full" warning through every
+	// 10 seconds at most.
+	replayFullWarn *rate.Sometimes
 	// verifier runs POST /v1/verify through the gateway's decision.
 	verifier *Handler
 	// events delivers the outbox and watches the request path.
@@ -268,7 +287,19 @@ func (a *App) setup() error {
 	if a.SignedBodyBuffer == 0 {
 		a.SignedBodyBuffer = DefaultSignedBodyBuffer
 	}
-	a.bodyBudget = auth.NewBodyBudget(a.SignedBodyBuffer)
+	if a.SignedBodyPerClient < 0 {
+		return errors.New("signed_body_per_client must not be negative")
+	}
+	if a.SignedBodyPerClient == 0 {
+		a.SignedBodyPerClient = max(a.SignedBodyBuffer/8, min(a.SignedBodyBuffer, auth.DefaultMaxBody))
+	}
+	if a.SignedBodyPerClient > a.SignedBodyBuffer {
+		return fmt.Errorf("signed_body_per_client (%d) must not be larger than signed_body_buffer (%d)", a.SignedBodyPerClient, a.SignedBodyBuffer)
+	}
+	if err := a.acquireBodyBudget(); err != nil {
+		return err
+	}
+	a.replayFullWarn = &rate.Sometimes{Interval: 10 * time.Second}
 
 	shared, key, err := acquireStore(sc)
 	if err != nil {
@@ -553,6 +584,10 @@ func (a *App) Stop() error {
 // Cleanup releases this config's hold on the shared store.
 func (a *App) Cleanup() error {
 	a.throttles.release()
+	if a.budgetKey != "" {
+		_, _ = bodyBudgets.Delete(a.budgetKey)
+		a.budgetKey = ""
+	}
 	if a.redisLimiter != nil {
 		_ = a.redisLimiter.Close()
 		a.redisLimiter = nil
@@ -565,6 +600,41 @@ func (a *App) Cleanup() error {
 		a.poolKey = ""
 	}
 	return nil
+}
+
+// bodyBudgets shares body budgets between configurations, so that a
+// reload with the same limits keeps counting the bodies that requests of
+// the old configuration still hold (a fresh budget would let the two
+// configurations hold twice the limit).
+var bodyBudgets = caddy.NewUsagePool()
+
+// pooledBudget is a BodyBudget in bodyBudgets; it holds no resources.
+type pooledBudget struct{ *auth.BodyBudget }
+
+// Destruct implements caddy.Destructor.
+func (pooledBudget) Destruct() error { return nil }
+
+// acquireBodyBudget takes (or creates) the budget of the app's limits.
+func (a *App) acquireBodyBudget() error {
+	key := strconv.FormatInt(a.SignedBodyBuffer, 10) + "/" + strconv.FormatInt(a.SignedBodyPerClient, 10)
+	val, _, err := bodyBudgets.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return pooledBudget{auth.NewBodyBudget(a.SignedBodyBuffer, a.SignedBodyPerClient)}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("signed body budget: %w", err)
+	}
+	a.bodyBudget, a.budgetKey = val.(pooledBudget).BodyBudget, key
+	return nil
+}
+
+// signedBodyBytes is what the body budgets in use hold, for the gauge.
+func signedBodyBytes() float64 {
+	var n int64
+	bodyBudgets.Range(func(_, v any) bool {
+		n += v.(pooledBudget).Used()
+		return true
+	})
+	return float64(n)
 }
 
 // keygateApp returns the config's keygate app for a handler's Provision

@@ -18,14 +18,40 @@ import (
 //   - spellings: CGI, PHP and some proxies read X_Auth_User_Id as
 //     X-Auth-User-Id.
 //
-// The protected names are the identity headers keygate sets and the
-// headers that can carry a credential on the route, in every spelling.
+// The protected names are the identity headers keygate sets, the headers
+// that can carry a credential on the route and, unless the route keeps
+// them, the method-override headers, in every spelling.
 
-// protectedNames lists the canonical names of the identity headers and the
-// route's credential headers.
+// methodOverrideHeaders are the headers that frameworks (Rails, Express's
+// method-override, Symfony, Spring's HiddenHttpMethodFilter, …) read a
+// request's method from instead of the request line. A signature binds
+// the method; an upstream that honours one of these would run a signed
+// GET as a DELETE, so keygate removes them (keep_method_override keeps
+// them).
+var methodOverrideHeaders = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// protectedNames lists the canonical names of the identity headers, the
+// route's credential headers and (unless kept) the method-override headers.
 func (h *Handler) protectedNames() []string {
 	ids := h.hdr.all()
-	return append(ids[:], h.detector.CredentialHeaders()...)
+	names := append(ids[:], h.detector.CredentialHeaders()...)
+	if !h.KeepMethodOverride {
+		names = append(names, methodOverrideHeaders[:]...)
+	}
+	return names
+}
+
+// hasMethodOverride reports whether hd carries a method-override header,
+// in any spelling.
+func hasMethodOverride(hd http.Header) bool {
+	for k := range hd {
+		for _, n := range methodOverrideHeaders {
+			if sameHeaderName(k, n) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // isProtected reports whether a header name (any case, '_' for '-')
@@ -73,6 +99,12 @@ func sameHeaderName(a, b string) bool {
 func (h *Handler) prepareForward(r *http.Request) {
 	if !h.KeepCredentials {
 		h.detector.Strip(r)
+	}
+	if !h.KeepMethodOverride {
+		// Other spellings went with stripIdentity (they are protected).
+		for _, n := range methodOverrideHeaders {
+			delete(r.Header, n)
+		}
 	}
 	if vs := r.Header["Connection"]; len(vs) > 0 {
 		r.Header["Connection"] = h.scrubConnection(vs)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 func init() {
@@ -32,7 +34,10 @@ func init() {
 // believed only from the proxies that the server's trusted_proxies names;
 // from anyone else they are ignored and the subrequest itself is checked.
 // A subrequest carries no body, so a signature that covers a body digest
-// is refused (401, logged): such clients need keygate as the proxy.
+// is refused (401, logged): such clients need keygate as the proxy. A
+// subrequest with a method-override header (X-HTTP-Method-Override, …) is
+// refused with 400 unless keep_method_override is set: the proxy forwards
+// the original request's headers, which keygate cannot remove.
 type ForwardAuth struct {
 	Handler
 }
@@ -62,8 +67,21 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 	}
 	start := time.Now()
 	asked := forwardedRequest(r)
+	if !f.KeepMethodOverride && hasMethodOverride(asked.Header) {
+		// The proxy forwards the original request with its headers, which
+		// keygate cannot remove: refuse what the upstream could run as
+		// another method than the one checked here.
+		requestsMethodOverride.Inc()
+		if ce := f.logger.Check(zapcore.InfoLevel, "request refused"); ce != nil {
+			ce.Write(zap.Int("status", http.StatusBadRequest), zap.String("reason", "method-override header on a forward-auth route (keep_method_override)"))
+		}
+		writeBadRequest(w, methodOverrideProblem)
+		return nil
+	}
+	var body bodySlot
+	defer body.release()
 	tenant, repl := f.tenantOf(asked)
-	id, out := f.admit(w, asked, tenant, start, verifyVia{target: asked.RequestURI, noBody: true})
+	id, out := f.admit(w, asked, tenant, start, verifyVia{target: asked.RequestURI, noBody: true}, &body)
 	authDuration.Observe(time.Since(start).Seconds())
 	if out != nil {
 		return f.refuse(w, asked, id, out)

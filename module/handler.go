@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"strings"
 	"sync/atomic"
@@ -88,6 +89,17 @@ type Handler struct {
 	// Default: 15m (AWS allows up to 7 days).
 	SigV4MaxExpires caddy.Duration `json:"sigv4_max_expires,omitempty"`
 
+	// SigV4UndeclaredPayload is what to do with a SigV4 request that has a
+	// body and no X-Amz-Content-Sha256 header: refuse it (401), or read,
+	// to read and hash the body before the signature can be checked (the
+	// payload hash is part of what SigV4 signs). The AWS SDKs send the
+	// header for S3 only; other clients can send it (signed), which lets
+	// keygate check the signature before it reads a byte. With read, anyone
+	// who knows a user id can make keygate hold a body until the
+	// signature fails: bounded by max_signed_body and the per-client share
+	// of signed_body_buffer. Default: refuse.
+	SigV4UndeclaredPayload string `json:"sigv4_undeclared_payload,omitempty"`
+
 	// RequireCovered names what signatures on this route must cover on top
 	// of what every signature covers (method, target, and the body digest
 	// when there is a body): header field names, or "host" / "@authority"
@@ -98,6 +110,15 @@ type Handler struct {
 	// signed digest (draft-cavage Digest, RFC 9421 Content-Digest, SigV4
 	// payload hash); a larger signed body is answered 413. Default: 10 MiB.
 	MaxSignedBody int64 `json:"max_signed_body,omitempty"`
+
+	// KeepMethodOverride forwards the method-override headers
+	// X-HTTP-Method-Override, X-HTTP-Method and X-Method-Override (in any
+	// spelling) to the upstream. By default they are removed: a signature
+	// binds the request's method, and an upstream that honours them would
+	// run a signed GET as a DELETE. keygate_auth cannot remove a header
+	// from the request the proxy forwards, so it refuses (400) a request
+	// that carries one. Default: removed (keygate), refused (keygate_auth).
+	KeepMethodOverride bool `json:"keep_method_override,omitempty"`
 
 	// HeaderPrefix of the identity headers. Default: X-Auth-
 	HeaderPrefix string `json:"header_prefix,omitempty"`
@@ -144,6 +165,8 @@ type Handler struct {
 	rlHeaders ratelimit.HeaderSet
 	keyHeader string
 	lastWarn  *rate.Sometimes
+	// sigv4ReadBody is SigV4UndeclaredPayload == "read".
+	sigv4ReadBody bool
 }
 
 // identityHeaders are the canonical names of the headers keygate sets.
@@ -272,6 +295,17 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 	if h.MaxSignedBody == 0 {
 		h.MaxSignedBody = auth.DefaultMaxBody
 	}
+	switch h.SigV4UndeclaredPayload {
+	case "", "refuse":
+	case "read":
+		h.sigv4ReadBody = true
+	default:
+		return fmt.Errorf("sigv4_undeclared_payload %q: must be refuse or read", h.SigV4UndeclaredPayload)
+	}
+	if _, perClient := app.bodyBudget.Limits(); perClient > 0 && h.MaxSignedBody > perClient {
+		logger.Warn("max_signed_body is larger than signed_body_per_client: signed bodies above the per-client share are always answered 503",
+			zap.Int64("max_signed_body", h.MaxSignedBody), zap.Int64("signed_body_per_client", perClient))
+	}
 	h.require = make([]string, 0, len(h.RequireCovered))
 	for _, name := range h.RequireCovered {
 		n := strings.ToLower(strings.TrimSpace(name))
@@ -349,13 +383,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	start := time.Now()
+	// The one owner of the bytes this request buffers to check a signed
+	// digest: released when the request is done (the upstream has read
+	// the buffered body by then), whatever happened, panics included.
+	var body bodySlot
+	defer body.release()
 	h.stripIdentity(r.Header)
 	tenant, repl := h.tenantOf(r)
-	id, out := h.admit(w, r, tenant, start, verifyVia{})
-	if id.held > 0 {
-		// The verified body stays buffered until the upstream has read it.
-		defer h.app.bodyBudget.Release(id.held)
-	}
+	id, out := h.admit(w, r, tenant, start, verifyVia{}, &body)
 	authDuration.Observe(time.Since(start).Seconds())
 	if out != nil {
 		return h.refuse(w, r, id, out)
@@ -385,6 +420,16 @@ type verifyVia struct {
 	noBody bool
 }
 
+// bodySlot is where a request's hold on the app's body budget lives. Its
+// owner (the handler's ServeHTTP) declares it before anything can take from
+// the budget and defers release; authenticate puts the hold in before
+// Verify reserves a byte. So no path, refusal, panic or client gone, can
+// skip the release: there is nothing to remember to do.
+type bodySlot struct{ hold *auth.BodyHold }
+
+// release gives back what the request holds; safe to call on an empty slot.
+func (s *bodySlot) release() { s.hold.Release() }
+
 func (v verifyVia) signedTarget(r *http.Request) string {
 	if v.target != "" {
 		return v.target
@@ -395,8 +440,18 @@ func (v verifyVia) signedTarget(r *http.Request) string {
 // admit is the whole decision of the gateway and of forward auth: it
 // authenticates r, checks the permission, applies the user's request
 // limit (writing the RateLimit headers to w) and records the use.
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, now time.Time, via verifyVia) (identity, *outcome) {
-	id, out := h.authenticate(r, tenant, now, via)
+//
+// A single-use signature is remembered once every check of authenticate
+// passed (so that refused requests, such as another tenant's, cannot fill
+// the replay guard), and before the limiter (so that a replay is refused
+// without taking from its user's quota); when the limiter then refuses or
+// fails, it is forgotten again: the guard holds only signatures of
+// requests that were let through.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, now time.Time, via verifyVia, body *bodySlot) (identity, *outcome) {
+	id, out := h.authenticate(r, tenant, now, via, body)
+	if out == nil && id.replay {
+		out = h.remember(r.Context(), id)
+	}
 	if out != nil {
 		if out.status == http.StatusUnauthorized || out.status == http.StatusForbidden {
 			user := id.keyUser
@@ -433,6 +488,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, n
 		}
 		if err != nil {
 			storeErrors.WithLabelValues("ratelimit").Inc()
+			h.forget(r.Context(), id)
 			return id, &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "rate limiter unavailable", err: err}
 		}
 		ratelimit.WriteHeaderSet(w.Header(), d, window, h.rlHeaders)
@@ -457,6 +513,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, n
 			decisionLimited.Inc()
 		}
 		if !d.Allowed {
+			h.forget(r.Context(), id)
 			h.app.counts.Count(id.principal.User.ID, keys.UsageLimited, now)
 			return id, &outcome{status: http.StatusTooManyRequests, result: "limited", reason: "request limit reached"}
 		}
@@ -465,6 +522,43 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, n
 	h.app.usage.Record(id.principal.User.ID, id.keyID, id.secretID, now)
 	h.app.counts.Count(id.principal.User.ID, keys.UsageAllowed, now)
 	return id, nil
+}
+
+// remember records the request's single-use signature in the replay
+// guard: a replay is 401, a guard that cannot decide or is full 503 (never
+// let through unguarded).
+func (h *Handler) remember(ctx context.Context, id identity) *outcome {
+	fresh, err := h.app.replay.Remember(ctx, id.replayKey, id.replayTTL)
+	switch {
+	case errors.Is(err, auth.ErrReplayFull):
+		replayFull.Inc()
+		h.app.replayFullWarn.Do(func() {
+			h.logger.Warn("replay guard full: refusing signed requests that need a new entry (503) until entries expire; " +
+				"more are counted in caddy_keygate_replay_full_total")
+		})
+		return &outcome{status: http.StatusServiceUnavailable, result: "replay_full", reason: "replay guard full", err: err}
+	case err != nil:
+		storeErrors.WithLabelValues("replay").Inc()
+		return &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "replay store unavailable", err: err}
+	case !fresh:
+		return unauthenticated("signature replayed", nil)
+	}
+	return nil
+}
+
+// forget drops the remembered signature of a request refused after
+// remember (limited, or the limiter failed): it was not used. A failure
+// leaves it remembered until it expires, which refuses more, never less.
+func (h *Handler) forget(ctx context.Context, id identity) {
+	if !id.replay {
+		return
+	}
+	if err := h.app.replay.Forget(context.WithoutCancel(ctx), id.replayKey); err != nil {
+		storeErrors.WithLabelValues("replay").Inc()
+		if ce := h.logger.Check(zapcore.WarnLevel, "forgetting the signature of a refused request"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
+	}
 }
 
 // identity is who a request authenticated as.
@@ -480,11 +574,18 @@ type identity struct {
 	// failUser, failKey and failTenant name the known user (and key) a
 	// failed authentication was for, for the failure-burst events.
 	failUser, failKey, failTenant string
-	held                          int64 // bytes of the app's body budget the buffered body holds
+	// replay is set for a signature that must be single-use: admit
+	// remembers replayKey for replayTTL.
+	replay    bool
+	replayKey [32]byte
+	replayTTL time.Duration
 }
 
-// authenticate finds and checks the credential and the permission.
-func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, via verifyVia) (identity, *outcome) {
+// authenticate finds and checks the credential and the permission. A
+// signed request's body is held in body, which the caller owns and
+// releases when the request is done; nil means the request ends here (the
+// verify endpoint), and authenticate releases it itself.
+func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, via verifyVia, body *bodySlot) (identity, *outcome) {
 	var id identity
 	cred, err := h.detector.Detect(r)
 	if err != nil {
@@ -539,6 +640,13 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, vi
 		for _, s := range secrets {
 			cands = append(cands, auth.Secret{ID: s.ID, Value: s.Value})
 		}
+		if body == nil {
+			body = new(bodySlot)
+			defer body.release()
+		}
+		if body.hold == nil {
+			body.hold = h.app.bodyBudget.Hold(bodyClient(r))
+		}
 		v, err := cred.Verify(r, cands, auth.VerifyOptions{
 			Now:              now,
 			MaxSkew:          time.Duration(h.MaxSkew),
@@ -549,24 +657,18 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, vi
 			MaxBody:          h.MaxSignedBody,
 			Require:          h.require,
 			MaxPresignExpiry: time.Duration(h.SigV4MaxExpires),
-			Budget:           h.app.bodyBudget,
+			Body:             body.hold,
+
+			SigV4ReadUndeclaredBody: h.sigv4ReadBody,
 		})
 		if err != nil {
 			return id, signatureFailure(err)
 		}
-		if auth.NeedsReplayCheck(h.replayMode, r.Method, v.HasNonce) {
-			fresh, err := h.app.replay.Remember(ctx, v.ReplayKey, v.ReplayTTL)
-			if err != nil {
-				storeErrors.WithLabelValues("replay").Inc()
-				return id, &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "replay store unavailable", err: err}
-			}
-			if !fresh {
-				return id, unauthenticated("signature replayed", nil)
-			}
-		}
 		id.principal = p
 		id.secretID = v.SecretID
-		id.held = v.Held
+		if auth.NeedsReplayCheck(h.replayMode, r.Method, v.HasNonce) {
+			id.replay, id.replayKey, id.replayTTL = true, v.ReplayKey, v.ReplayTTL
+		}
 	default:
 		return id, unauthenticated("scheme not available on this route", nil)
 	}
@@ -640,6 +742,8 @@ func signatureFailure(err error) *outcome {
 		return &outcome{status: http.StatusServiceUnavailable, result: "busy", reason: "signed body buffer budget exhausted", err: err}
 	case errors.Is(err, auth.ErrNoBody):
 		return unauthenticated("signature covers a body digest; forward auth gets no body (use keygate as the proxy)", err)
+	case errors.Is(err, auth.ErrUndeclaredPayload):
+		return unauthenticated("sigv4 body without x-amz-content-sha256 (the route does not read bodies before their signature is checked: sigv4_undeclared_payload)", err)
 	case errors.Is(err, auth.ErrCoverage):
 		return &outcome{status: http.StatusUnauthorized, result: "signature_coverage", reason: "signature_coverage", err: err}
 	}
@@ -648,6 +752,14 @@ func signatureFailure(err error) *outcome {
 
 func unauthenticated(reason string, err error) *outcome {
 	return &outcome{status: http.StatusUnauthorized, result: "unauthenticated", reason: reason, err: err}
+}
+
+// bodyClient is the client a request's buffered body is counted under in
+// the body budget: its client IP (honouring trusted_proxies), an IPv6
+// client by its /64, as the auth_failures throttle counts it.
+func bodyClient(r *http.Request) netip.Addr {
+	ip, _ := clientAddr(r)
+	return ratelimit.ThrottleKey(ip)
 }
 
 // lookupFailure tells a missing record (401) from an unreachable store

@@ -81,6 +81,17 @@ var (
 		Help: "Requests answered 429 by a per-client-IP throttle (auth_failures, token throttle), by endpoint (gateway, token).",
 	}, []string{"endpoint"})
 
+	signedBodyHeld = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "signed_body_bytes",
+		Help: "Bytes of request bodies held in memory to check signed digests (signed_body_buffer bounds them); zero when no signed upload is in flight.",
+	}, signedBodyBytes)
+	replayFull = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "replay_full_total",
+		Help: "Signed requests refused (503) because the in-process replay guard held as many unexpired signatures as it may.",
+	})
+
 	cacheHit  = cacheLookups.WithLabelValues("hit")
 	cacheMiss = cacheLookups.WithLabelValues("miss")
 
@@ -91,7 +102,10 @@ var (
 	throttledGateway  = throttledTotal.WithLabelValues("gateway")
 	throttledToken    = throttledTotal.WithLabelValues("token")
 	requestsThrottled = requestsTotal.WithLabelValues("throttled", "none")
-	okByScheme        = func() (m [auth.AccessToken + 1]prometheus.Counter) {
+	// requestsMethodOverride counts keygate_auth's 400s for a
+	// method-override header.
+	requestsMethodOverride = requestsTotal.WithLabelValues("method_override", "none")
+	okByScheme             = func() (m [auth.AccessToken + 1]prometheus.Counter) {
 		for s := auth.AccessKey; s <= auth.AccessToken; s++ {
 			m[s] = requestsTotal.WithLabelValues("ok", s.String())
 		}
@@ -102,7 +116,7 @@ var (
 var collectors = []prometheus.Collector{
 	requestsTotal, authDuration, storeDuration, storeErrors, cacheLookups,
 	limiterDecisions, limiterLeased, circuitState, tokensIssued, tokensRejected,
-	throttledTotal,
+	throttledTotal, signedBodyHeld, replayFull,
 }
 
 // registerMetrics adds the collectors to this config's registry.

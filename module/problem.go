@@ -23,6 +23,19 @@ var problems = map[int][]byte{
 		"The key store is unavailable; retry after the time in Retry-After."),
 }
 
+// methodOverrideProblem is keygate_auth's 400 for a method-override header.
+var methodOverrideProblem = problemBody("method-override", "Bad Request", http.StatusBadRequest,
+	"The request carries a method-override header (X-HTTP-Method-Override, X-HTTP-Method or X-Method-Override), which this route does not let through.")
+
+// writeBadRequest answers 400 with body.
+func writeBadRequest(w http.ResponseWriter, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/problem+json"}
+	h["Cache-Control"] = []string{"no-store"}
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = w.Write(body)
+}
+
 // ProblemTypeBase prefixes the type URI of every problem keygate answers.
 const ProblemTypeBase = "https://keygate.dev/problems/"
 

@@ -50,7 +50,7 @@ func (a *App) Verify(ctx context.Context, callerKey string, req admin.VerifyRequ
 	if err != nil {
 		return admin.VerifyResult{}, verifyLookupError(err)
 	}
-	cid, out := v.authenticate(bearerRequest(ctx, callerKey), k.TenantID, now, verifyVia{})
+	cid, out := v.authenticate(bearerRequest(ctx, callerKey), k.TenantID, now, verifyVia{}, nil)
 	if out != nil {
 		if out.status == http.StatusServiceUnavailable {
 			return admin.VerifyResult{}, fmt.Errorf("verify: caller: %s: %w", out.reason, keys.ErrUnavailable)
@@ -73,24 +73,24 @@ func (a *App) Verify(ctx context.Context, callerKey string, req admin.VerifyRequ
 		cred = req.Token
 	}
 	res := admin.VerifyResult{Tenant: tenant, Code: "INVALID"}
-	id, out := v.authenticate(bearerRequest(ctx, cred), tenant, now, verifyVia{})
-	if id.principal != nil && (out == nil || out.status == http.StatusForbidden) {
-		u := &id.principal.User
-		res.User = &admin.VerifyUser{ID: u.ID, Name: u.Name, Type: string(u.Type)}
-		res.KeyID = id.keyID
-	}
+	id, out := v.authenticate(bearerRequest(ctx, cred), tenant, now, verifyVia{}, nil)
 	switch {
 	case out == nil:
 	case out.status == http.StatusServiceUnavailable:
 		return admin.VerifyResult{}, fmt.Errorf("verify: %s: %w", out.reason, keys.ErrUnavailable)
-	case out.status == http.StatusForbidden && res.User != nil:
+	case out.status == http.StatusForbidden && id.principal != nil:
+		// Valid, but not in this tenant: who it belongs to is none of the
+		// caller's business (the user, and the key, may be another
+		// tenant's).
 		res.Code = "FORBIDDEN"
 		return res, nil
 	default:
 		// Unknown, wrong, expired, revoked: one answer.
-		res.User, res.KeyID = nil, ""
 		return res, nil
 	}
+	u := &id.principal.User
+	res.User = &admin.VerifyUser{ID: u.ID, Name: u.Name, Type: string(u.Type)}
+	res.KeyID = id.keyID
 	res.Role, res.CustomerRoles = string(id.perm.Role), id.perm.CustomerRoles
 	res.Valid, res.Code = true, "VALID"
 

@@ -137,3 +137,38 @@ func TestVerifyAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyForbiddenNoIdentity: a tenant admin verifying a key of another
+// tenant learns that it is FORBIDDEN there, not whose it is (issue 23: the
+// answer carried the other tenant's user id, name, type and key id).
+func TestVerifyForbiddenNoIdentity(t *testing.T) {
+	e := startTokenEnv(t, "")
+	e.api(http.MethodPost, "/v1/tenants", map[string]any{"id": "beta"}, http.StatusCreated)
+	betaUser, betaKeyID, betaKey := e.newUserKey("beta", "beta-secret-service", time.Now().Add(time.Hour))
+	adminID, _, adminKey := e.newUserKey("acme", "acme-admin", time.Now().Add(time.Hour))
+	e.api(http.MethodPost, "/v1/permissions", map[string]any{
+		"user": map[string]any{"id": adminID}, "workspace": map[string]any{"id": "acme"},
+		"role": "ADMIN", "status": "ACTIVE",
+	}, http.StatusOK)
+
+	a, raw := e.verify(adminKey, map[string]any{"key": betaKey, "consume": 0}, http.StatusOK)
+	if a.Valid || a.Code != "FORBIDDEN" || a.Tenant != "acme" {
+		t.Fatalf("key of another tenant: %+v", a)
+	}
+	if a.User != nil || a.KeyID != "" || a.Role != "" {
+		t.Fatalf("FORBIDDEN answer names who holds the key: %s", raw)
+	}
+	for _, leak := range []string{betaUser, betaKeyID, "beta-secret-service", "TECHNICAL"} {
+		if strings.Contains(raw, leak) {
+			t.Fatalf("FORBIDDEN answer contains %q: %s", leak, raw)
+		}
+	}
+	// The superadmin's answer for the same key is the same.
+	if _, raw2 := e.verify(e.adminKey, map[string]any{"key": betaKey, "tenant": "acme", "consume": 0}, http.StatusOK); raw2 != raw {
+		t.Fatalf("superadmin: %s, tenant admin: %s", raw2, raw)
+	}
+	// In its own tenant the key is VALID, with its identity.
+	if a, _ := e.verify(e.adminKey, map[string]any{"key": betaKey, "tenant": "beta", "consume": 0}, http.StatusOK); !a.Valid || a.User == nil || a.User.ID != betaUser || a.KeyID != betaKeyID {
+		t.Fatalf("in beta: %+v", a)
+	}
+}
