@@ -7,6 +7,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/console"
@@ -22,8 +23,15 @@ func init() {
 // keygate's own access keys. Mount it on an internal listener, e.g.
 // `127.0.0.1:8081 { keygate_admin }`; under a path prefix, strip it with
 // `handle_path /admin/* { keygate_admin }`. It answers every request itself.
+//
+// Failed authentications (401: a missing, unknown or wrong key, on any
+// route including POST /v1/verify) use the client's auth_failures budget,
+// shared with the gateway: a client that has used it up gets 429 with
+// Retry-After before its key is looked at.
 type AdminHandler struct {
-	api *admin.Handler
+	api    *admin.Handler
+	app    *App
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -40,7 +48,7 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.api = app.adminAPI()
+	h.api, h.app, h.logger = app.adminAPI(), app, ctx.Logger()
 	return nil
 }
 
@@ -51,9 +59,40 @@ func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddy
 		consoleHandler.ServeHTTP(w, r)
 		return nil
 	}
-	h.api.ServeHTTP(w, r)
+	th := h.app.throttles
+	if th.blocked(w, r, h.logger, "admin", throttledAdmin) {
+		return nil
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	h.api.ServeHTTP(sw, r)
+	if sw.status == http.StatusUnauthorized {
+		th.fail(r)
+	}
 	return nil
 }
+
+// statusWriter records the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // consoleHandler serves the embedded web console.
 var consoleHandler = console.Handler()

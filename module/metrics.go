@@ -78,7 +78,7 @@ var (
 	throttledTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 		Name: "throttled_total",
-		Help: "Requests answered 429 by a per-client-IP throttle (auth_failures, token throttle), by endpoint (gateway, token).",
+		Help: "Requests answered 429 by a per-client-IP throttle (auth_failures, token throttle), by endpoint (gateway, token, admin).",
 	}, []string{"endpoint"})
 
 	signedBodyHeld = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -101,6 +101,7 @@ var (
 	decisionDegraded  = limiterDecisions.WithLabelValues("degraded")
 	throttledGateway  = throttledTotal.WithLabelValues("gateway")
 	throttledToken    = throttledTotal.WithLabelValues("token")
+	throttledAdmin    = throttledTotal.WithLabelValues("admin")
 	requestsThrottled = requestsTotal.WithLabelValues("throttled", "none")
 	// requestsMethodOverride counts keygate_auth's 400s for a
 	// method-override header.

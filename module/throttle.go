@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/time/rate"
@@ -204,7 +205,16 @@ func (th *throttles) logThrottled(logger *zap.Logger, endpoint, why string, ip n
 // used up its budget, before its credential is looked at. While no client
 // has failed recently it costs an atomic load.
 func (h *Handler) throttled(w http.ResponseWriter, r *http.Request) bool {
-	th := h.app.throttles
+	if !h.app.throttles.blocked(w, r, h.logger, "gateway", throttledGateway) {
+		return false
+	}
+	requestsThrottled.Inc()
+	return true
+}
+
+// blocked answers 429 (counted in counter, logged for endpoint) when the
+// client of r has used up its auth_failures budget; nil-safe.
+func (th *throttles) blocked(w http.ResponseWriter, r *http.Request, logger *zap.Logger, endpoint string, counter prometheus.Counter) bool {
 	if th == nil || th.failures == nil || th.failures.Len() == 0 {
 		return false
 	}
@@ -216,11 +226,20 @@ func (h *Handler) throttled(w http.ResponseWriter, r *http.Request) bool {
 	if !blocked {
 		return false
 	}
-	throttledGateway.Inc()
-	requestsThrottled.Inc()
-	th.logThrottled(h.logger, "gateway", "auth_failures", ip, wait)
+	counter.Inc()
+	th.logThrottled(logger, endpoint, "auth_failures", ip, wait)
 	writeThrottled(w, failuresThrottledProblem, wait)
 	return true
+}
+
+// fail charges one failed authentication to the client of r; nil-safe.
+func (th *throttles) fail(r *http.Request) {
+	if th == nil || th.failures == nil {
+		return
+	}
+	if ip, ok := clientAddr(r); ok {
+		th.failures.Fail(ip, time.Now())
+	}
 }
 
 // countFailure charges a refused request to its client's failure budget
@@ -230,13 +249,7 @@ func (h *Handler) countFailure(r *http.Request, status int) {
 	if status != http.StatusUnauthorized && status != http.StatusBadRequest {
 		return
 	}
-	th := h.app.throttles
-	if th == nil || th.failures == nil {
-		return
-	}
-	if ip, ok := clientAddr(r); ok {
-		th.failures.Fail(ip, time.Now())
-	}
+	h.app.throttles.fail(r)
 }
 
 // throttled answers 429 when the client's failed authentications have

@@ -268,3 +268,80 @@ func TestThrottleIgnoresUntrustedForwardedFor(t *testing.T) {
 		t.Fatalf("Retry-After %v with a rate of 1/1m", wait)
 	}
 }
+
+// adminFrom calls the admin API as client ip (X-Forwarded-For) with key.
+func (e *env) adminFrom(ip, method, path, key, body string) *http.Response {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.adminURL+path, strings.NewReader(body))
+	req.Header.Set("X-Forwarded-For", ip)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+// TestThrottleAdminAPI: wrong keys on the admin API, POST /v1/verify
+// included, use the client's auth_failures budget, shared with the gateway
+// (issue 23: 300 of 300 wrong keys were answered 401): past the burst,
+// 429 with Retry-After before the key is looked at; other clients are
+// served; 403 does not count.
+func TestThrottleAdminAPI(t *testing.T) {
+	up := newUpstream(t)
+	e := startGateway(t, throttleCaddyfile, up, testcaddy.Options{})
+	e.bootstrap()
+	_, _, memberKey := e.newUserKey("acme", "member", time.Now().Add(time.Hour))
+	bad := wrongKey(e.adminKey)
+	m0 := scrapeMetrics(t, e.srv.AdminAddr)
+	status := func(resp *http.Response) int {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	// A valid key without the rights (403) is not guessing.
+	for range 5 {
+		if got := status(e.adminFrom("192.0.2.20", http.MethodPost, "/v1/tenants", memberKey, `{"id":"nope"}`)); got != http.StatusForbidden {
+			t.Fatalf("member creating a tenant: %d, want 403", got)
+		}
+	}
+
+	// The admin API: burst 3, then 429, a valid key included.
+	const a = "192.0.2.21"
+	for i := range 3 {
+		if got := status(e.adminFrom(a, http.MethodGet, "/v1/tenants", bad, "")); got != http.StatusUnauthorized {
+			t.Fatalf("wrong key %d: %d, want 401", i+1, got)
+		}
+	}
+	expectThrottled(t, e.adminFrom(a, http.MethodGet, "/v1/tenants", bad, ""), 2)
+	expectThrottled(t, e.adminFrom(a, http.MethodGet, "/v1/tenants", e.adminKey, ""), 2)
+	if got := status(e.adminFrom("192.0.2.22", http.MethodGet, "/v1/tenants", e.adminKey, "")); got != http.StatusOK {
+		t.Fatalf("another client: %d", got)
+	}
+
+	// POST /v1/verify: a wrong caller key counts the same.
+	const v = "192.0.2.23"
+	verifyBody := `{"key":"` + memberKey + `","consume":0}`
+	for i := range 3 {
+		if got := status(e.adminFrom(v, http.MethodPost, "/v1/verify", bad, verifyBody)); got != http.StatusUnauthorized {
+			t.Fatalf("verify with a wrong caller key %d: %d, want 401", i+1, got)
+		}
+	}
+	expectThrottled(t, e.adminFrom(v, http.MethodPost, "/v1/verify", e.adminKey, verifyBody), 2)
+
+	// One budget: failures at the gateway throttle the admin API.
+	const g = "192.0.2.24"
+	for range 3 {
+		expectProblem(t, e.from(g, "/x", bad), http.StatusUnauthorized)
+	}
+	expectThrottled(t, e.adminFrom(g, http.MethodGet, "/v1/tenants", e.adminKey, ""), 2)
+
+	m1 := scrapeMetrics(t, e.srv.AdminAddr)
+	checkDeltas(t, m0, m1, map[string]float64{`caddy_keygate_throttled_total{endpoint="admin"}`: 4})
+}
