@@ -53,11 +53,12 @@ type App struct {
 	Cache *CacheConfig `json:"cache,omitempty"`
 
 	// AuthFailures throttles failed authentications per client IP, at
-	// every keygate route and at the token endpoint: a client whose budget
-	// is used up gets 429 with Retry-After for every request, before its
-	// credential is looked at, until the bucket refills. Counted: 401s, and
-	// the gateway's 400 for more than one credential. Default: rate 60/1m,
-	// burst 100.
+	// every keygate route, the token endpoint and the admin API
+	// (keygate_admin, POST /v1/verify included), with one budget per client
+	// for all of them: a client whose budget is used up gets 429 with
+	// Retry-After for every request, before its credential is looked at,
+	// until the bucket refills. Counted: 401s, and the gateway's 400 for
+	// more than one credential. Default: rate 60/1m, burst 100.
 	AuthFailures *ThrottleConfig `json:"auth_failures,omitempty"`
 
 	// PurgeInterval is how often DELETED users past their planned purge
