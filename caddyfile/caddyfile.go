@@ -41,7 +41,9 @@ func init() {
 // parseGlobal sets up the keygate app from the global option. Syntax:
 //
 //	keygate {
-//		store file [<path>]
+//		store file [<path>] [{
+//			replay_cache <entries>
+//		}]
 //		store redis {
 //			address <host:port>...
 //			master_name <name>
@@ -419,8 +421,18 @@ func parseStore(d *caddyfile.Dispenser) (*module.StoreConfig, error) {
 		if d.NextArg() {
 			return nil, d.ArgErr()
 		}
-		if d.NextBlock(d.Nesting()) {
-			return nil, d.Err("store file takes no block")
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			switch d.Val() {
+			case "replay_cache":
+				if err := intArg(d, &sc.ReplayCache); err != nil {
+					return nil, err
+				}
+				if sc.ReplayCache <= 0 {
+					return nil, d.Errf("replay_cache: must be a positive number of entries")
+				}
+			default:
+				return nil, d.Errf("unrecognized store file option '%s'", d.Val())
+			}
 		}
 	case "redis":
 		if d.NextArg() {

@@ -162,6 +162,18 @@ type StoreConfig struct {
 	// Path of the bbolt file. Default: <Caddy data dir>/keygate/keygate.db.
 	Path string `json:"path,omitempty"`
 
+	// ReplayCache is how many single-use signatures the file store's
+	// in-process replay guard remembers at most, each until its signature
+	// expires (2 × max_skew), at most 160 bytes each. An unexpired entry is
+	// never dropped: when the guard is full, a signed request that needs a
+	// new entry is answered 503 (counted in caddy_keygate_replay_full_total)
+	// until entries expire. Size it for the peak rate of single-use signed
+	// requests let through times 2 × max_skew. Read when the store is
+	// opened: a reload that keeps the store keeps its guard. File store
+	// only (the Redis store remembers signatures in Redis). Default:
+	// 1048576 (at most 160 MiB).
+	ReplayCache int `json:"replay_cache,omitempty"`
+
 	// Addresses of Redis (host:port): one is a single node, several a cluster,
 	// or the sentinels when MasterName is set.
 	Addresses []string `json:"addresses,omitempty"`
@@ -271,6 +283,9 @@ func (a *App) setup() error {
 	}
 	if sc.Backend == "file" && sc.Path == "" {
 		sc.Path = DefaultStorePath()
+	}
+	if sc.ReplayCache < 0 || (sc.ReplayCache > 0 && sc.Backend != "file") {
+		return errors.New("store: replay_cache must be positive, and is a file store option")
 	}
 	if sc.Backend == "redis" && len(sc.Addresses) == 0 {
 		return errors.New("store redis: at least one address is required")

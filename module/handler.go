@@ -784,7 +784,8 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, id identity, ou
 	}
 	requestsTotal.WithLabelValues(out.result, scheme).Inc()
 	level := zapcore.InfoLevel
-	if out.status == http.StatusServiceUnavailable {
+	if out.status == http.StatusServiceUnavailable && out.result != "replay_full" {
+		// (A full replay guard is warned about once per interval.)
 		level = zapcore.WarnLevel
 	}
 	if ce := h.logger.Check(level, "request refused"); ce != nil {

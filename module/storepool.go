@@ -79,7 +79,7 @@ func acquireStore(sc StoreConfig) (*sharedStore, string, error) {
 		if s.redis != nil {
 			s.replay = auth.NewRedisReplayGuard(s.redis, sc.Prefix, time.Duration(sc.Timeout))
 		} else {
-			s.replay = auth.NewMemoryReplayGuard(1 << 20)
+			s.replay = auth.NewMemoryReplayGuard(sc.ReplayCache)
 		}
 		return s, nil
 	})
