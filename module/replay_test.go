@@ -92,7 +92,7 @@ func TestReplayGuardAfterChecks(t *testing.T) {
 	}
 	m1 := scrapeMetrics(t, e.srv.AdminAddr)
 	checkDeltas(t, m0, m1, map[string]float64{
-		"caddy_keygate_replay_full_total": 3,
+		"caddy_keygate_replay_full_total":                                        3,
 		`caddy_keygate_requests_total{result="replay_full",scheme="wallee_mac"}`: 3,
 	})
 	if n := strings.Count(e.srv.Logs(), "replay guard full: refusing"); n != 1 {
