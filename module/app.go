@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -512,36 +511,10 @@ func (a *App) Start() error {
 	go a.purgeLoop(runCtx)
 	go a.tokens.run(runCtx)
 	a.startEvents(runCtx)
-	a.warnCredentialLogging()
+	if atomic.LoadInt64(&a.routes) > 0 {
+		a.startWarnings()
+	}
 	return nil
-}
-
-// warnCredentialLogging warns, once per start, about HTTP servers that
-// write access logs while no log uses the keygate format: Caddy would
-// write X-Api-Key, ?api_key=, Signature and X-Mac-Value in clear. (Caddy's
-// own filter encoder can do the same job; this cannot see into it, so the
-// warning says so.)
-func (a *App) warnCredentialLogging() {
-	if atomic.LoadInt64(&a.routes) == 0 || logEncoderInUse() {
-		return
-	}
-	app, err := a.ctx.AppIfConfigured("http")
-	if err != nil {
-		return
-	}
-	httpApp, ok := app.(*caddyhttp.App)
-	if !ok {
-		return
-	}
-	for name, srv := range httpApp.Servers {
-		if srv.Logs == nil {
-			continue
-		}
-		a.logger.Warn("access logs are on but no log uses the keygate format: keygate credentials "+
-			"(X-Api-Key, ?api_key=, Signature, X-Mac-Value, …) would be logged in clear; "+
-			"use `log { format keygate }` (or filter those fields yourself)",
-			zap.String("server", name), zap.Bool("log_credentials", srv.Logs.ShouldLogCredentials))
-	}
 }
 
 // retryMasterKeyCheck repeats the check until Redis answers.

@@ -167,6 +167,8 @@ type Handler struct {
 	lastWarn  *rate.Sometimes
 	// sigv4ReadBody is SigV4UndeclaredPayload == "read".
 	sigv4ReadBody bool
+	// logged are the routeCredentials keys this route holds.
+	logged []string
 }
 
 // identityHeaders are the canonical names of the headers keygate sets.
@@ -248,7 +250,27 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	atomic.AddInt64(&app.routes, 1)
-	return h.provision(app, ctx.Logger())
+	if err := h.provision(app, ctx.Logger()); err != nil {
+		return err
+	}
+	// The keygate log format removes this route's credential fields too.
+	h.logged = append(h.logged, "h:"+h.keyHeader)
+	if h.KeyQuery != "" && h.detector.Schemes.Has(auth.AccessKey) {
+		h.logged = append(h.logged, "q:"+h.KeyQuery)
+	}
+	for _, k := range h.logged {
+		_, _ = routeCredentials.LoadOrStore(k, struct{}{})
+	}
+	return nil
+}
+
+// Cleanup releases the route's credential names from the log encoders.
+func (h *Handler) Cleanup() error {
+	for _, k := range h.logged {
+		_, _ = routeCredentials.Delete(k)
+	}
+	h.logged = nil
+	return nil
 }
 
 // provision sets the route up over app (split from Provision for tests).
@@ -861,5 +883,6 @@ func originalURI(r *http.Request) string {
 
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

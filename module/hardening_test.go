@@ -446,14 +446,14 @@ http://127.0.0.1:%d {
 	if !strings.Contains(logged, `"uri":"/x?"`) && !strings.Contains(logged, `"uri":"/x"`) {
 		t.Errorf("the query filter should keep the path: %s", logged)
 	}
-	if strings.Contains(e.srv.Logs(), "no log uses the keygate format") {
+	if strings.Contains(e.srv.Logs(), "do not use the keygate format") {
 		t.Error("warned although the log uses the keygate format")
 	}
 
 	// The same site with Caddy's plain access log: keygate warns.
 	e.srv.Stop()
 	e.srv = testcaddy.Start(t, site("format json"), testcaddy.Options{Wait: []string{e.gateway}, DataHome: e.srv.DataHome})
-	if !strings.Contains(e.srv.Logs(), "no log uses the keygate format") {
+	if !strings.Contains(e.srv.Logs(), "do not use the keygate format") {
 		t.Errorf("no warning about credentials in the access log:\n%s", e.srv.Logs())
 	}
 }
