@@ -21,10 +21,14 @@
 //	case auth.AccessKey:                 // look up cred.KeyID, compare cred.AccessKey
 //	case auth.AccessToken:               // verify cred.Token elsewhere
 //	default:                             // signed: fetch the live secrets of cred.UserID
-//		v, err := cred.Verify(r, secrets, auth.VerifyOptions{Now: now, MaxSkew: skew})
+//		hold := budget.Hold(clientIP)
+//		defer hold.Release()             // when the request is done, whatever happened
+//		v, err := cred.Verify(r, secrets, auth.VerifyOptions{Now: now, MaxSkew: skew, Body: hold})
+//		// … check the user, permission and role, then:
 //		if err == nil && auth.NeedsReplayCheck(mode, r.Method, v.HasNonce) {
 //			fresh, err := guard.Remember(ctx, v.ReplayKey, v.ReplayTTL)
-//			// err → 503 (store down), !fresh → 401 (replayed)
+//			// err → 503 (store down, guard full), !fresh → 401 (replayed);
+//			// refused later (rate limit): guard.Forget(ctx, v.ReplayKey)
 //		}
 //	}
 //
@@ -32,8 +36,12 @@
 // Every timestamp must be within ±MaxSkew of Now; a signature that carries
 // no signed timestamp is rejected. Covered body digests (RFC 9530
 // Content-Digest, the cavage Digest header, x-amz-content-sha256) are checked
-// against the body, read up to MaxBody bytes; r.Body is restored for the
-// upstream. Error messages never contain secrets or expected signatures.
+// against the body, read up to MaxBody bytes, and only once the signature
+// over the headers is valid (a SigV4 body without x-amz-content-sha256 is
+// refused, ErrUndeclaredPayload, unless SigV4ReadUndeclaredBody); every
+// byte is reserved through the request's BodyHold first, which its owner
+// releases. r.Body is restored for the upstream. Error messages never
+// contain secrets or expected signatures.
 //
 // # Client quirks accepted
 //
@@ -53,4 +61,7 @@
 // signature must be single-use; a ReplayGuard (NewMemoryReplayGuard for one
 // node, NewRedisReplayGuard for many) remembers Verified.ReplayKey for
 // Verified.ReplayTTL (2 × MaxSkew, longer for long-lived presigned URLs).
+// Neither guard ever lets a request through that it could not decide on:
+// a Redis error is ErrReplayStore, and the in-process guard, which never
+// drops an unexpired key, refuses a new one with ErrReplayFull when full.
 package auth

@@ -120,8 +120,9 @@ type signed interface {
 // live secrets (at most two are tried) and the request r. On success it
 // returns which secret matched and what the replay check needs. It fails
 // with ErrNotSigned for access keys and tokens, ErrNoSecret without a usable
-// secret, ErrStale, ErrBadSignature, ErrMalformed, ErrScopeMismatch or
-// ErrBodyTooLarge.
+// secret, ErrStale, ErrBadSignature, ErrMalformed, ErrScopeMismatch,
+// ErrCoverage, ErrNoBody, ErrUndeclaredPayload, ErrBodyTooLarge or
+// ErrBodyBudget.
 func (c *Credential) Verify(r *http.Request, secrets []Secret, opt VerifyOptions) (Verified, error) {
 	if c == nil || c.sig == nil {
 		return Verified{}, ErrNotSigned
