@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -242,6 +243,18 @@ func FuzzSignVerify(f *testing.F) {
 		}
 		if _, _, err := verify(again(method, signedTarget, host, body), []Secret{{ID: "sc", Value: secretC}}); !errors.Is(err, ErrBadSignature) {
 			t.Fatalf("scheme %d, other secret: %v", s, err)
+		}
+		// No body byte is held before the signature over the headers is
+		// known valid (SigV4 without x-amz-content-sha256 is then refused).
+		hold := NewBodyBudget(1<<30, 0).Hold(netip.Addr{})
+		var det Detector
+		if c, err := det.Detect(again(method, signedTarget, host, body)); err == nil {
+			if _, err := c.Verify(again(method, signedTarget, host, body), []Secret{{ID: "sc", Value: secretC}}, VerifyOptions{Now: testNow, Body: hold}); err == nil {
+				t.Fatalf("scheme %d: another secret passes", s)
+			}
+			if hold.Held() != 0 {
+				t.Fatalf("scheme %d: a wrong signature holds %d body bytes", s, hold.Held())
+			}
 		}
 		sep := "?"
 		if strings.Contains(signedTarget, "?") {
