@@ -91,6 +91,12 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Flush implements http.Flusher (the admin API flushes its answer before
+// it writes the activity log).
+func (w *statusWriter) Flush() {
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
@@ -141,6 +147,7 @@ func serveAdminEndpoint(w http.ResponseWriter, r *http.Request) error {
 }
 
 var (
+	_ http.Flusher                = (*statusWriter)(nil)
 	_ caddy.Provisioner           = (*AdminHandler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*AdminHandler)(nil)
 	_ caddy.AdminRouter           = (*AdminAPI)(nil)
