@@ -29,7 +29,9 @@ type StoreOptions struct {
 //	tables   tenants, users, perms, keys, secrets, history, activity, sigkeys, meta
 //	         (and the outbox's: see kvstore_events.go)
 //	lookups  username (tenant\x00lowername → user id), keyname (user\x00name → key id),
-//	         permkey (user\x00tenant → permission id)
+//	         permkey (user\x00tenant → permission id), keyhash (scheme:hexhash →
+//	         key id, imported keys only), extid (tenant\x00source\x00kind\x00external
+//	         id → user or key id)
 //	indexes  tenants:by:<field>, users:by:<field>, t:<tenant>:users:by:<field>,
 //	         t:<tenant>:perms:by:<field>, u:<user>:perms, u:<user>:keys,
 //	         u:<user>:secrets, u:<user>:history, users:purge, secrets:all,
@@ -109,6 +111,8 @@ const (
 
 	lkUserName = "username"
 	lkKeyName  = "keyname"
+	lkKeyHash  = "keyhash"
+	lkExtID    = "extid"
 	lkPerm     = "permkey"
 )
 

@@ -135,14 +135,14 @@ func emitKey(r *recorder, old, next *Key, action string) error {
 	var typ string
 	data := map[string]any{"key": keyInfo(next)}
 	switch action {
-	case "key.create":
+	case "key.create", "import":
 		typ = EventKeyCreated
 	case "key.replace":
 		typ = EventKeyReplaced
 		data["replacedBy"] = next.ReplacedBy
 	case "key.revoke":
 		typ = EventKeyRevoked
-	case "key.update":
+	case "key.update", "import.update":
 		typ = EventKeyUpdated
 		data["changes"] = diff(old, next)
 	default:

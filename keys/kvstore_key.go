@@ -3,7 +3,10 @@ package keys
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -14,6 +17,72 @@ func keyNameKey(k *Key) string {
 		return ""
 	}
 	return k.UserID + sep + lower(k.Name)
+}
+
+// keyHashKey is the key of an imported key's entry in the hash lookup
+// (scheme:hex(hash); "kg" for keygate's own hash): only imported keys that
+// are not REVOKED are found by their hash.
+func keyHashKey(k *Key) string {
+	if k == nil || k.Origin == nil || k.Status == KeyRevoked {
+		return ""
+	}
+	return hashLookupKey(k.HashScheme, k.Hash)
+}
+
+// hashLookupKey is the lookup key of a hash under scheme ("" = keygate's).
+func hashLookupKey(scheme string, sum []byte) string {
+	if scheme == "" {
+		scheme = "kg"
+	}
+	return scheme + ":" + hex.EncodeToString(sum)
+}
+
+// pendingScheme is the legacy scheme a key waits under to be re-hashed,
+// "" when none (keygate's own hash, or REVOKED).
+func pendingScheme(k *Key) string {
+	if k == nil || k.Status == KeyRevoked {
+		return ""
+	}
+	return k.HashScheme
+}
+
+// metaHashSchemes names the meta record counting, per legacy scheme, the
+// keys still waiting to be re-hashed (JSON object scheme → count).
+const metaHashSchemes = "hashschemes"
+
+// readPending returns the counts of metaHashSchemes.
+func readPending(tx Tx) (map[string]int, error) {
+	out := map[string]int{}
+	b, err := tx.Get(tblMeta, metaHashSchemes)
+	if isNotFound(err) {
+		return out, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("loading pending key hash schemes: %w", err)
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("decoding pending key hash schemes: %w", err)
+	}
+	return out, nil
+}
+
+// movePending moves one key's count from scheme old to scheme next.
+func movePending(tx Tx, old, next string) error {
+	if old == next {
+		return nil
+	}
+	counts, err := readPending(tx)
+	if err != nil {
+		return err
+	}
+	if old != "" {
+		if counts[old]--; counts[old] <= 0 {
+			delete(counts, old)
+		}
+	}
+	if next != "" {
+		counts[next]++
+	}
+	return putJSON(tx, tblMeta, metaHashSchemes, counts)
 }
 
 func keyIndexes(k *Key) []indexEntry {
@@ -38,6 +107,13 @@ func writeKey(r *recorder, old, next *Key, action string) error {
 	stamp(&next.Version, &next.CreatedAt, &next.UpdatedAt, r.now)
 	if err := claim(r.tx, lkKeyName, keyNameKey(old), keyNameKey(next), next.ID,
 		fmt.Sprintf("key name %q of user %s", next.Name, next.UserID)); err != nil {
+		return err
+	}
+	if err := claim(r.tx, lkKeyHash, keyHashKey(old), keyHashKey(next), next.ID,
+		"an imported key with the same value"); err != nil {
+		return err
+	}
+	if err := movePending(r.tx, pendingScheme(old), pendingScheme(next)); err != nil {
 		return err
 	}
 	if err := putJSON(r.tx, tblKeys, next.ID, next); err != nil {
@@ -72,6 +148,21 @@ func validateKey(k *Key) error {
 	if len(k.Hash) == 0 {
 		v.Add("hash", "is required")
 	}
+	if k.HashScheme != "" {
+		ls, err := ParseLegacyScheme(k.HashScheme)
+		switch {
+		case err != nil:
+			v.Add("hashScheme", err.Error())
+		case k.Origin == nil:
+			v.Add("hashScheme", "is only for imported keys")
+		case len(k.Hash) != DigestSize(ls.Name):
+			v.Add("hash", fmt.Sprintf("must be %d bytes for %s", DigestSize(ls.Name), ls.Name))
+		}
+	} else if len(k.Hash) != 32 && len(k.Hash) != 0 {
+		v.Add("hash", "must be 32 bytes")
+	}
+	checkMeta(v, "meta", k.Meta)
+	checkTags(v, "tags", k.Tags)
 	if k.ExpiresAt.IsZero() {
 		v.Add("expiresAt", "is required")
 	}
@@ -123,18 +214,22 @@ func (s *kvStore) CreateKey(ctx context.Context, k Key, actor string) (Key, erro
 		return Key{}, err
 	}
 	var out Key
-	err := s.update(ctx, actor, func(r *recorder) error {
-		k := k
-		if err := checkKeyOwner(r.tx, &k); err != nil {
-			return err
-		}
-		if err := writeKey(r, nil, &k, "key.create"); err != nil {
-			return err
-		}
-		out = k
-		return nil
+	err := s.update(ctx, actor, func(r *recorder) (err error) {
+		out, err = createKeyTx(r, k, "key.create")
+		return err
 	})
 	return out, err
+}
+
+// createKeyTx is CreateKey's transaction (k prepared), recorded under action.
+func createKeyTx(r *recorder, k Key, action string) (Key, error) {
+	if err := checkKeyOwner(r.tx, &k); err != nil {
+		return Key{}, err
+	}
+	if err := writeKey(r, nil, &k, action); err != nil {
+		return Key{}, err
+	}
+	return k, nil
 }
 
 // GetKey returns a key by id.
@@ -179,7 +274,17 @@ func mutableKey(tx Tx, userID, keyID string, version int64) (Key, error) {
 // UpdateKey changes name, expiry or status (ACTIVE ⇄ INACTIVE).
 func (s *kvStore) UpdateKey(ctx context.Context, userID, keyID string, version int64, mutate func(*Key) error, actor string) (Key, error) {
 	var out Key
-	err := s.update(ctx, actor, func(r *recorder) error {
+	err := s.update(ctx, actor, func(r *recorder) (err error) {
+		out, err = updateKeyTx(r, userID, keyID, version, mutate, "key.update")
+		return err
+	})
+	return out, err
+}
+
+// updateKeyTx is UpdateKey's transaction, recorded under action.
+func updateKeyTx(r *recorder, userID, keyID string, version int64, mutate func(*Key) error, action string) (Key, error) {
+	var out Key
+	err := func() error {
 		cur, err := mutableKey(r.tx, userID, keyID, version)
 		if err != nil {
 			return err
@@ -190,12 +295,16 @@ func (s *kvStore) UpdateKey(ctx context.Context, userID, keyID string, version i
 		}
 		v := &ValidationError{}
 		for field, changed := range map[string]bool{
-			"id":         next.ID != cur.ID,
-			"userId":     next.UserID != cur.UserID,
-			"tenant":     next.TenantID != cur.TenantID,
-			"hash":       !bytes.Equal(next.Hash, cur.Hash),
-			"last4":      next.Last4 != cur.Last4,
-			"replacedBy": next.ReplacedBy != cur.ReplacedBy,
+			"id":           next.ID != cur.ID,
+			"userId":       next.UserID != cur.UserID,
+			"tenant":       next.TenantID != cur.TenantID,
+			"hash":         !bytes.Equal(next.Hash, cur.Hash),
+			"last4":        next.Last4 != cur.Last4,
+			"replacedBy":   next.ReplacedBy != cur.ReplacedBy,
+			"origin":       !reflect.DeepEqual(next.Origin, cur.Origin),
+			"hashScheme":   next.HashScheme != cur.HashScheme,
+			"rehashedFrom": next.RehashedFrom != cur.RehashedFrom,
+			"rehashedAt":   !reflect.DeepEqual(next.RehashedAt, cur.RehashedAt),
 		} {
 			if changed {
 				v.Add(field, "cannot be changed")
@@ -217,12 +326,12 @@ func (s *kvStore) UpdateKey(ctx context.Context, userID, keyID string, version i
 			out = cur
 			return nil
 		}
-		if err := writeKey(r, &cur, &next, "key.update"); err != nil {
+		if err := writeKey(r, &cur, &next, action); err != nil {
 			return err
 		}
 		out = next
 		return nil
-	})
+	}()
 	return out, err
 }
 

@@ -125,7 +125,20 @@ func (s *kvStore) PutPermission(ctx context.Context, p Permission, actor string)
 		out     Permission
 		created bool
 	)
-	err := s.update(ctx, actor, func(r *recorder) error {
+	err := s.update(ctx, actor, func(r *recorder) (err error) {
+		out, created, err = putPermissionTx(r, p)
+		return err
+	})
+	return out, created, err
+}
+
+// putPermissionTx is PutPermission's transaction, p already validated.
+func putPermissionTx(r *recorder, p Permission) (Permission, bool, error) {
+	var (
+		out     Permission
+		created bool
+	)
+	err := func() error {
 		tx := r.tx
 		u, err := getJSON[User](tx, tblUsers, p.UserID, "user "+p.UserID)
 		if isNotFound(err) {
@@ -198,7 +211,7 @@ func (s *kvStore) PutPermission(ctx context.Context, p Permission, actor string)
 		}
 		out = next
 		return mirrorToUser(r, &u, &out)
-	})
+	}()
 	return out, created, err
 }
 

@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 )
@@ -106,6 +107,8 @@ func validateUser(tx Tx, u *User) error {
 	if u.RequestLimit < 0 {
 		v.Add("requestLimit", "must not be negative")
 	}
+	checkMeta(v, "meta", u.Meta)
+	checkTags(v, "tags", u.Tags)
 	if u.PrimaryTenant == "" {
 		v.Add("primaryTenant", "is required")
 	} else if ok, err := exists(tx, tblTenants, u.PrimaryTenant); err != nil {
@@ -133,45 +136,49 @@ func (s *kvStore) CreateUser(ctx context.Context, u User, actor string) (User, e
 	if !slices.Contains([]UserStatus{UserActive, UserInactive, UserCreate}, u.Status) {
 		return User{}, fieldError("status", "must be ACTIVE, INACTIVE or CREATE at creation")
 	}
-	chosenID := u.ID
 	var out User
-	err := s.update(ctx, actor, func(r *recorder) error {
-		u := u
-		if chosenID == "" {
-			id, err := freeUserID(r.tx)
-			if err != nil {
-				return err
-			}
-			u.ID = id
-		}
-		if err := validateUser(r.tx, &u); err != nil {
-			return err
-		}
-		if err := activeTenant(r.tx, u.PrimaryTenant, "primaryTenant"); err != nil {
-			return err
-		}
-		if ok, err := exists(r.tx, tblUsers, u.ID); err != nil {
-			return err
-		} else if ok {
-			// Generic: the id may belong to a user of another tenant, which
-			// the caller must not learn about.
-			return fmt.Errorf("the user id is not available: %w", ErrConflict)
-		}
-		stamp(&u.Version, &u.CreatedAt, &u.UpdatedAt, r.now)
-		if err := writeUser(r.tx, nil, &u); err != nil {
-			return err
-		}
-		if err := r.record(u.ID, "user.create", "", diff((*User)(nil), &u)); err != nil {
-			return err
-		}
-		if err := emitUser(r, nil, &u, nil); err != nil {
-			return err
-		}
-		r.notify(u.ID, "")
-		out = u
-		return nil
+	err := s.update(ctx, actor, func(r *recorder) (err error) {
+		out, err = createUserTx(r, u, "user.create")
+		return err
 	})
 	return out, err
+}
+
+// createUserTx is CreateUser's transaction (u already normalized),
+// recorded in history under action.
+func createUserTx(r *recorder, u User, action string) (User, error) {
+	if u.ID == "" {
+		id, err := freeUserID(r.tx)
+		if err != nil {
+			return User{}, err
+		}
+		u.ID = id
+	}
+	if err := validateUser(r.tx, &u); err != nil {
+		return User{}, err
+	}
+	if err := activeTenant(r.tx, u.PrimaryTenant, "primaryTenant"); err != nil {
+		return User{}, err
+	}
+	if ok, err := exists(r.tx, tblUsers, u.ID); err != nil {
+		return User{}, err
+	} else if ok {
+		// Generic: the id may belong to a user of another tenant, which
+		// the caller must not learn about.
+		return User{}, fmt.Errorf("the user id is not available: %w", ErrConflict)
+	}
+	stamp(&u.Version, &u.CreatedAt, &u.UpdatedAt, r.now)
+	if err := writeUser(r.tx, nil, &u); err != nil {
+		return User{}, err
+	}
+	if err := r.record(u.ID, action, "", diff((*User)(nil), &u)); err != nil {
+		return User{}, err
+	}
+	if err := emitUser(r, nil, &u, nil); err != nil {
+		return User{}, err
+	}
+	r.notify(u.ID, "")
+	return u, nil
 }
 
 // freeUserID generates a user id not yet taken.
@@ -202,7 +209,17 @@ func (s *kvStore) GetUser(ctx context.Context, id string) (User, error) {
 // UpdateUser changes a user following the state machine.
 func (s *kvStore) UpdateUser(ctx context.Context, id string, version int64, mutate func(*User) error, actor string) (User, error) {
 	var out User
-	err := s.update(ctx, actor, func(r *recorder) error {
+	err := s.update(ctx, actor, func(r *recorder) (err error) {
+		out, err = updateUserTx(r, id, version, mutate, "user.update")
+		return err
+	})
+	return out, err
+}
+
+// updateUserTx is UpdateUser's transaction, recorded under action.
+func updateUserTx(r *recorder, id string, version int64, mutate func(*User) error, action string) (User, error) {
+	var out User
+	err := func() error {
 		cur, err := getJSON[User](r.tx, tblUsers, id, "user "+id)
 		if err != nil {
 			return err
@@ -216,6 +233,9 @@ func (s *kvStore) UpdateUser(ctx context.Context, id string, version int64, muta
 		}
 		if next.ID != cur.ID {
 			return fieldError("id", "cannot be changed")
+		}
+		if !reflect.DeepEqual(next.Origin, cur.Origin) {
+			return fieldError("origin", "cannot be changed")
 		}
 		next.Version, next.CreatedAt, next.UpdatedAt, next.LastUsedAt = cur.Version, cur.CreatedAt, cur.UpdatedAt, cur.LastUsedAt
 		next.CustomerRoles = nonNil(next.CustomerRoles)
@@ -253,7 +273,7 @@ func (s *kvStore) UpdateUser(ctx context.Context, id string, version int64, muta
 		if err := writeUser(r.tx, &cur, &next); err != nil {
 			return err
 		}
-		if err := r.record(id, "user.update", "", changes); err != nil {
+		if err := r.record(id, action, "", changes); err != nil {
 			return err
 		}
 		if err := emitUser(r, &cur, &next, changes); err != nil {
@@ -267,7 +287,7 @@ func (s *kvStore) UpdateUser(ctx context.Context, id string, version int64, muta
 		}
 		out = next
 		return nil
-	})
+	}()
 	return out, err
 }
 

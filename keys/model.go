@@ -5,6 +5,7 @@
 package keys
 
 import (
+	"encoding/json"
 	"time"
 )
 
@@ -96,11 +97,18 @@ type User struct {
 	Superadmin bool `json:"superadmin,omitempty"`
 	// Notifications are the event types about this user (its keys,
 	// secrets, permissions, limits) that its Email gets; none when empty.
-	Notifications []string   `json:"notifications,omitempty"`
-	Version       int64      `json:"version"`
-	CreatedAt     time.Time  `json:"createdAt"`
-	UpdatedAt     time.Time  `json:"updatedAt"`
-	LastUsedAt    *time.Time `json:"lastUsedAt,omitempty"`
+	Notifications []string `json:"notifications,omitempty"`
+	// Meta is free data about the user (a JSON object of at most MaxMeta
+	// bytes): returned by the API, never forwarded upstream.
+	Meta json.RawMessage `json:"meta,omitempty"`
+	// Tags label the user (at most MaxTags, each 1 to 64 bytes).
+	Tags []string `json:"tags,omitempty"`
+	// Origin says where an imported user came from; nil otherwise.
+	Origin     *Origin    `json:"origin,omitempty"`
+	Version    int64      `json:"version"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	UpdatedAt  time.Time  `json:"updatedAt"`
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
 }
 
 // PermissionStatus is the state of a user's permission in one tenant.
@@ -169,11 +177,26 @@ type Key struct {
 	// ReplacedBy is the id of the key that replaced this one.
 	ReplacedBy string `json:"replacedBy,omitempty"`
 	// LeakedAt is when a leak of the key was reported (see ReportLeak).
-	LeakedAt   *time.Time `json:"leakedAt,omitempty"`
-	Version    int64      `json:"version"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	UpdatedAt  time.Time  `json:"updatedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	LeakedAt *time.Time `json:"leakedAt,omitempty"`
+	// Meta and Tags are as on User.
+	Meta json.RawMessage `json:"meta,omitempty"`
+	Tags []string        `json:"tags,omitempty"`
+	// Origin says where an imported key came from; nil for keygate's own
+	// kg_ keys. An imported key keeps its value, whatever its shape, and is
+	// found by its hash (Store.KeyIDByHash).
+	Origin *Origin `json:"origin,omitempty"`
+	// HashScheme is empty when Hash is keygate's own hash of the key. A key
+	// imported only as a peer's hash keeps that hash here under its legacy
+	// scheme (see ParseLegacyScheme) until its first use re-hashes it.
+	HashScheme string `json:"hashScheme,omitempty"`
+	// RehashedFrom and RehashedAt record that first use: the legacy scheme
+	// the key was found by and when it got keygate's own hash.
+	RehashedFrom string     `json:"rehashedFrom,omitempty"`
+	RehashedAt   *time.Time `json:"rehashedAt,omitempty"`
+	Version      int64      `json:"version"`
+	CreatedAt    time.Time  `json:"createdAt"`
+	UpdatedAt    time.Time  `json:"updatedAt"`
+	LastUsedAt   *time.Time `json:"lastUsedAt,omitempty"`
 }
 
 // Usable reports whether the key may authenticate at now (status, expiry and
@@ -185,8 +208,25 @@ func (k *Key) Usable(now time.Time) bool {
 	return k.DisableAt == nil || now.Before(*k.DisableAt)
 }
 
-// Masked is the form shown in listings: kg_<id>_…last4.
-func (k *Key) Masked() string { return KeyPrefix + k.ID + "_…" + k.Last4 }
+// Masked is the form shown in listings: kg_<id>_…last4, or …last4 for an
+// imported key (whose value is not keygate's shape; a key imported only as
+// a hash shows its last four characters once its first use re-hashed it).
+func (k *Key) Masked() string {
+	if k.Origin != nil {
+		return "…" + k.Last4
+	}
+	return KeyPrefix + k.ID + "_…" + k.Last4
+}
+
+// Origin is where an imported user or key came from.
+type Origin struct {
+	// Source is the peer: kong, tyk, unkey, krakend or csv.
+	Source string `json:"source"`
+	// ExternalID is the peer's id of it (Kong custom_id or username, Tyk
+	// key hash, Unkey externalId, …): a second import matches by it.
+	ExternalID string    `json:"externalId"`
+	ImportedAt time.Time `json:"importedAt"`
+}
 
 // SecretStatus is the state of a signing secret.
 type SecretStatus string

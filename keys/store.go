@@ -85,6 +85,25 @@ type Store interface {
 	// ListKeys returns the keys of a user, oldest first.
 	ListKeys(ctx context.Context, userID string) ([]Key, error)
 
+	// KeyIDByHash returns the id of the imported key (Key.Origin set, not
+	// REVOKED) whose hash under scheme is sum: scheme "" is keygate's own
+	// hash (Hasher), any other a legacy scheme (ParseLegacyScheme) of a key
+	// not yet re-hashed. ErrNotFound when there is none.
+	KeyIDByHash(ctx context.Context, scheme string, sum []byte) (string, error)
+	// PendingHashSchemes returns, per legacy scheme, how many keys (not
+	// REVOKED) are still stored under it, waiting for their first use.
+	PendingHashSchemes(ctx context.Context) (map[string]int, error)
+	// RehashKey replaces a key's legacy hash (under scheme) with keygate's
+	// own hash sum of the same key, once its first use proved the key:
+	// HashScheme becomes empty, RehashedFrom and RehashedAt are set, and
+	// Last4 when it was unknown. ErrConflict when the key is not stored
+	// under that legacy hash; a key already re-hashed to sum is returned
+	// as it is (another node was first).
+	RehashKey(ctx context.Context, keyID, scheme string, legacy, sum []byte, last4 string) (Key, error)
+	// Import applies a batch of another gateway's users and keys to one
+	// tenant in one transaction (see ImportBatch and ImportOptions).
+	Import(ctx context.Context, b ImportBatch, opts ImportOptions, actor string) (ImportResult, error)
+
 	// CreateSecret stores a new signing secret; ErrConflict when the user
 	// already has MaxLiveSecrets ACTIVE secrets.
 	CreateSecret(ctx context.Context, s Secret, actor string) (Secret, error)

@@ -78,6 +78,9 @@ func cases() []testCase {
 		{"KeyExpiryEvents", testKeyExpiryEvents},
 		{"ReportLeak", testReportLeak},
 		{"Webhooks", testWebhooks},
+		{"Import", testImport},
+		{"ImportAtomic", testImportAtomic},
+		{"Rehash", testRehash},
 	}
 }
 
