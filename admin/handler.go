@@ -168,7 +168,9 @@ type route struct {
 	List     bool
 	Status   int
 	Query    []string
-	handle   func(h *Handler, w http.ResponseWriter, r *http.Request, c *caller) error
+	// QueryDocs documents query parameters whose meaning differs from queryDocs.
+	QueryDocs map[string]obj
+	handle    func(h *Handler, w http.ResponseWriter, r *http.Request, c *caller) error
 }
 
 // Routes returns "METHOD /pattern" for every route, in table order.
@@ -189,6 +191,16 @@ var (
 	roleQuery       = []string{"workspace"}
 	webhookQuery    = append([]string{"tenant"}, listQuery...)
 	deliveryQuery   = append([]string{"status", "kind", "tenant"}, listQuery...)
+	importQuery     = []string{"from", "tenant", "dryRun", "continue", "expires", "window", "tykPlain"}
+	importQueryDocs = map[string]obj{
+		"from":     {"type": "string", "enum": []string{"kong", "tyk", "unkey", "krakend", "csv"}, "description": "the format of the body (required)"},
+		"tenant":   {"type": "string", "description": "the tenant to import into; default: the caller's tenant"},
+		"dryRun":   {"type": "boolean", "default": false, "description": "report what would be created, updated, skipped and failed; write nothing"},
+		"continue": {"type": "boolean", "default": false, "description": "write everything but the failed items; without it one failed item writes nothing (422)"},
+		"expires":  {"type": "string", "description": "expiry of keys the file gives none (RFC 3339 time, date, or a duration such as 8760h); required when any key has none"},
+		"window":   {"type": "string", "default": "2m", "description": "the routes' rate-limit window, to map the peer's limits to requestLimit"},
+		"tykPlain": {"type": "boolean", "default": false, "description": "Tyk ran with hash_keys false: session ids are the keys themselves"},
+	}
 )
 
 // routeTable lists every route of the API.
@@ -238,6 +250,7 @@ var routeTable = []route{
 	{Method: "GET", Pattern: "/v1/webhooks/{id}/deliveries", Summary: "A webhook's deliveries, newest first: status, attempts, last response", Tag: "events", Response: "Delivery", List: true, Query: []string{"status", "page", "size", "sort"}, handle: (*Handler).webhookDeliveries},
 	{Method: "GET", Pattern: "/v1/deliveries", Summary: "Deliveries of webhooks and e-mail notifications, newest first", Tag: "events", Response: "Delivery", List: true, Query: deliveryQuery, handle: (*Handler).allDeliveries},
 	{Method: "POST", Pattern: "/v1/deliveries/{id}/replay", Summary: "Send a delivered or failed delivery again (same event and webhook-id), with a new series of retries", Tag: "events", Response: "Delivery", handle: (*Handler).replayDelivery},
+	{Method: "POST", Pattern: "/v1/imports", Summary: "Import users and keys from another gateway's export (superadmin, or an administrator of the tenant): every key keeps working as it is", Tag: "imports", Request: fileBody, Response: "ImportReport", Status: 201, Query: importQuery, QueryDocs: importQueryDocs, handle: (*Handler).importFile},
 
 	{Method: "GET", Pattern: "/v1/users/{id}/history", Summary: "A user's changelog, newest first", Tag: "audit", Response: "HistoryEntry", List: true, Query: []string{"page", "size"}, handle: (*Handler).history},
 	{Method: "GET", Pattern: "/v1/activity", Summary: "The admin API activity log, newest first", Tag: "audit", Response: "Activity", List: true, Query: activityQuery, handle: (*Handler).activity},
@@ -272,9 +285,19 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 type callState struct {
 	actor  string
 	tenant string
+	// path, when set, is recorded instead of the request path.
+	path string
 }
 
 type callStateKey struct{}
+
+// setActivityPath records path instead of the request path (e.g. with the
+// import's source), for the activity log.
+func setActivityPath(r *http.Request, path string) {
+	if st, ok := r.Context().Value(callStateKey{}).(*callState); ok {
+		st.path = path
+	}
+}
 
 // setTenant records the tenant a call acted on, for the activity log.
 func setTenant(r *http.Request, tenant string) {
@@ -319,11 +342,15 @@ func (h *Handler) wrap(rt route) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
 		defer cancel()
+		path := r.URL.Path
+		if st.path != "" {
+			path = st.path
+		}
 		err := h.store.AppendActivity(ctx, keys.Activity{
 			At:     h.now().UTC(),
 			Actor:  st.actor,
 			Method: r.Method,
-			Path:   clip(r.URL.Path, 512),
+			Path:   clip(path, 512),
 			Status: status,
 			Tenant: st.tenant,
 		})

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,11 +17,43 @@ const maxGrace = 30 * 24 * time.Hour
 
 // keyBody is the body of POST and PATCH /v1/users/{id}/keys[/{keyId}].
 type keyBody struct {
-	Name      opt[string]         `json:"name"`
-	ExpiresAt opt[timestamp]      `json:"expiresAt"`
-	Tenant    opt[string]         `json:"tenant"`
-	Status    opt[keys.KeyStatus] `json:"status"`
-	Version   *int64              `json:"version"`
+	Name      opt[string]          `json:"name"`
+	ExpiresAt opt[timestamp]       `json:"expiresAt"`
+	Tenant    opt[string]          `json:"tenant"`
+	Status    opt[keys.KeyStatus]  `json:"status"`
+	Meta      opt[json.RawMessage] `json:"meta"`
+	Tags      opt[[]string]        `json:"tags"`
+	Version   *int64               `json:"version"`
+}
+
+// checkMetaTags validates the meta and tags members of a body.
+func checkMetaTags(v *keys.ValidationError, meta opt[json.RawMessage], tags opt[[]string]) {
+	if meta.Set && !meta.Null {
+		if err := keys.ValidateMeta("meta", meta.V); err != nil {
+			v.Fields = append(v.Fields, err.(*keys.ValidationError).Fields...)
+		}
+	}
+	if tags.Set && !tags.Null {
+		if err := keys.ValidateTags("tags", tags.V); err != nil {
+			v.Fields = append(v.Fields, err.(*keys.ValidationError).Fields...)
+		}
+	}
+}
+
+// applyMetaTags merges the meta and tags members of a body (null clears).
+func applyMetaTags(meta opt[json.RawMessage], tags opt[[]string], dstMeta *json.RawMessage, dstTags *[]string) {
+	if meta.Set {
+		*dstMeta = nil
+		if !meta.Null {
+			*dstMeta = slices.Clone(meta.V)
+		}
+	}
+	if tags.Set {
+		*dstTags = nil
+		if !tags.Null {
+			*dstTags = slices.Clone(tags.V)
+		}
+	}
 }
 
 // replaceBody is the optional body of POST …/keys/{keyId}/replace.
@@ -167,6 +200,7 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, c *caller) e
 	if b.Version != nil {
 		v.Add("version", "is not allowed when creating")
 	}
+	checkMetaTags(v, b.Meta, b.Tags)
 	tenant := u.PrimaryTenant
 	if b.Tenant.Set && !b.Tenant.Null {
 		tenant = b.Tenant.V
@@ -199,6 +233,7 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, c *caller) e
 		return errConflict("the user's permission in tenant " + tenant + " is " + string(p.Status) + ", not ACTIVE")
 	}
 	plaintext, k := keys.NewAccessKey(h.hasher, u.ID, tenant, b.Name.V, b.ExpiresAt.V.Time)
+	applyMetaTags(b.Meta, b.Tags, &k.Meta, &k.Tags)
 	out, err := h.store.CreateKey(r.Context(), k, c.actor)
 	if err != nil {
 		return err
@@ -233,6 +268,7 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, c *caller) er
 	if b.Status.Set && b.Status.V != keys.KeyActive && b.Status.V != keys.KeyInactive {
 		v.Add("status", "must be ACTIVE or INACTIVE (DELETE revokes a key)")
 	}
+	checkMetaTags(v, b.Meta, b.Tags)
 	if err := v.Err(); err != nil {
 		return err
 	}
@@ -253,6 +289,7 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		if b.Status.Set {
 			k.Status = b.Status.V
 		}
+		applyMetaTags(b.Meta, b.Tags, &k.Meta, &k.Tags)
 		return nil
 	}, c.actor)
 	if err != nil {

@@ -42,10 +42,12 @@ func str(desc string) obj { return obj{"type": "string", "description": desc} }
 func enum(values ...string) obj { return obj{"type": "string", "enum": values} }
 
 var (
-	eventType = obj{"type": "string", "enum": append([]string{"*"}, keys.EventTypes...)}
-	dateTime  = obj{"type": "string", "format": "date-time"}
-	strList   = obj{"type": "array", "items": obj{"type": "string"}}
-	integer   = obj{"type": "integer"}
+	eventType  = obj{"type": "string", "enum": append([]string{"*"}, keys.EventTypes...)}
+	metaSchema = obj{"type": []string{"object", "null"}, "description": "free data (at most 4096 bytes of JSON); returned by the API, never forwarded upstream"}
+	tagsSchema = obj{"type": "array", "items": obj{"type": "string", "minLength": 1, "maxLength": 64}, "maxItems": 50, "uniqueItems": true}
+	dateTime   = obj{"type": "string", "format": "date-time"}
+	strList    = obj{"type": "array", "items": obj{"type": "string"}}
+	integer    = obj{"type": "integer"}
 )
 
 // schemas describes every body and data object.
@@ -65,6 +67,8 @@ func schemas() obj {
 		"superadmin":       obj{"type": "boolean"},
 		"notifications":    obj{"type": "array", "items": eventType, "description": "event types about this user that its email gets"},
 		"version":          integer, "createdAt": dateTime, "updatedAt": dateTime, "lastUsedAt": dateTime,
+		"meta": metaSchema, "tags": tagsSchema,
+		"origin": obj{"allOf": []obj{ref("Origin")}, "description": "read-only: where an imported user came from"},
 	}
 	fieldError := obj{"type": "object", "properties": obj{"field": str(""), "message": str("")}}
 	tenantEvents := obj{
@@ -134,13 +138,39 @@ func schemas() obj {
 			"expiresAt": dateTime, "usable": obj{"type": "boolean"}, "disableAt": dateTime,
 			"replacedBy": str(""), "version": integer, "createdAt": dateTime, "updatedAt": dateTime,
 			"lastUsedAt": dateTime, "key": str("the full key, only in the creating response"),
-			"previous": ref("Key"),
+			"previous": ref("Key"), "meta": metaSchema, "tags": tagsSchema,
+			"origin":       obj{"allOf": []obj{ref("Origin")}, "description": "where an imported key came from; its value is the peer's, found by its hash"},
+			"hashScheme":   str("a key imported only as a peer's hash: the legacy scheme it is stored under until its first use re-hashes it (sha256, sha1, fnv128, murmur32, murmur64, murmur128)"),
+			"rehashedFrom": str("the legacy scheme the key was found by at its first use"), "rehashedAt": dateTime,
+		}},
+		"Origin": obj{"type": "object", "properties": obj{
+			"source": enum("kong", "tyk", "unkey", "krakend", "csv"), "externalId": str("the peer's id of it"), "importedAt": dateTime,
+		}},
+		"ImportItem": obj{"type": "object", "properties": obj{
+			"ref": str("where in the file: consumers[2], keys[0], line 4, …"), "kind": enum("user", "key"),
+			"action": enum("create", "update", "skip", "fail"), "externalId": str(""), "id": str("the keygate id"),
+			"name": str(""), "userId": str(""), "reason": str("why it was skipped or failed"),
+			"changes": obj{"type": "object", "description": "field → {from, to}, for updates"},
+		}},
+		"ImportProblem": obj{"type": "object", "required": []string{"type", "title", "status"}, "properties": obj{
+			"type": str("https://keygate.dev/problems/import-failed or …/import-unreadable"), "title": str(""), "status": integer,
+			"detail": str(""), "errors": obj{"type": "array", "items": fieldError, "description": "one per failed item: field is where it is in the file"},
+			"import": obj{"allOf": []obj{ref("ImportReport")}, "description": "the whole report (import-failed only)"},
+		}},
+		"ImportReport": obj{"type": "object", "properties": obj{
+			"source": str(""), "tenant": str(""), "dryRun": obj{"type": "boolean"},
+			"written": obj{"type": "boolean", "description": "whether anything was stored"},
+			"created": integer, "updated": integer, "skipped": integer, "failed": integer,
+			"items":    obj{"type": "array", "items": ref("ImportItem")},
+			"warnings": obj{"type": "array", "items": obj{"type": "string"}, "description": "settings of the file keygate did not take"},
 		}},
 		"KeyCreate": obj{"type": "object", "additionalProperties": false, "required": []string{"name", "expiresAt"}, "properties": obj{
 			"name": str("unique per user"), "expiresAt": dateTime, "tenant": str("default: the user's primary tenant"),
+			"meta": metaSchema, "tags": tagsSchema,
 		}},
 		"KeyPatch": obj{"type": "object", "additionalProperties": false, "properties": obj{
 			"name": str(""), "expiresAt": dateTime, "status": enum("ACTIVE", "INACTIVE"), "version": integer,
+			"meta": metaSchema, "tags": tagsSchema,
 		}},
 		"KeyReplace": obj{"type": "object", "additionalProperties": false, "properties": obj{
 			"gracePeriod": obj{"oneOf": []obj{str("Go duration, e.g. 24h"), obj{"type": "number", "description": "seconds"}}},
@@ -258,7 +288,11 @@ func buildOpenAPI() []byte {
 			}
 		}
 		for _, q := range rt.Query {
-			params = append(params, obj{"name": q, "in": "query", "schema": queryDocs[q]})
+			doc := queryDocs[q]
+			if d, ok := rt.QueryDocs[q]; ok {
+				doc = d
+			}
+			params = append(params, obj{"name": q, "in": "query", "schema": doc})
 		}
 		if rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || (rt.Method == http.MethodPut && rt.Tag != "roles") {
 			params = append(params, obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"},
@@ -291,9 +325,15 @@ func buildOpenAPI() []byte {
 			if rt.Pattern == "/v1/permissions" {
 				responses["201"] = responses["200"]
 			}
+			if rt.Pattern == "/v1/imports" {
+				responses["200"] = responses["201"] // nothing created: a dry run, or all skipped
+			}
 		}
 		for code, desc := range errorResponses(rt) {
 			responses[strconv.Itoa(code)] = problemResponse(desc)
+			if rt.Request == fileBody && code == http.StatusUnprocessableEntity {
+				responses["422"] = obj{"description": desc, "content": obj{"application/problem+json": obj{"schema": ref("ImportProblem")}}}
+			}
 		}
 		op := obj{
 			"operationId": operationID(rt),
@@ -304,7 +344,12 @@ func buildOpenAPI() []byte {
 		if len(params) > 0 {
 			op["parameters"] = params
 		}
-		if rt.Request != "" {
+		switch rt.Request {
+		case "":
+		case fileBody:
+			op["requestBody"] = obj{"required": true, "description": "the file, as the peer exports it (YAML, JSON or CSV)",
+				"content": obj{"*/*": obj{"schema": obj{"type": "string", "format": "binary", "maxLength": 8 << 20}}}}
+		default:
 			op["requestBody"] = obj{"required": rt.Method != http.MethodPost || !strings.HasSuffix(rt.Pattern, "/replace"),
 				"content": obj{"application/json": obj{"schema": ref(rt.Request)}}}
 		}
@@ -379,7 +424,13 @@ func errorResponses(rt route) map[int]string {
 		out[http.StatusConflict] = "conflict with the current state: a taken name or id, an illegal state change, " +
 			"an ARCHIVED tenant, a credential the user's type may not hold, a third live secret"
 	}
-	if rt.Request != "" {
+	switch rt.Request {
+	case "":
+	case fileBody:
+		out[http.StatusRequestEntityTooLarge] = "file too large"
+		out[http.StatusUnprocessableEntity] = "the file is not of that format, or (without continue) items failed and nothing was written: " +
+			"errors names each failed item (field: where in the file) and import holds the whole report"
+	default:
 		out[http.StatusRequestEntityTooLarge] = "body too large"
 		out[http.StatusUnsupportedMediaType] = "body is not application/json"
 	}
@@ -393,6 +444,9 @@ func errorResponses(rt route) map[int]string {
 	}
 	return out
 }
+
+// fileBody is a route's Request when its body is a file of any type.
+const fileBody = "file"
 
 // operationID derives a stable operation id such as "GET_v1_users_id".
 func operationID(rt route) string {

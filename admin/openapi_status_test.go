@@ -73,7 +73,10 @@ func observeBody(pattern string, code int, contentType string, body []byte) {
 	)
 	switch contentType {
 	case "application/problem+json":
-		props = schemaProps(dig(schemaDoc(), "components", "schemas", "Problem"))
+		props = schemaProps(dig(schemaDoc(), "paths", path, strings.ToLower(method), "responses", strconv.Itoa(code), "content", "application/problem+json", "schema"))
+		if props == nil {
+			props = schemaProps(dig(schemaDoc(), "components", "schemas", "Problem"))
+		}
 		items = []any{got}
 	case "application/json":
 		resp := dig(schemaDoc(), "paths", path, strings.ToLower(method), "responses", strconv.Itoa(code), "content", "application/json", "schema")

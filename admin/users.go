@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -37,6 +38,8 @@ type userBody struct {
 	Status                opt[keys.UserStatus] `json:"status"`
 	Superadmin            opt[bool]            `json:"superadmin"`
 	Notifications         opt[[]string]        `json:"notifications"`
+	Meta                  opt[json.RawMessage] `json:"meta"`
+	Tags                  opt[[]string]        `json:"tags"`
 	Version               *int64               `json:"version"`
 	// Key, on POST only, also issues the user's first access key (seed 000:
 	// a technical user comes with its API token).
@@ -100,6 +103,7 @@ func (b *userBody) apply(u *keys.User) {
 	if b.Notifications.Set {
 		u.Notifications = slices.Clone(b.Notifications.V)
 	}
+	applyMetaTags(b.Meta, b.Tags, &u.Meta, &u.Tags)
 }
 
 // validate checks the body's members; patch says whether it is a PATCH.
@@ -168,6 +172,7 @@ func (b *userBody) validate(patch bool) *keys.ValidationError {
 	if !patch && b.Version != nil {
 		v.Add("version", "is not allowed when creating")
 	}
+	checkMetaTags(v, b.Meta, b.Tags)
 	if b.Key != nil && patch {
 		v.Add("key", "is allowed only when creating; use POST /v1/users/{id}/keys")
 	}

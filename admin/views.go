@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate/keys"
@@ -20,13 +22,23 @@ type KeyView struct {
 	ExpiresAt time.Time      `json:"expiresAt"`
 	// Usable tells whether the key authenticates now (status, expiry and
 	// replacement grace period).
-	Usable     bool       `json:"usable"`
-	DisableAt  *time.Time `json:"disableAt,omitempty"`
-	ReplacedBy string     `json:"replacedBy,omitempty"`
-	Version    int64      `json:"version"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	UpdatedAt  time.Time  `json:"updatedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	Usable     bool            `json:"usable"`
+	DisableAt  *time.Time      `json:"disableAt,omitempty"`
+	ReplacedBy string          `json:"replacedBy,omitempty"`
+	Version    int64           `json:"version"`
+	CreatedAt  time.Time       `json:"createdAt"`
+	UpdatedAt  time.Time       `json:"updatedAt"`
+	LastUsedAt *time.Time      `json:"lastUsedAt,omitempty"`
+	Meta       json.RawMessage `json:"meta,omitempty"`
+	Tags       []string        `json:"tags,omitempty"`
+	// Origin is where an imported key came from.
+	Origin *keys.Origin `json:"origin,omitempty"`
+	// HashScheme names the legacy hash (without salt) an imported key is
+	// stored under until its first use re-hashes it; RehashedFrom and
+	// RehashedAt record that first use.
+	HashScheme   string     `json:"hashScheme,omitempty"`
+	RehashedFrom string     `json:"rehashedFrom,omitempty"`
+	RehashedAt   *time.Time `json:"rehashedAt,omitempty"`
 	// Key is the full access key, present only in its creation response.
 	Key string `json:"key,omitempty"`
 	// Previous is the replaced key, in a replace response.
@@ -39,7 +51,15 @@ func keyView(k *keys.Key, now time.Time) KeyView {
 		Masked: k.Masked(), Status: k.Status, ExpiresAt: k.ExpiresAt, Usable: k.Usable(now),
 		DisableAt: k.DisableAt, ReplacedBy: k.ReplacedBy, Version: k.Version,
 		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt, LastUsedAt: k.LastUsedAt,
+		Meta: k.Meta, Tags: k.Tags, Origin: k.Origin,
+		HashScheme: schemeName(k.HashScheme), RehashedFrom: schemeName(k.RehashedFrom), RehashedAt: k.RehashedAt,
 	}
+}
+
+// schemeName is a legacy scheme without its salt.
+func schemeName(s string) string {
+	name, _, _ := strings.Cut(s, ":")
+	return name
 }
 
 // SecretView is a signing secret as the API shows it. Secret holds the
