@@ -63,7 +63,7 @@ func TestImportAPI(t *testing.T) {
 		if len(ks) != 1 || ks[0].Masked != "…DB2J" || ks[0].Origin == nil || ks[0].Tags[0] != "v1" {
 			t.Fatalf("imported keys: %+v", ks)
 		}
-		id, err := e.store.KeyIDByHash(t.Context(), "", e.h.hasher.Sum("Kk4RLVM9E8xWf7E0M9jIyWv8MXSMdDB2J"))
+		id, _, err := e.store.FindKeyByHash(t.Context(), []keys.KeyHash{{Sum: e.h.hasher.Sum("Kk4RLVM9E8xWf7E0M9jIyWv8MXSMdDB2J")}})
 		if err != nil || id != ks[0].ID {
 			t.Fatalf("by hash: %q %v", id, err)
 		}

@@ -535,18 +535,37 @@ func ValidateForeignKey(v string) error {
 	return nil
 }
 
-// KeyIDByHash returns the id of the imported key whose hash under scheme
-// ("" for keygate's own hash) is sum, or ErrNotFound.
-func (s *kvStore) KeyIDByHash(ctx context.Context, scheme string, sum []byte) (string, error) {
-	var id string
+// KeyHash is one hash a key may be stored under: keygate's own (Scheme
+// "") or a legacy scheme's.
+type KeyHash struct {
+	Scheme string
+	Sum    []byte
+}
+
+// FindKeyByHash returns the id of the imported key stored under one of
+// hashes, and which one, in one read.
+func (s *kvStore) FindKeyByHash(ctx context.Context, hashes []KeyHash) (string, int, error) {
+	if len(hashes) == 0 {
+		return "", -1, fmt.Errorf("key hash: %w", ErrNotFound)
+	}
+	ids := make([]string, len(hashes))
+	for i, h := range hashes {
+		ids[i] = hashLookupKey(h.Scheme, h.Sum)
+	}
+	var vals [][]byte
 	err := s.b.View(ctx, func(tx Tx) (err error) {
-		id, err = lookup(tx, lkKeyHash, hashLookupKey(scheme, sum))
+		vals, err = tx.GetMany(lkKeyHash, ids)
 		return err
 	})
-	if err == nil && id == "" {
-		err = fmt.Errorf("key hash: %w", ErrNotFound)
+	if err != nil {
+		return "", -1, fmt.Errorf("loading key hashes: %w", err)
 	}
-	return id, err
+	for i, v := range vals {
+		if len(v) > 0 {
+			return string(v), i, nil
+		}
+	}
+	return "", -1, fmt.Errorf("key hash: %w", ErrNotFound)
 }
 
 // PendingHashSchemes returns, per legacy scheme, how many keys not REVOKED

@@ -85,11 +85,12 @@ type Store interface {
 	// ListKeys returns the keys of a user, oldest first.
 	ListKeys(ctx context.Context, userID string) ([]Key, error)
 
-	// KeyIDByHash returns the id of the imported key (Key.Origin set, not
-	// REVOKED) whose hash under scheme is sum: scheme "" is keygate's own
-	// hash (Hasher), any other a legacy scheme (ParseLegacyScheme) of a key
-	// not yet re-hashed. ErrNotFound when there is none.
-	KeyIDByHash(ctx context.Context, scheme string, sum []byte) (string, error)
+	// FindKeyByHash returns the id of the imported key (Key.Origin set,
+	// not REVOKED) stored under one of hashes, and the index of that hash,
+	// in one read: Scheme "" is keygate's own hash (Hasher), any other a
+	// legacy scheme (ParseLegacyScheme) of a key not yet re-hashed.
+	// ErrNotFound when none is.
+	FindKeyByHash(ctx context.Context, hashes []KeyHash) (id string, which int, err error)
 	// PendingHashSchemes returns, per legacy scheme, how many keys (not
 	// REVOKED) are still stored under it, waiting for their first use.
 	PendingHashSchemes(ctx context.Context) (map[string]int, error)

@@ -62,7 +62,7 @@ func testImport(t *testing.T, s keys.Store) {
 	if page, _ := s.ListUsers(ctx, keys.UserQuery{Tenant: tn.ID}); page.Total != 0 {
 		t.Fatalf("dry run wrote %d users", page.Total)
 	}
-	if _, err := s.KeyIDByHash(ctx, "", h.Sum("alice-secret-key-0001")); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := findKey(s, "", h.Sum("alice-secret-key-0001")); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("dry run indexed a key: %v", err)
 	}
 
@@ -93,7 +93,7 @@ func testImport(t *testing.T, s keys.Store) {
 		t.Fatal("no history entry 'import' for the user")
 	}
 
-	id, err := s.KeyIDByHash(ctx, "", h.Sum("alice-secret-key-0001"))
+	id, err := findKey(s, "", h.Sum("alice-secret-key-0001"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func testImport(t *testing.T, s keys.Store) {
 		!h.Verify("alice-secret-key-0001", k.Hash) || !k.ExpiresAt.Equal(exp) {
 		t.Fatalf("imported key: %+v, %v", k, err)
 	}
-	if _, err := s.KeyIDByHash(ctx, "", h.Sum("alice-secret-key-0002")); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := findKey(s, "", h.Sum("alice-secret-key-0002")); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("wrong key found: %v", err)
 	}
 	pending, err := s.PendingHashSchemes(ctx)
@@ -211,7 +211,14 @@ func testRehash(t *testing.T, s keys.Store) {
 	}
 	const raw = "bob-tyk-key-0003"
 	ls := keys.LegacyScheme{Name: keys.HashMurmur64}
-	id, err := s.KeyIDByHash(ctx, keys.HashMurmur64, ls.Sum(raw))
+	// One read for keygate's hash and every pending scheme's: the index
+	// says which one matched.
+	if id, which, err := s.FindKeyByHash(ctx, []keys.KeyHash{
+		{Sum: h.Sum(raw)}, {Scheme: keys.HashSHA256, Sum: keys.LegacyScheme{Name: keys.HashSHA256}.Sum(raw)}, {Scheme: keys.HashMurmur64, Sum: ls.Sum(raw)},
+	}); err != nil || which != 2 || id == "" {
+		t.Fatalf("FindKeyByHash: %q %d %v", id, which, err)
+	}
+	id, err := findKey(s, keys.HashMurmur64, ls.Sum(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,10 +235,10 @@ func testRehash(t *testing.T, s keys.Store) {
 	if again, err := s.RehashKey(ctx, id, keys.HashMurmur64, ls.Sum(raw), h.Sum(raw), "0003"); err != nil || again.Version != k.Version {
 		t.Fatalf("second rehash: %+v, %v", again, err)
 	}
-	if _, err := s.KeyIDByHash(ctx, keys.HashMurmur64, ls.Sum(raw)); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := findKey(s, keys.HashMurmur64, ls.Sum(raw)); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("legacy hash still indexed: %v", err)
 	}
-	if got, err := s.KeyIDByHash(ctx, "", h.Sum(raw)); err != nil || got != id {
+	if got, err := findKey(s, "", h.Sum(raw)); err != nil || got != id {
 		t.Fatalf("keygate hash: %q, %v", got, err)
 	}
 	if pending, _ := s.PendingHashSchemes(ctx); pending[keys.HashMurmur64] != 0 || pending[keys.HashSHA256] != 1 {
@@ -241,7 +248,7 @@ func testRehash(t *testing.T, s keys.Store) {
 		t.Fatal("no history entry for the rehash")
 	}
 	// Revoking the other pending key leaves no scheme pending.
-	sid, err := s.KeyIDByHash(ctx, keys.HashSHA256, keys.LegacyScheme{Name: keys.HashSHA256}.Sum("bob-legacy-key-0002"))
+	sid, err := findKey(s, keys.HashSHA256, keys.LegacyScheme{Name: keys.HashSHA256}.Sum("bob-legacy-key-0002"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +258,7 @@ func testRehash(t *testing.T, s keys.Store) {
 	if pending, _ := s.PendingHashSchemes(ctx); len(pending) != 0 {
 		t.Fatalf("pending after revoke: %v", pending)
 	}
-	if _, err := s.KeyIDByHash(ctx, keys.HashSHA256, keys.LegacyScheme{Name: keys.HashSHA256}.Sum("bob-legacy-key-0002")); !errors.Is(err, keys.ErrNotFound) {
+	if _, err := findKey(s, keys.HashSHA256, keys.LegacyScheme{Name: keys.HashSHA256}.Sum("bob-legacy-key-0002")); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("revoked key still found by hash: %v", err)
 	}
 	// Survives reading back (the record is what a restart sees).
@@ -271,4 +278,10 @@ func histHas(t *testing.T, s keys.Store, userID, action, target string) bool {
 		}
 	}
 	return false
+}
+
+// findKey is FindKeyByHash of one hash.
+func findKey(s keys.Store, scheme string, sum []byte) (string, error) {
+	id, _, err := s.FindKeyByHash(ctx, []keys.KeyHash{{Scheme: scheme, Sum: sum}})
+	return id, err
 }
