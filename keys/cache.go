@@ -163,6 +163,8 @@ type Resolver struct {
 	answeredAt atomic.Int64
 	// busyRetries counts reads tried again because of it.
 	busyRetries atomic.Uint64
+
+	foreignState // imported keys by hash (foreign.go)
 }
 
 // retiredEpoch is the renewal horizon of a past epoch.
@@ -195,6 +197,7 @@ func NewResolver(store Store, opts CacheOptions, opener func(Secret) (string, er
 		tenants: newTTLCache[*Tenant](opts.Size),
 		loads:   make(chan struct{}, opts.MaxLoads),
 	}
+	r.hashes = newHashCache(opts.Size)
 	// Until Run has a live subscription, changes may go unnoticed: use the
 	// short TTL.
 	_, notifies := store.(Notifier)
@@ -634,6 +637,7 @@ func (r *Resolver) Invalidate(inv Invalidation) {
 	r.seq.Add(1)
 	if inv.KeyID != "" {
 		r.keys.delete(inv.KeyID)
+		r.hashes.invalidate(inv.KeyID)
 	}
 	if inv.UserID != "" {
 		r.users.delete(inv.UserID)
@@ -655,6 +659,8 @@ func (r *Resolver) Flush() {
 	r.retired[ep%uint64(len(r.retired))] = retiredEpoch{epoch: ep, until: until}
 	r.seq.Add(1)
 	r.epoch.Add(1)
+	r.hashes.flush()
+	r.pending.Store(nil)
 }
 
 // Run keeps the cache current from the store's change notifications until
