@@ -28,6 +28,13 @@ type Detector struct {
 	KeyHeader string
 	// KeyQuery, when set, names a query parameter that may carry an access key.
 	KeyQuery string
+	// ForeignKeys also accepts access keys that are not keygate's kg_
+	// shape (keys imported from another gateway, found by their hash):
+	// in KeyHeader, in KeyQuery, as "Authorization: Bearer <key>" when the
+	// value is no JWT, and, when KeyHeader is Authorization, as the whole
+	// Authorization value (Tyk's and KrakenD's raw form). Such a
+	// credential has an empty KeyID. Default: off (kg_ keys only).
+	ForeignKeys bool
 	// IsTokenKID reports whether kid names one of keygate's token-signing
 	// keys: a Bearer JWT with such a kid is an access token. Nil means none.
 	IsTokenKID func(kid string) bool
@@ -101,20 +108,33 @@ func (d *Detector) Detect(r *http.Request) (Credential, error) {
 	authScheme, authParam := splitAuthorization(authz)
 
 	// 1. Access key.
+	bearerForeign := false
 	if d.Schemes.Has(AccessKey) {
-		if strings.EqualFold(authScheme, "Bearer") && strings.HasPrefix(authParam, keys.KeyPrefix) {
+		bearer := strings.EqualFold(authScheme, "Bearer")
+		switch {
+		case bearer && strings.HasPrefix(authParam, keys.KeyPrefix):
 			add(accessKeyCredential(authParam, inAuthorization))
+		case bearer && d.ForeignKeys && authParam != "" && !jwtShaped(authParam):
+			bearerForeign = true
+			add(d.keyCredential(authParam, inAuthorization))
 		}
 		name := d.KeyHeader
 		if name == "" {
 			name = DefaultKeyHeader
 		}
-		v, err := singleHeader(r.Header, name)
-		if err != nil {
-			return Credential{}, err
-		}
-		if v != "" {
-			add(accessKeyCredential(v, inKeyHeader))
+		if strings.EqualFold(name, "Authorization") {
+			// The key is the whole value (one token, no scheme).
+			if authz != "" && authParam == "" && !knownAuthScheme(authScheme) {
+				add(d.keyCredential(strings.TrimSpace(authz), inAuthorization))
+			}
+		} else {
+			v, err := singleHeader(r.Header, name)
+			if err != nil {
+				return Credential{}, err
+			}
+			if v != "" {
+				add(d.keyCredential(v, inKeyHeader))
+			}
 		}
 		if d.KeyQuery != "" && r.URL != nil {
 			v, n, err := queryParam(r.URL.RawQuery, d.KeyQuery)
@@ -124,7 +144,7 @@ func (d *Detector) Detect(r *http.Request) (Credential, error) {
 			case n > 1:
 				return Credential{}, fmt.Errorf("access key query parameter repeated: %w", ErrAmbiguous)
 			case n == 1:
-				add(accessKeyCredential(v, inKeyQuery))
+				add(d.keyCredential(v, inKeyQuery))
 			}
 		}
 	}
@@ -135,7 +155,7 @@ func (d *Detector) Detect(r *http.Request) (Credential, error) {
 	}
 
 	// 3. Bearer JWT: access token or wallee JWT.
-	if strings.EqualFold(authScheme, "Bearer") && !strings.HasPrefix(authParam, keys.KeyPrefix) &&
+	if strings.EqualFold(authScheme, "Bearer") && !strings.HasPrefix(authParam, keys.KeyPrefix) && !bearerForeign &&
 		(d.Schemes.Has(AccessToken) || d.Schemes.Has(WalleeJWT)) {
 		if c, ok, err := d.parseBearerJWT(authParam); err != nil || ok {
 			add(c, err)
@@ -300,6 +320,36 @@ func removeQueryParams(rawQuery string, names []string) (string, bool) {
 		b.WriteString(part)
 	}
 	return b.String(), true
+}
+
+// keyCredential reads an access key from a key header, the key query
+// parameter or a raw Authorization value: a kg_ key, or (ForeignKeys) an
+// imported key of any shape keys.ValidateForeignKey accepts.
+func (d *Detector) keyCredential(v string, loc location) (Credential, error) {
+	if strings.HasPrefix(v, keys.KeyPrefix) || !d.ForeignKeys {
+		return accessKeyCredential(v, loc)
+	}
+	if keys.ValidateForeignKey(v) != nil {
+		return Credential{}, fmt.Errorf("access key: %w", ErrMalformed)
+	}
+	return Credential{Scheme: AccessKey, AccessKey: v, loc: loc}, nil
+}
+
+// jwtShaped reports whether a Bearer value looks like a JWT (three
+// base64url parts, a JSON header), which is never taken as an imported key.
+func jwtShaped(v string) bool {
+	return strings.HasPrefix(v, "eyJ") && strings.Count(v, ".") == 2
+}
+
+// knownAuthScheme reports whether an Authorization value's first word is a
+// scheme keygate reads itself, which a raw key value never is.
+func knownAuthScheme(s string) bool {
+	for _, k := range []string{"Bearer", "Basic", "Signature", sigV4Algorithm, "Digest"} {
+		if strings.EqualFold(s, k) {
+			return true
+		}
+	}
+	return false
 }
 
 func accessKeyCredential(v string, loc location) (Credential, error) {

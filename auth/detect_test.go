@@ -71,6 +71,16 @@ func TestDetect(t *testing.T) {
 		{"oversized authorization", "/x", []func(*http.Request){bearer(strings.Repeat("a", 9000))}, nil, 0, ErrMalformed},
 		{"oversized signature-input", "/x", []func(*http.Request){hdr("Signature-Input", strings.Repeat("a", 9000)), hdr("Signature", "a=:AA==:")}, nil, 0, ErrMalformed},
 		{"incomplete mac headers", "/x", []func(*http.Request){hdr("X-Mac-Userid", "7")}, nil, 0, ErrMalformed},
+		// Imported (foreign) keys, on the route's opt-in only.
+		{"foreign bearer", "/x", []func(*http.Request){bearer("unkey_2V1k9nQ4cGZ7tR3pWb8sXy6")}, &Detector{ForeignKeys: true}, AccessKey, nil},
+		{"foreign bearer off", "/x", []func(*http.Request){bearer("unkey_2V1k9nQ4cGZ7tR3pWb8sXy6")}, nil, 0, ErrMalformed},
+		{"foreign apikey header", "/x", []func(*http.Request){hdr("apikey", "Kk4RLVM9E8xWf7E0M9jIyWv8MXSMdDB2J")}, &Detector{ForeignKeys: true, KeyHeader: "apikey"}, AccessKey, nil},
+		{"foreign query", "/x?apikey=Kk4RLVM9E8xWf7E0M9jIyWv8MXSMdDB2J", nil, &Detector{ForeignKeys: true, KeyQuery: "apikey"}, AccessKey, nil},
+		{"foreign raw authorization", "/x", []func(*http.Request){hdr("Authorization", "eyJvcmciOiI1ZTlkOTU0NGExZGNkNjAwMDFkMGVkMjAiLCJpZCI6ImI0NjJiZjE0ZGVkMzQ1ODFhNmNhZWVkNWNmYjk1OTZmIiwiaCI6Im11cm11cjY0In0=")}, &Detector{ForeignKeys: true, KeyHeader: "Authorization"}, AccessKey, nil},
+		{"raw authorization kg key", "/x", []func(*http.Request){hdr("Authorization", key)}, &Detector{KeyHeader: "Authorization"}, AccessKey, nil},
+		{"foreign jwt stays a jwt", "/x", []func(*http.Request){bearer(walleeTok)}, &Detector{ForeignKeys: true}, WalleeJWT, nil},
+		{"foreign too short", "/x", []func(*http.Request){hdr("X-Api-Key", "abc")}, &Detector{ForeignKeys: true}, 0, ErrMalformed},
+		{"foreign and kg key", "/x", []func(*http.Request){bearer(key), hdr("X-Api-Key", "Kk4RLVM9E8xWf7E0M9jIyWv8MXSMdDB2J")}, &Detector{ForeignKeys: true}, 0, ErrAmbiguous},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,7 +99,8 @@ func TestDetect(t *testing.T) {
 			if err == nil && c.Scheme != tc.scheme {
 				t.Fatalf("scheme = %v, want %v", c.Scheme, tc.scheme)
 			}
-			if err == nil && c.Scheme == AccessKey && (c.AccessKey == "" || c.KeyID != keyID && c.AccessKey == key) {
+			if err == nil && c.Scheme == AccessKey && (c.AccessKey == "" || c.KeyID != keyID && c.AccessKey == key ||
+				c.KeyID == "" && strings.HasPrefix(c.AccessKey, keys.KeyPrefix)) {
 				t.Fatalf("access key %q id %q", c.AccessKey, c.KeyID)
 			}
 			if err == nil && c.Scheme == AccessToken && c.Token != tokenTok {

@@ -37,6 +37,8 @@ const (
 	detAmzDate    = 1 << 4 // send X-Amz-Date
 	detSchemeBits = 5      // bits 5..10: the route's scheme set (0 = all)
 	detPadShift   = 11     // bits 11..13: which header to push past maxHeaderLen
+	detForeign    = 1 << 14 // the route takes imported (foreign) keys
+	detKeyInAuthz = 1 << 15 // the route's key header is Authorization (a raw key)
 	detSchemeMask = 0x3f << detSchemeBits
 )
 
@@ -88,6 +90,9 @@ func FuzzDetect(f *testing.F) {
 	f.Add("AWS4-HMAC-SHA256 Credential=a/20250314/r/s/aws4_request, SignedHeaders=host, Signature=00", "", "", "", "", "", "", uint16(detAmzDate))
 	f.Add("", "", "", "", "", "", "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2F20250314%2Fr%2Fs%2Faws4_request", uint16(0))
 	f.Add("Bearer a.b.c", "", "", "", "", "", "", uint16(1<<detPadShift))
+	f.Add("Bearer unkey_2V1k9nQ4cGZ7tR3pWb8sXy6", "", "", "", "", "", "", uint16(detForeign))
+	f.Add("eyJvcmciOiI1ZTlkOTU0NGExZGNkNjAwMDFkMGVkMjAiLCJpZCI6ImI0NjJiZjE0ZGVkMzQ1ODFhNmNhZWVkNWNmYjk1OTZmIiwiaCI6Im11cm11cjY0In0=", "", "", "", "", "", "", uint16(detForeign|detKeyInAuthz))
+	f.Add("", "Kk4RLVM9E8xWf7E0M9jIyWv8MXSMdDB2J", "", "", "", "", "api_key=Kk4RLVM9E8xWf7E0M9jIyWv8MXSMdDB2J", uint16(detForeign|detKeyQuery))
 	f.Fuzz(func(t *testing.T, authz, apiKey, sig, sigInput, macUser, macValue, rawQuery string, flags uint16) {
 		r := fuzzDetectRequest(authz, apiKey, sig, sigInput, macUser, macValue, rawQuery, flags)
 		d := Detector{
@@ -96,6 +101,10 @@ func FuzzDetect(f *testing.F) {
 		}
 		if flags&detKeyQuery != 0 {
 			d.KeyQuery = "api_key"
+		}
+		d.ForeignKeys = flags&detForeign != 0
+		if flags&detKeyInAuthz != 0 {
+			d.KeyHeader = "Authorization"
 		}
 		before := r.Header.Clone()
 		var (
@@ -188,6 +197,13 @@ func checkCredential(t *testing.T, d *Detector, c Credential, r *http.Request) {
 	}
 	switch c.Scheme {
 	case AccessKey:
+		if c.KeyID == "" && d.ForeignKeys {
+			// An imported key: never kg_ shaped, always within the bounds.
+			if strings.HasPrefix(c.AccessKey, keys.KeyPrefix) || keys.ValidateForeignKey(c.AccessKey) != nil || c.UserID != "" {
+				t.Fatalf("foreign key %q", c.AccessKey)
+			}
+			break
+		}
 		id, ok := keys.ParseAccessKey(c.AccessKey)
 		if !ok || id != c.KeyID || c.UserID != "" {
 			t.Fatalf("access key %q id %q", c.AccessKey, c.KeyID)
