@@ -30,13 +30,13 @@ import (
 
 // Bits of FuzzDetect's flags.
 const (
-	detMACFixed   = 1 << 0 // also send X-Mac-Version: 1 and a timestamp
-	detAuthTwice  = 1 << 1 // repeat Authorization with the same value
-	detAuthOther  = 1 << 2 // add a second, different Authorization
-	detKeyQuery   = 1 << 3 // the route accepts ?api_key=
-	detAmzDate    = 1 << 4 // send X-Amz-Date
-	detSchemeBits = 5      // bits 5..10: the route's scheme set (0 = all)
-	detPadShift   = 11     // bits 11..13: which header to push past maxHeaderLen
+	detMACFixed   = 1 << 0  // also send X-Mac-Version: 1 and a timestamp
+	detAuthTwice  = 1 << 1  // repeat Authorization with the same value
+	detAuthOther  = 1 << 2  // add a second, different Authorization
+	detKeyQuery   = 1 << 3  // the route accepts ?api_key=
+	detAmzDate    = 1 << 4  // send X-Amz-Date
+	detSchemeBits = 5       // bits 5..10: the route's scheme set (0 = all)
+	detPadShift   = 11      // bits 11..13: which header to push past maxHeaderLen
 	detForeign    = 1 << 14 // the route takes imported (foreign) keys
 	detKeyInAuthz = 1 << 15 // the route's key header is Authorization (a raw key)
 	detSchemeMask = 0x3f << detSchemeBits
