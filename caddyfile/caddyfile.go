@@ -61,6 +61,7 @@ func init() {
 //		}
 //		master_key <base64 of 32 bytes>
 //		pepper <secret>
+//		legacy_hashes all|strong|none
 //		purge_interval <duration>
 //		signed_body_buffer <size>
 //		signed_body_per_client <size>
@@ -139,6 +140,13 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 		case "pepper":
 			if err := oneArg(d, &app.Pepper); err != nil {
 				return nil, err
+			}
+		case "legacy_hashes":
+			if err := oneArg(d, &app.LegacyHashes); err != nil {
+				return nil, err
+			}
+			if !slices.Contains([]string{"all", "strong", "none"}, app.LegacyHashes) {
+				return nil, d.Errf("legacy_hashes: '%s' must be all, strong or none", app.LegacyHashes)
 			}
 		case "purge_interval":
 			if err := durationArg(d, &app.PurgeInterval); err != nil {
@@ -536,6 +544,7 @@ var identityHeaderNames = []string{"user_id", "user_name", "user_type", "tenant"
 //		schemes <scheme>...
 //		key_header <name>
 //		key_query <name>
+//		foreign_keys
 //		require_role <role>...
 //		limit <n> [<window>]
 //		max_limit <n>
@@ -580,6 +589,11 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			err = oneArg(d, &hd.KeyHeader)
 		case "key_query":
 			err = oneArg(d, &hd.KeyQuery)
+		case "foreign_keys":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			hd.ForeignKeys = true
 		case "require_role":
 			hd.RequireRoles = d.RemainingArgs()
 			if len(hd.RequireRoles) == 0 {

@@ -134,7 +134,7 @@ func (r *reader) csv(data []byte) error {
 			}
 			k.ExpiresAt = t
 		}
-		k.ExpiresAt = r.expiry(k.ExpiresAt)
+		r.expire(&k, k.ExpiresAt)
 		if ui, ok := users[uid]; ok {
 			prev := &r.res.Batch.Users[ui]
 			if prev.User.Name != u.Name || prev.User.Type != u.Type || prev.User.Role != u.Role || !slices.Equal(prev.User.CustomerRoles, u.CustomerRoles) {

@@ -136,12 +136,12 @@ func (r *reader) invalid(ref, kind, reason string) {
 	r.res.Batch.Invalid = append(r.res.Batch.Invalid, keys.ImportItem{Ref: ref, Kind: kind, Action: keys.ImportFail, Reason: reason})
 }
 
-// expiry is t, or the default expiry when t is zero.
-func (r *reader) expiry(t time.Time) time.Time {
+// expire sets k's expiry to t, or to the default expiry when t is zero.
+func (r *reader) expire(k *keys.ImportKey, t time.Time) {
+	k.ExpiresAt = t
 	if t.IsZero() {
-		return r.opts.Expires
+		k.ExpiresAt, k.ExpiresDefault = r.opts.Expires, true
 	}
-	return t
 }
 
 // limit maps n requests per period to keygate's window: exactly when the

@@ -186,14 +186,17 @@ func (r *reader) kong(data []byte) error {
 			} else {
 				k.Name = fmt.Sprintf("kong key %d", j+1)
 			}
+			r.expire(&k, time.Time{})
 			if cred.TTL != nil && *cred.TTL > 0 {
-				from := r.opts.Now
+				// Kong counts a TTL from the credential's creation; a dump
+				// without created_at leaves the import's time, which a later
+				// import of the same file does not move.
 				if cred.CreatedAt != nil && *cred.CreatedAt > 0 {
-					from = time.Unix(int64(*cred.CreatedAt), 0)
+					k.ExpiresAt, k.ExpiresDefault = time.Unix(int64(*cred.CreatedAt), 0).Add(time.Duration(*cred.TTL)*time.Second), false
+				} else {
+					k.ExpiresAt = r.opts.Now.Add(time.Duration(*cred.TTL) * time.Second)
 				}
-				k.ExpiresAt = from.Add(time.Duration(*cred.TTL) * time.Second)
 			}
-			k.ExpiresAt = r.expiry(k.ExpiresAt)
 			u.Keys = append(u.Keys, k)
 		}
 		r.res.Batch.Users = append(r.res.Batch.Users, u)

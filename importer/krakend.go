@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/keygate/keygate/keys"
 )
@@ -74,7 +75,8 @@ func (r *reader) krakend(data []byte) error {
 			continue
 		}
 		fp := r.opts.Fingerprint("krakend\x00" + e.Key)
-		k := keys.ImportKey{Ref: ref, ExternalID: fp, Name: "krakend " + fp[:8], ExpiresAt: r.opts.Expires}
+		k := keys.ImportKey{Ref: ref, ExternalID: fp, Name: "krakend " + fp[:8]}
+		r.expire(&k, time.Time{})
 		if scheme == "" {
 			k.Plaintext = e.Key
 		} else {

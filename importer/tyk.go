@@ -159,7 +159,7 @@ func (r *reader) tyk(data []byte) error {
 		if s.Expires > 0 {
 			k.ExpiresAt = time.Unix(s.Expires, 0)
 		}
-		k.ExpiresAt = r.expiry(k.ExpiresAt)
+		r.expire(&k, k.ExpiresAt)
 		if s.QuotaMax > 0 {
 			r.warn("%s: quota_max %d not imported: keygate limits requests per window only", e.ref, s.QuotaMax)
 		}

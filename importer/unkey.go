@@ -118,7 +118,7 @@ func (r *reader) unkey(data []byte) error {
 		if uk.Expires != nil && *uk.Expires > 0 {
 			k.ExpiresAt = time.UnixMilli(*uk.Expires)
 		}
-		k.ExpiresAt = r.expiry(k.ExpiresAt)
+		r.expire(&k, k.ExpiresAt)
 		if uk.Enabled != nil && !*uk.Enabled {
 			k.Status = keys.KeyInactive
 		}

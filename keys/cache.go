@@ -638,6 +638,7 @@ func (r *Resolver) Invalidate(inv Invalidation) {
 	if inv.KeyID != "" {
 		r.keys.delete(inv.KeyID)
 		r.hashes.invalidate(inv.KeyID)
+		r.pending.Store(nil) // an import or re-hash may change the pending schemes
 	}
 	if inv.UserID != "" {
 		r.users.delete(inv.UserID)

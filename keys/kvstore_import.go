@@ -49,6 +49,9 @@ type ImportKey struct {
 	HashScheme string
 	Hash       []byte
 	ExpiresAt  time.Time
+	// ExpiresDefault says ExpiresAt is not the file's own (a default, or a
+	// TTL counted from the import): a matched key keeps its expiry.
+	ExpiresDefault bool
 	// Status is ACTIVE or INACTIVE. Default: ACTIVE.
 	Status KeyStatus
 	Meta   json.RawMessage
@@ -446,7 +449,10 @@ func planKey(r *recorder, b *ImportBatch, ik *ImportKey, userID string, newUser 
 				return "", &out{key: *cur, cur: cur}, nil // nothing to change on a revoked or replaced key
 			}
 			next := clone(*cur)
-			next.Name, next.ExpiresAt, next.Status = ik.Name, ik.ExpiresAt.UTC(), status
+			next.Name, next.Status = ik.Name, status
+			if !ik.ExpiresDefault {
+				next.ExpiresAt = ik.ExpiresAt.UTC()
+			}
 			next.Meta, next.Tags = ik.Meta, ik.Tags
 			if lower(next.Name) != lower(cur.Name) {
 				if names[lower(next.Name)] {

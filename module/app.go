@@ -48,6 +48,13 @@ type App struct {
 	// Changing it invalidates every existing access key. Default: none.
 	Pepper string `json:"pepper,omitempty"`
 
+	// LegacyHashes says which keys imported only as another gateway's hash
+	// are still matched on their first use (then re-hashed to keygate's own
+	// hash): "all", "strong" (SHA-1 and SHA-256; not the murmur and fnv
+	// hashes, which are no cryptographic hashes: a preimage is cheap, and a
+	// 32-bit murmur is guessable online) or "none". Default: all.
+	LegacyHashes string `json:"legacy_hashes,omitempty"`
+
 	// Cache configures the in-process cache of keys and users.
 	Cache *CacheConfig `json:"cache,omitempty"`
 
@@ -145,6 +152,9 @@ type App struct {
 	verifier *Handler
 	// events delivers the outbox and watches the request path.
 	events *eventsRuntime
+	// allowLegacy says which legacy hash schemes of imported keys are
+	// matched (LegacyHashes); nil: none.
+	allowLegacy func(scheme string) bool
 	// routes counts the keygate handlers provisioned with this app.
 	// (a plain int64 for sync/atomic: App is copied by value in CaddyModule)
 	routes int64
@@ -322,6 +332,16 @@ func (a *App) setup() error {
 	}
 	a.shared, a.poolKey = shared, key
 
+	switch a.LegacyHashes {
+	case "", "all":
+		a.allowLegacy = func(string) bool { return true }
+	case "strong":
+		a.allowLegacy = func(s string) bool { return !keys.WeakScheme(s) }
+	case "none":
+		a.allowLegacy = nil
+	default:
+		return fmt.Errorf("legacy_hashes: %q must be all, strong or none", a.LegacyHashes)
+	}
 	if p := repl.ReplaceAll(a.Pepper, ""); p != "" {
 		a.hasher = keys.NewHasher([]byte(p))
 	} else {

@@ -443,6 +443,7 @@ func cliCommands() []caddycmd.Command {
 					return cl.print(res.Data, []string{"id", "user.id", "user.userName", "workspaceId", "role", "status"})
 				}},
 		}),
+		importCommand(),
 		{
 			Name:  "rotate-master-key",
 			Usage: "--new-key <base64> [--config <file>]",

@@ -50,6 +50,14 @@ type Handler struct {
 	// Default: off (query strings end up in logs).
 	KeyQuery string `json:"key_query,omitempty"`
 
+	// ForeignKeys also accepts keys imported from another gateway (keygate
+	// import), whatever their shape, where the old gateway took them: in
+	// KeyHeader (e.g. apikey for Kong), in KeyQuery, as Authorization:
+	// Bearer, and, with key_header Authorization, as the raw Authorization
+	// value (Tyk, KrakenD). They are found by their hash; kg_ keys take the
+	// same path as without it. Default: off.
+	ForeignKeys bool `json:"foreign_keys,omitempty"`
+
 	// RequireRoles lets a request through only when the user's permission
 	// role in the tenant, or one of its customer roles, is one of these.
 	// Default: any ACTIVE permission.
@@ -289,7 +297,7 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 		h.KeyHeader = "X-Api-Key"
 	}
 	h.keyHeader = textproto.CanonicalMIMEHeaderKey(h.KeyHeader)
-	h.detector = &auth.Detector{Schemes: set, KeyHeader: h.keyHeader, KeyQuery: h.KeyQuery, IsTokenKID: app.isTokenKID}
+	h.detector = &auth.Detector{Schemes: set, KeyHeader: h.keyHeader, KeyQuery: h.KeyQuery, ForeignKeys: h.ForeignKeys, IsTokenKID: app.isTokenKID}
 	if h.Window <= 0 {
 		h.Window = caddy.Duration(2 * time.Minute)
 	}

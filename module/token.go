@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -374,14 +375,23 @@ func (a *App) verifyAccessKeyFrom(ctx context.Context,
 	principalOf func(context.Context, string, time.Time) (*keys.Principal, error),
 	raw, keyID string, now time.Time,
 ) (*keys.Key, *keys.Principal, *outcome) {
-	k, err := keyOf(ctx, keyID, now)
-	if err != nil {
-		return nil, nil, lookupFailure("unknown access key", err)
-	}
-	if !a.hasher.Verify(raw, k.Hash) {
-		out := unauthenticated("wrong access key secret", nil)
-		out.key = k
-		return nil, nil, out
+	var k *keys.Key
+	if keyID == "" {
+		// An imported key: found by its hash (which proves it).
+		var out *outcome
+		if k, out = a.foreignKey(ctx, keyOf, raw, now); out != nil {
+			return nil, nil, out
+		}
+	} else {
+		var err error
+		if k, err = keyOf(ctx, keyID, now); err != nil {
+			return nil, nil, lookupFailure("unknown access key", err)
+		}
+		if !a.hasher.Verify(raw, k.Hash) {
+			out := unauthenticated("wrong access key secret", nil)
+			out.key = k
+			return nil, nil, out
+		}
 	}
 	if !k.Usable(now) {
 		// The caller proved it holds the key: k names whose key was refused
@@ -393,6 +403,47 @@ func (a *App) verifyAccessKeyFrom(ctx context.Context,
 		return k, nil, lookupFailure("key owner not found", err)
 	}
 	return k, p, nil
+}
+
+// foreignKey finds the imported key whose value is raw. A key found by a
+// legacy hash is re-hashed to keygate's own on this, its first use; when
+// that write fails the request still passes (the key was proven) and the
+// next use tries again.
+func (a *App) foreignKey(ctx context.Context, keyOf func(context.Context, string, time.Time) (*keys.Key, error),
+	raw string, now time.Time,
+) (*keys.Key, *outcome) {
+	var sum [32]byte
+	a.hasher.SumInto(&sum, raw)
+	fk, err := a.resolver.ResolveForeignKey(ctx, raw, &sum, now, keyOf, a.allowLegacy)
+	if err != nil {
+		return nil, lookupFailure("unknown imported key", err)
+	}
+	if fk.Legacy != "" && fk.Key.Usable(now) {
+		last4 := ""
+		if len(raw) >= 4 {
+			last4 = raw[len(raw)-4:]
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		k, err := a.shared.store.RehashKey(wctx, fk.Key.ID, fk.Legacy, fk.LegacySum, sum[:], last4)
+		cancel()
+		if err != nil {
+			if c := a.logger.Check(zap.WarnLevel, "re-hashing an imported key failed; it is tried again on its next use"); c != nil {
+				c.Write(zap.String("key_id", fk.Key.ID), zap.Error(err))
+			}
+		} else {
+			a.resolver.Rehashed(&sum, k.ID)
+			if c := a.logger.Check(zap.InfoLevel, "imported key re-hashed on first use"); c != nil {
+				c.Write(zap.String("key_id", k.ID), zap.String("from", schemeName(fk.Legacy)))
+			}
+		}
+	}
+	return fk.Key, nil
+}
+
+// schemeName is a legacy hash scheme without its salt (for logs).
+func schemeName(s string) string {
+	name, _, _ := strings.Cut(s, ":")
+	return name
 }
 
 // verifyAccessToken checks an access token for a route of tenant: the

@@ -25,7 +25,7 @@ const verifyWindow = 2 * time.Minute
 // through: a gateway route for access keys and access tokens whose tenant
 // is given per call. Nothing is copied: it is the gateway's decision.
 func (a *App) newVerifier(logger *zap.Logger) (*Handler, error) {
-	v := &Handler{Tenant: "-", Schemes: []string{"access_key", "access_token"}}
+	v := &Handler{Tenant: "-", Schemes: []string{"access_key", "access_token"}, ForeignKeys: true}
 	if err := v.provision(a, logger); err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
