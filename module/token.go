@@ -424,7 +424,7 @@ func (a *App) foreignKey(ctx context.Context, keyOf func(context.Context, string
 			last4 = raw[len(raw)-4:]
 		}
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		k, err := a.shared.store.RehashKey(wctx, fk.Key.ID, fk.Legacy, fk.LegacySum, sum[:], last4)
+		k, err := a.shared.store.RehashKey(wctx, fk.Key.ID, fk.Legacy, fk.LegacySum, append([]byte(nil), sum[:]...), last4)
 		cancel()
 		if err != nil {
 			if c := a.logger.Check(zap.WarnLevel, "re-hashing an imported key failed; it is tried again on its next use"); c != nil {
