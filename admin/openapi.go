@@ -294,6 +294,10 @@ func buildOpenAPI() []byte {
 			}
 			params = append(params, obj{"name": q, "in": "query", "schema": doc})
 		}
+		if rt.Pattern == "/v1/permissions" {
+			params = append(params, obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"},
+				"description": "optional: the permission's ETag (or *), like a version field in the body; 412 when it moved on"})
+		}
 		if rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || (rt.Method == http.MethodPut && rt.Tag != "roles") {
 			params = append(params, obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"},
 				"description": "the resource's ETag, or *; required unless the body has version"})

@@ -157,6 +157,10 @@ func (h *Handler) putPermission(w http.ResponseWriter, r *http.Request, c *calle
 	if err := v.Err(); err != nil {
 		return err
 	}
+	pre, err := parsePrecondition(r, b.Version, false)
+	if err != nil {
+		return err
+	}
 	ctx := r.Context()
 	t, err := h.workspace(r, c, wsID)
 	if err != nil {
@@ -179,17 +183,17 @@ func (h *Handler) putPermission(w http.ResponseWriter, r *http.Request, c *calle
 		if b.ID != nil && *b.ID != cur.ID {
 			return errField("id", "does not match the user's permission in this workspace")
 		}
-		if b.Version != nil {
-			if *b.Version != cur.Version {
-				return errPreconditionFailed
+		if pre != nil {
+			// If-Match or the body's version: the permission must be at it.
+			if p.Version, err = pre.expect(cur.Version); err != nil {
+				return err
 			}
-			p.Version = cur.Version
 		}
 		if cur.Status == keys.PermissionInvited && p.Status == keys.PermissionActive {
 			return errConflict("an INVITED permission becomes ACTIVE only when the invited user accepts it")
 		}
 	case errors.Is(err, keys.ErrNotFound):
-		if b.Version != nil {
+		if pre != nil && !pre.any {
 			return errPreconditionFailed
 		}
 	default:
