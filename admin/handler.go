@@ -212,6 +212,8 @@ var routeTable = []route{
 	{Method: "POST", Pattern: "/v1/tenants", Summary: "Create a tenant (superadmin)", Tag: "tenants", Request: "TenantCreate", Response: "Tenant", Status: 201, handle: (*Handler).createTenant},
 	{Method: "GET", Pattern: "/v1/tenants/{id}", Summary: "Get a tenant", Tag: "tenants", Response: "Tenant", handle: (*Handler).getTenant},
 	{Method: "PATCH", Pattern: "/v1/tenants/{id}", Summary: "Change a tenant's name or status (If-Match)", Tag: "tenants", Request: "TenantPatch", Response: "Tenant", handle: (*Handler).patchTenant},
+	{Method: "GET", Pattern: "/v1/tenants/{id}/export", Summary: "The tenant as a tenant file (users, roles, permissions, limits, key metadata; never a secret or a hash) and the stored versions, for keygate export and apply", Tag: "tenants", Response: "TenantExport", handle: (*Handler).exportTenant},
+	{Method: "GET", Pattern: "/v1/schemas/tenant-file.json", Auth: authPublic, Summary: "The JSON Schema of the tenant file (keygate export, keygate apply)", Tag: "meta", handle: (*Handler).tenantFileSchema},
 
 	{Method: "GET", Pattern: "/v1/users", Summary: "List users", Tag: "users", Response: "User", List: true, Query: userListQuery, handle: (*Handler).listUsers},
 	{Method: "POST", Pattern: "/v1/users", Summary: "Create a user and its permission in its primary tenant", Tag: "users", Request: "UserInput", Response: "User", Status: 201, handle: (*Handler).createUser},

@@ -152,6 +152,11 @@ func schemas() obj {
 			"name": str(""), "userId": str(""), "reason": str("why it was skipped or failed"),
 			"changes": obj{"type": "object", "description": "field → {from, to}, for updates"},
 		}},
+		"TenantExport": obj{"type": "object", "properties": obj{
+			"file": obj{"type": "object", "description": "the tenant file: see GET /v1/schemas/tenant-file.json"},
+			"versions": obj{"type": "object", "description": "stored versions (tenant; users, keys, permissions by id) for If-Match",
+				"properties": obj{"tenant": integer, "users": obj{"type": "object"}, "keys": obj{"type": "object"}, "permissions": obj{"type": "object"}}},
+		}},
 		"ImportProblem": obj{"type": "object", "required": []string{"type", "title", "status"}, "properties": obj{
 			"type": str("https://keygate.dev/problems/import-failed or …/import-unreadable"), "title": str(""), "status": integer,
 			"detail": str(""), "errors": obj{"type": "array", "items": fieldError, "description": "one per failed item: field is where it is in the file"},
@@ -310,6 +315,8 @@ func buildOpenAPI() []byte {
 		switch {
 		case rt.Pattern == "/v1/openapi.json":
 			responses["200"] = obj{"description": "the OpenAPI document", "content": obj{"application/json": obj{}}}
+		case rt.Pattern == "/v1/schemas/tenant-file.json":
+			responses["200"] = obj{"description": "the JSON Schema (2020-12) of the tenant file", "content": obj{"application/schema+json": obj{}}}
 		case status == http.StatusNoContent:
 			responses["204"] = obj{"description": "done"}
 		case rt.Auth == authVerify:
@@ -393,7 +400,7 @@ func buildOpenAPI() []byte {
 // errorResponses lists the problem statuses a route can answer and why.
 func errorResponses(rt route) map[int]string {
 	out := map[int]string{}
-	if rt.Pattern == "/v1/openapi.json" {
+	if rt.Auth == authPublic {
 		return out
 	}
 	if rt.Auth == authVerify {

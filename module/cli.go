@@ -444,6 +444,8 @@ func cliCommands() []caddycmd.Command {
 				}},
 		}),
 		importCommand(),
+		exportCommand(),
+		applyCommand(),
 		{
 			Name:  "rotate-master-key",
 			Usage: "--new-key <base64> [--config <file>]",
