@@ -91,8 +91,8 @@ func TestParseAndSchema(t *testing.T) {
 		t.Fatalf("schema refuses a written file: %v", err)
 	}
 	for name, bad := range map[string]string{
-		"unknown member": `{"format":"keygate.tenant","version":1,"tenant":{"id":"a"},"user":[]}`,
-		"bad role":       `{"format":"keygate.tenant","version":1,"tenant":{"id":"a"},"users":[{"id":"u","name":"n","role":"BOSS"}]}`,
+		"unknown member":     `{"format":"keygate.tenant","version":1,"tenant":{"id":"a"},"user":[]}`,
+		"bad role":           `{"format":"keygate.tenant","version":1,"tenant":{"id":"a"},"users":[{"id":"u","name":"n","role":"BOSS"}]}`,
 		"key without expiry": `{"format":"keygate.tenant","version":1,"tenant":{"id":"a"},"users":[{"id":"u","name":"n","keys":[{"id":"k","name":"k"}]}]}`,
 	} {
 		if validJSON(t, schema, []byte(bad)) == nil {
