@@ -52,7 +52,10 @@ export async function keysTab(user) {
               act('Key revoked.', () => api('DELETE', `${base}/${enc(k.id)}`, { ifMatch: k.version }));
             },
           }, 'Revoke')))) : '—';
-    return [k.name, h('span', { class: 'mono' }, k.masked), badge(k.status), timeEl(k.expiresAt), timeEl(k.lastUsedAt),
+    // Imported keys: where from, and whether their first use still has to re-hash them.
+    const origin = k.origin ? h('small', {}, ` imported from ${k.origin.source}${k.hashScheme ? ` (stored as its ${k.hashScheme} hash until first use)` : ''}${k.rehashedFrom ? ` (re-hashed from ${k.rehashedFrom})` : ''}`) : null;
+    const about = (k.tags && k.tags.length) || k.meta ? h('small', {}, h('br'), (k.tags || []).join(', '), k.meta ? [' ', h('code', {}, JSON.stringify(k.meta))] : null) : null;
+    return [h('span', {}, k.name, about), h('span', {}, h('span', { class: 'mono' }, k.masked), origin), badge(k.status), timeEl(k.expiresAt), timeEl(k.lastUsedAt),
       k.replacedBy ? h('span', {}, h('span', { class: 'mono' }, k.replacedBy), k.disableAt ? [h('br'), 'works until ', timeEl(k.disableAt)] : null) : '—',
       actions];
   });

@@ -151,6 +151,9 @@ async function overviewTab(user) {
     h('dt', {}, 'Last used'), h('dd', {}, timeEl(user.lastUsedAt)),
     h('dt', {}, 'Customer roles'), h('dd', {}, (user.customerRoles || []).join(', ') || '—'),
     h('dt', {}, 'Version'), h('dd', {}, String(user.version)),
+    h('dt', {}, 'Tags'), h('dd', {}, (user.tags || []).join(', ') || '—'),
+    h('dt', {}, 'Metadata'), h('dd', {}, user.meta ? h('code', { class: 'mono' }, JSON.stringify(user.meta)) : '—'),
+    user.origin ? [h('dt', {}, 'Imported from'), h('dd', {}, `${user.origin.source} (${user.origin.externalId}), `, timeEl(user.origin.importedAt))] : null,
     user.plannedPurgeDate ? [h('dt', {}, 'Planned purge'), h('dd', {}, timeEl(user.plannedPurgeDate))] : null);
   const status = h('div', { class: 'card' }, h('h2', {}, 'Status'),
     h('p', {}, 'An INACTIVE user\'s credentials stop working at once; ACTIVE makes them work again. Deleting revokes every key and plans the purge of everything stored about the user.'),
