@@ -267,3 +267,44 @@ func testImportEndToEnd(t *testing.T, global string) {
 		t.Fatalf("after restart: %v", k)
 	}
 }
+
+// TestImportWeakHashesRefused: with legacy_hashes strong, a key stored as
+// Tyk's murmur hash is not matched (murmur is no cryptographic hash), one
+// stored as its sha256 hash is; and an unknown, a revoked and a refused
+// imported key get the very same 401 body.
+func TestImportWeakHashesRefused(t *testing.T) {
+	e := startImportEnv(t, "keygate {\n\t\tlegacy_hashes strong\n\t}", "")
+	e.bootstrap()
+	rep := e.importCLI("--from", "tyk", sampleFile(t, "tyk-redis.json"), "--expires=8760h")
+	if rep.Created == 0 {
+		t.Fatalf("import: %+v", rep)
+	}
+	murmur := "eyJvcmciOiI1ZTlkOTU0NGExZGNkNjAwMDFkMGVkMjAiLCJpZCI6ImI0NjJiZjE0ZGVkMzQ1ODFhNmNhZWVkNWNmYjk1OTZmIiwiaCI6Im11cm11cjY0In0="
+	sha := "eyJvcmciOiI1ZTlkOTU0NGExZGNkNjAwMDFkMGVkMjAiLCJpZCI6IjBjN2U1YThmM2IyZDRlNmE5YzFmN2IzZDVlOGEyYzRmIiwiaCI6InNoYTI1NiJ9"
+	if st, _ := e.call("/tyk/x", map[string]string{"Authorization": sha}); st != http.StatusOK {
+		t.Fatalf("sha256 key: %d", st)
+	}
+	body := func(v string) string {
+		resp := e.get("/tyk/x", map[string]string{"Authorization": v})
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%d, want 401", resp.StatusCode)
+		}
+		return string(b)
+	}
+	refused, unknown := body(murmur), body("tyk-never-imported-000000")
+	id, userID := "", ""
+	for _, it := range rep.Items {
+		if it.Kind == "key" && it.UserID != "" {
+			if k := e.keyRecord(it.UserID, it.ID); k["rehashedFrom"] == "sha256" {
+				id, userID = it.ID, it.UserID
+			}
+		}
+	}
+	e.api(http.MethodDelete, "/v1/users/"+userID+"/keys/"+id, nil, http.StatusOK)
+	revoked := body(sha)
+	if refused != unknown || revoked != unknown {
+		t.Fatalf("401 bodies differ:\nrefused %s\nunknown %s\nrevoked %s", refused, unknown, revoked)
+	}
+}
