@@ -6,6 +6,8 @@ package keygate
 import (
 	// The Caddyfile adapter's directives and global option (imports module).
 	_ "github.com/keygate/keygate/caddyfile"
-	// The Caddy modules and CLI subcommands.
+	// The CLI subcommands (cli registers them with Caddy; imports module).
+	_ "github.com/keygate/keygate/cli"
+	// The Caddy modules.
 	_ "github.com/keygate/keygate/module"
 )

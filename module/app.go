@@ -1,8 +1,10 @@
 // Package module wires keygate into Caddy: the `keygate` app (key store,
 // caches, limiter), the HTTP handlers `keygate`, `keygate_admin`,
-// `keygate_token` and `keygate_jwks`, the admin endpoint `admin.api.keygate`,
-// the CLI subcommands and the Prometheus metrics. The logic lives in the
-// domain packages (keys, auth, ratelimit, admin); this package is glue.
+// `keygate_token` and `keygate_jwks`, the admin endpoint `admin.api.keygate`
+// and the Prometheus metrics, and opens a config's store for the CLI when no
+// server runs (OpenLocalAdmin, RotateMasterKey; the commands are package
+// cli). The logic lives in the domain packages (keys, auth, ratelimit,
+// admin, importer, tenantfile); this package is glue.
 package module
 
 import (

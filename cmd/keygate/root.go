@@ -16,8 +16,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 
+	"github.com/keygate/keygate/cli"
 	"github.com/keygate/keygate/internal/version"
-	"github.com/keygate/keygate/module"
 )
 
 // readmeURL is where the help sends readers for everything else.
@@ -82,7 +82,7 @@ func newRootCommand() *cobra.Command {
 	root.SetCompletionCommandGroupID("server")
 
 	own := map[string]bool{}
-	for _, name := range module.CLICommandNames() {
+	for _, name := range cli.CommandNames() {
 		own[name] = true
 	}
 	all := caddycmd.Commands()
@@ -94,7 +94,7 @@ func newRootCommand() *cobra.Command {
 	// keygate's commands in the order module registers them (which is the
 	// order a newcomer needs them), then Caddy's, alphabetically.
 	cobra.EnableCommandSorting = false
-	for _, name := range module.CLICommandNames() {
+	for _, name := range cli.CommandNames() {
 		if c, ok := all[name]; ok {
 			cmd := toCobra(c)
 			cmd.GroupID = "keygate"

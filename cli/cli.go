@@ -1,4 +1,12 @@
-package module
+// Package cli is keygate's command line: the subcommands keygate adds to
+// Caddy's (bootstrap, tenants, users, keys, secrets, permissions, activity,
+// import, export, apply, rotate-master-key), registered with Caddy in init
+// so that the keygate binary and every xcaddy build with keygate have them
+// (imports.go blank-imports this package). Every command is a client of
+// the admin REST API: of the running server's admin endpoint, or, when no
+// server answers, of the same API served in-process over the store the
+// config names (module.OpenLocalAdmin).
+package cli
 
 import (
 	"bytes"
@@ -11,8 +19,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -21,10 +27,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
 
 	"github.com/keygate/keygate/admin"
-	"github.com/keygate/keygate/keys"
+	"github.com/keygate/keygate/module"
 )
 
 // The CLI is a client of the admin REST API. While a keygate server runs,
@@ -39,9 +44,9 @@ func init() {
 	}
 }
 
-// CLICommandNames lists keygate's own subcommands in the order a newcomer
+// CommandNames lists keygate's own subcommands in the order a newcomer
 // needs them, so the keygate binary's help can show them first.
-func CLICommandNames() []string {
+func CommandNames() []string {
 	cmds := cliCommands()
 	names := make([]string, len(cmds))
 	for i, c := range cmds {
@@ -458,7 +463,7 @@ transaction. Then set master_key to the new key and start the server again.`,
 				addCommonFlags(cmd)
 				cmd.Flags().String("new-key", "", "the new master key, base64 of 32 bytes (required)")
 				cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
-					n, err := rotateMasterKey(fl.String("config"), fl.String("adapter"), fl.String("new-key"))
+					n, err := module.RotateMasterKey(fl.String("config"), fl.String("adapter"), fl.String("new-key"))
 					if err != nil {
 						return caddy.ExitCodeFailedStartup, err
 					}
@@ -669,14 +674,14 @@ type cliClient struct {
 	verbose io.Writer
 
 	local    http.Handler
-	localApp *App
+	localApp *module.LocalAdmin
 	// adminAddr is the admin address the last remote call went to.
 	adminAddr string
 }
 
 func (cl *cliClient) close() {
 	if cl.localApp != nil {
-		_ = cl.localApp.Cleanup()
+		_ = cl.localApp.Close()
 	}
 }
 
@@ -781,7 +786,7 @@ func (cl *cliClient) sendRemote(method, path, ifMatch string, payload []byte) (i
 	if payload != nil {
 		body = bytes.NewReader(payload)
 	}
-	req, err := http.NewRequest(method, origin+AdminPathPrefix+path, body)
+	req, err := http.NewRequest(method, origin+module.AdminPathPrefix+path, body)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -842,63 +847,15 @@ func (cl *cliClient) logf(format string, args ...any) {
 // in-process. With readOnly, a file store that does not exist yet is an
 // error rather than created, and so is a missing master key file.
 func (cl *cliClient) openLocal(readOnly bool) error {
-	app, err := loadAppConfig(cl.config, cl.adapter)
+	local, err := module.OpenLocalAdmin(cl.config, cl.adapter, readOnly, cl.adminAddr, func(where string) {
+		cl.logf("opening %s directly (no keygate server answered)", where)
+	})
 	if err != nil {
 		return err
 	}
-	app.logger = zap.NewNop()
-	where := "the Redis store"
-	if app.Store == nil || app.Store.Backend == "" || app.Store.Backend == "file" {
-		path := DefaultStorePath()
-		if app.Store != nil && app.Store.Path != "" {
-			path = caddy.NewReplacer().ReplaceAll(app.Store.Path, "")
-		}
-		where = "the store file " + path
-		if readOnly {
-			if _, err := os.Stat(path); err != nil {
-				return fmt.Errorf("no keygate server answered on %s and there is no store at %s yet: nothing to show (start the server, or create data with `keygate bootstrap`)", cl.adminAddr, path)
-			}
-			if app.MasterKey == "" {
-				mk := filepath.Join(filepath.Dir(path), "master.key")
-				if _, err := os.Stat(mk); err != nil {
-					return fmt.Errorf("the store %s has no master key file %s; set master_key in the config (a read does not create one)", path, mk)
-				}
-			}
-		}
-	}
-	cl.logf("opening %s directly (no keygate server answered)", where)
-	if err := app.setup(); err != nil {
-		_ = app.Cleanup()
-		return fmt.Errorf("opening the key store (no running keygate answered on its admin address): %w", err)
-	}
-	cl.localApp = app
-	cl.local = app.adminAPI()
+	cl.localApp = local
+	cl.local = local
 	return nil
-}
-
-// loadAppConfig reads the keygate app's config from a config file (any
-// adapter); without a file it is the default (the file store).
-func loadAppConfig(configFile, adapter string) (*App, error) {
-	app := new(App)
-	if configFile == "" {
-		return app, nil
-	}
-	cfg, _, _, err := caddycmd.LoadConfig(configFile, adapter)
-	if err != nil {
-		return nil, fmt.Errorf("loading config: %w", err)
-	}
-	var full struct {
-		Apps map[string]json.RawMessage `json:"apps"`
-	}
-	if err := json.Unmarshal(cfg, &full); err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	if raw, ok := full.Apps["keygate"]; ok {
-		if err := json.Unmarshal(raw, app); err != nil {
-			return nil, fmt.Errorf("reading keygate app config: %w", err)
-		}
-	}
-	return app, nil
 }
 
 // print writes data as JSON (--json) or as a table of cols (dotted paths).
@@ -970,45 +927,4 @@ func cell(v any) string {
 		b, _ := json.Marshal(v)
 		return string(b)
 	}
-}
-
-// rotateMasterKey re-seals every stored secret under newKey.
-func rotateMasterKey(configFile, adapter, newKey string) (int, error) {
-	if newKey == "" {
-		return 0, errors.New("--new-key is required (generate one with: head -c32 /dev/urandom | base64)")
-	}
-	raw, err := keys.ParseMasterKey(newKey)
-	if err != nil {
-		return 0, err
-	}
-	app, err := loadAppConfig(configFile, adapter)
-	if err != nil {
-		return 0, err
-	}
-	app.logger = zap.NewNop()
-	if err := app.setup(); err != nil {
-		return 0, fmt.Errorf("opening the key store (stop the server first): %w", err)
-	}
-	defer app.Cleanup()
-	if app.sealer == nil {
-		return 0, errors.New("no master key is configured: nothing is sealed yet")
-	}
-	next, err := keys.NewSealer(raw)
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	n, err := app.shared.store.ResealSecrets(ctx, func(kind, id string, sealed []byte) ([]byte, error) {
-		aad := kind + ":" + id // SecretAAD, SigningKeyAAD and the master key check's AAD
-		pt, err := app.sealer.Open(sealed, aad)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s does not open with the configured master key: %w", kind, id, err)
-		}
-		return next.Seal(pt, aad), nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
 }

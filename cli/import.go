@@ -1,4 +1,4 @@
-package module
+package cli
 
 import (
 	"encoding/json"
