@@ -677,6 +677,16 @@ type cliClient struct {
 	localApp *module.LocalAdmin
 	// adminAddr is the admin address the last remote call went to.
 	adminAddr string
+	// callTimeout bounds a remote call. Default: 30s.
+	callTimeout time.Duration
+}
+
+// timeout is the bound of one remote call.
+func (cl *cliClient) timeout() time.Duration {
+	if cl.callTimeout > 0 {
+		return cl.callTimeout
+	}
+	return 30 * time.Second
 }
 
 func (cl *cliClient) close() {
@@ -771,7 +781,7 @@ func (cl *cliClient) sendRemote(method, path, ifMatch string, payload []byte) (i
 		return 0, nil, fmt.Errorf("admin address %s: %w", addr, err)
 	}
 	client := &http.Client{
-		Timeout: 30 * time.Second,
+		Timeout: cl.timeout(),
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			d.Timeout = 2 * time.Second

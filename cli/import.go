@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -64,6 +65,8 @@ gateway").`,
 						q.Set(param, "true")
 					}
 				}
+				// One transaction: a large file takes seconds per thousand users.
+				cl.callTimeout = 10 * time.Minute
 				status, body, err := cl.send(http.MethodPost, "/v1/imports?"+q.Encode(), "", data)
 				if err != nil {
 					return err

@@ -118,6 +118,29 @@ func (r *ImportResult) add(it ImportItem) {
 	}
 }
 
+// updateBudgetKey is the context key of WithUpdateBudget.
+type updateBudgetKey struct{}
+
+// WithUpdateBudget asks the store to give a whole write transaction made
+// with the returned context up to d, when that is longer than its own
+// bound (redisstore: 20 × the per-call timeout); each round trip keeps its
+// own timeout. Import uses it for a large batch, which is one transaction.
+func WithUpdateBudget(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, updateBudgetKey{}, d)
+}
+
+// UpdateBudget returns the budget asked for with WithUpdateBudget.
+func UpdateBudget(ctx context.Context) (time.Duration, bool) {
+	d, ok := ctx.Value(updateBudgetKey{}).(time.Duration)
+	return d, ok
+}
+
+// importBudget bounds an Import of n users: about 20 round trips each, on
+// a loaded node a few milliseconds apiece.
+func importBudget(n int) time.Duration {
+	return min(2*time.Second+time.Duration(n)*50*time.Millisecond, 10*time.Minute)
+}
+
 // errNoWrite ends an Import transaction without committing it.
 var errNoWrite = errors.New("import: nothing to write")
 
@@ -131,6 +154,10 @@ func (s *kvStore) Import(ctx context.Context, b ImportBatch, opts ImportOptions,
 		return ImportResult{}, errors.New("import: no hasher")
 	}
 	var res ImportResult
+	// One transaction of thousands of round trips: a whole budget of its
+	// own, and a second per round trip (an admin write, not the request
+	// path), so that one slow answer of a busy store does not fail it.
+	ctx = WithCallTimeout(WithUpdateBudget(ctx, importBudget(len(b.Users))), time.Second)
 	err := s.update(ctx, actor, func(r *recorder) error {
 		res = ImportResult{}
 		for _, it := range b.Invalid {

@@ -102,7 +102,11 @@ func (b *Backend) Update(ctx context.Context, fn func(keys.Tx) error) error {
 	if err := b.checkOpen("update"); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, b.budget)
+	budget := b.budget
+	if d, ok := keys.UpdateBudget(ctx); ok && d > budget {
+		budget = d // a large transaction (an import) asked for more
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	for attempt := 1; ; attempt++ {
 		var fnErr error
