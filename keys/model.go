@@ -183,7 +183,7 @@ type Key struct {
 	Tags []string        `json:"tags,omitempty"`
 	// Origin says where an imported key came from; nil for keygate's own
 	// kg_ keys. An imported key keeps its value, whatever its shape, and is
-	// found by its hash (Store.KeyIDByHash).
+	// found by its hash (Store.FindKeyByHash).
 	Origin *Origin `json:"origin,omitempty"`
 	// HashScheme is empty when Hash is keygate's own hash of the key. A key
 	// imported only as a peer's hash keeps that hash here under its legacy
