@@ -104,7 +104,9 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request, c *caller) error
 		out.Totals.Limited += c.Limited
 		out.Totals.Refused += c.Refused
 		if c.Hour.Equal(out.CurrentHour.Start) {
-			out.CurrentHour.Allowed, out.CurrentHour.Limited, out.CurrentHour.Refused = c.Allowed, c.Limited, c.Refused
+			out.CurrentHour.Allowed += c.Allowed
+			out.CurrentHour.Limited += c.Limited
+			out.CurrentHour.Refused += c.Refused
 		}
 	}
 	out.Totals.Start = from

@@ -232,6 +232,28 @@ func NewAccessKey(h *Hasher, userID, tenantID, name string, expiresAt time.Time)
 	}
 }
 
+// NewSession generates a console session token for the user of key k,
+// valid until expiresAt. It returns the full token, to be shown once, and
+// the record to store (hash only).
+func NewSession(h *Hasher, k *Key, expiresAt time.Time) (plaintext string, s Session) {
+	id := NewID()
+	plaintext = SessionPrefix + id + "_" + RandomToken(keySecretBytes)
+	return plaintext, Session{
+		ID: id, UserID: k.UserID, KeyID: k.ID, TenantID: k.TenantID,
+		Hash: h.Sum(plaintext), ExpiresAt: expiresAt.UTC(),
+	}
+}
+
+// ParseSession splits kgs_<id>_<secret> and returns the id; ok is false for
+// anything not shaped like a console session token.
+func ParseSession(s string) (id string, ok bool) {
+	rest, found := strings.CutPrefix(s, SessionPrefix)
+	if !found {
+		return "", false
+	}
+	return ParseAccessKey(KeyPrefix + rest)
+}
+
 // NewSigningSecret returns a fresh signing secret string: 32 random bytes,
 // base64 (standard alphabet, padded), as wallee issues them.
 func NewSigningSecret() string {

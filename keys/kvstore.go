@@ -26,16 +26,18 @@ type StoreOptions struct {
 //
 // Layout (tables, lookups and indexes are names passed to b):
 //
-//	tables   tenants, users, perms, keys, secrets, history, activity, sigkeys, meta
-//	         (and the outbox's: see kvstore_events.go)
+//	tables   tenants, users, perms, keys, secrets, history, activity, sigkeys, meta,
+//	         usage, sessions (and the outbox's: see kvstore_events.go)
 //	lookups  username (tenant\x00lowername → user id), keyname (user\x00name → key id),
 //	         permkey (user\x00tenant → permission id), keyhash (scheme:hexhash →
 //	         key id, imported keys only), extid (tenant\x00source\x00kind\x00external
 //	         id → user or key id)
 //	indexes  tenants:by:<field>, users:by:<field>, t:<tenant>:users:by:<field>,
 //	         t:<tenant>:perms:by:<field>, u:<user>:perms, u:<user>:keys,
-//	         u:<user>:secrets, u:<user>:history, users:purge, secrets:all,
-//	         activity:by:at, sigkeys:by:createdAt
+//	         u:<user>:secrets, u:<user>:history, users:purge, users:deleting,
+//	         secrets:all, activity:by:at, sigkeys:by:createdAt,
+//	         t:<tenant>:keys:by:expiresAt, u:<user>:usage, t:<tenant>:usage,
+//	         usage:by:hour, u:<user>:sessions, sessions:by:expiry
 //
 // Decisions the interface leaves open:
 //   - A user name is unique (case-insensitively) among the non-DELETED users
@@ -45,6 +47,7 @@ type StoreOptions struct {
 //     key's name without renaming anything.
 //   - DeleteUser is allowed from CREATE, ACTIVE, INACTIVE and DELETING, so an
 //     abandoned creation can be cleaned up; UpdateUser never sets DELETED.
+//     DELETING users are listed in users:deleting until CompleteDeletion.
 //   - CreateUser defaults an empty Type to TECHNICAL and an empty Role to
 //     VIEWER (least privilege).
 //   - ResealSecrets passes ids such that kind+":"+id is the sealed value's

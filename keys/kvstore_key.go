@@ -89,8 +89,20 @@ func keyIndexes(k *Key) []indexEntry {
 	if k == nil {
 		return nil
 	}
-	return append([]indexEntry{{"u:" + k.UserID + ":keys", timeKey(k.CreatedAt)}}, keyExpiryIndexes(k)...)
+	out := append([]indexEntry{{"u:" + k.UserID + ":keys", timeKey(k.CreatedAt)}}, keyExpiryIndexes(k)...)
+	if expiryIndexed(k) {
+		out = append(out, indexEntry{keyExpiryIndex(k.TenantID), timeKey(k.ExpiresAt)})
+	}
+	return out
 }
+
+// keyExpiryIndex orders a tenant's ACTIVE, not replaced keys by expiry
+// (ExpiringKeys). Expired keys stay in it until they change.
+func keyExpiryIndex(tenant string) string { return "t:" + tenant + ":keys:by:expiresAt" }
+
+// expiryIndexed reports whether k belongs in its tenant's expiry index:
+// it works until it expires, unless someone acts.
+func expiryIndexed(k *Key) bool { return k.Status == KeyActive && k.ReplacedBy == "" }
 
 // userKeys returns the keys of a user, oldest first.
 func userKeys(tx Tx, userID string) ([]Key, error) {
@@ -414,4 +426,130 @@ func (s *kvStore) ListKeys(ctx context.Context, userID string) ([]Key, error) {
 		return err
 	})
 	return nonNilItems(out), err
+}
+
+// metaKeyExpiryIndexed marks, in the meta table, that the keys stored before
+// the expiry index existed have been added to it.
+const metaKeyExpiryIndexed = "index:keys-by-expiresAt"
+
+// ExpiringKeys pages through the ACTIVE, not replaced keys valid in tenant
+// whose expiry is in [from, before), soonest first. The index has every
+// such key's expiry, expired ones included; the range is found by binary
+// search over it, so a call costs O(log n + page) reads.
+func (s *kvStore) ExpiringKeys(ctx context.Context, tenant string, from, before time.Time, page, size int) (Page[Key], error) {
+	ps, err := normalize(ListOptions{Page: page, Size: size}, []string{"expiresAt"}, Sort{Field: "expiresAt"})
+	if err != nil {
+		return Page[Key]{}, err
+	}
+	if err := s.indexKeyExpiries(ctx); err != nil {
+		return Page[Key]{}, err
+	}
+	index := keyExpiryIndex(tenant)
+	var out Page[Key]
+	err = s.b.View(ctx, func(tx Tx) error {
+		n, err := tx.IndexCount(index)
+		if err != nil {
+			return fmt.Errorf("counting %s: %w", index, err)
+		}
+		lo, err := firstExpiring(tx, index, n, from)
+		if err != nil {
+			return err
+		}
+		hi, err := firstExpiring(tx, index, n, before)
+		if err != nil {
+			return err
+		}
+		out = Page[Key]{Items: []Key{}, Total: max(0, hi-lo)}
+		start := lo + ps.offset
+		if start >= hi {
+			return nil
+		}
+		ids, err := tx.IndexRange(index, start, min(ps.size, hi-start), false)
+		if err != nil {
+			return fmt.Errorf("reading index %s: %w", index, err)
+		}
+		items, err := getManyJSON[Key](tx, tblKeys, ids)
+		out.Items = nonNilItems(items)
+		return err
+	})
+	return out, err
+}
+
+// firstExpiring returns the position in a key expiry index of n entries of
+// the first key that expires at or after t (n when none does).
+func firstExpiring(tx Tx, index string, n int, t time.Time) (int, error) {
+	lo, hi := 0, n
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		ids, err := tx.IndexRange(index, mid, 1, false)
+		if err != nil {
+			return 0, fmt.Errorf("reading index %s: %w", index, err)
+		}
+		if len(ids) == 0 {
+			return mid, nil
+		}
+		k, err := getJSON[Key](tx, tblKeys, ids[0], "key "+ids[0])
+		if isNotFound(err) {
+			// An entry without its key cannot be placed; the rest still
+			// sorts by expiry, so treat it as expired and move on.
+			lo = mid + 1
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if k.ExpiresAt.Before(t) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
+}
+
+// indexKeyExpiries adds the keys stored before the expiry index existed to
+// it, once per store (a meta flag remembers it). Keys written since are
+// indexed by writeKey; adding an entry twice is harmless.
+func (s *kvStore) indexKeyExpiries(ctx context.Context) error {
+	var done bool
+	if err := s.b.View(ctx, func(tx Tx) error {
+		ok, err := exists(tx, tblMeta, metaKeyExpiryIndexed)
+		done = ok
+		return err
+	}); err != nil || done {
+		return err
+	}
+	var users []string
+	if err := s.b.View(ctx, func(tx Tx) (err error) {
+		users, err = allIDs(tx, userScope("")+"id", false)
+		return err
+	}); err != nil {
+		return err
+	}
+	for len(users) > 0 {
+		batch := users[:min(len(users), retentionBatch)]
+		users = users[len(batch):]
+		err := s.b.Update(ctx, func(tx Tx) error {
+			for _, u := range batch {
+				keys, err := userKeys(tx, u)
+				if err != nil {
+					return err
+				}
+				for i := range keys {
+					if k := &keys[i]; expiryIndexed(k) {
+						if err := tx.IndexAdd(keyExpiryIndex(k.TenantID), timeKey(k.ExpiresAt), k.ID); err != nil {
+							return fmt.Errorf("indexing key %s: %w", k.ID, err)
+						}
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return s.b.Update(ctx, func(tx Tx) error {
+		return tx.Put(tblMeta, metaKeyExpiryIndexed, []byte("1"))
+	})
 }

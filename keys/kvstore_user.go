@@ -51,8 +51,15 @@ func userIndexes(u *User, tenants []string) []indexEntry {
 	if u.Status == UserDeleted && u.PlannedPurgeDate != nil {
 		out = append(out, indexEntry{"users:purge", timeKey(*u.PlannedPurgeDate)})
 	}
+	if u.Status == UserDeleting {
+		out = append(out, indexEntry{ixUsersDeleting, u.ID})
+	}
 	return out
 }
+
+// ixUsersDeleting lists the users in DELETING, whose deletion's second step
+// is still to run (CompleteDeletion).
+const ixUsersDeleting = "users:deleting"
 
 // userNameKey is the key of a user's name claim; DELETED users hold none.
 func userNameKey(u *User) string {
@@ -251,6 +258,13 @@ func updateUserTx(r *recorder, id string, version int64, mutate func(*User) erro
 		if err := validateUser(r.tx, &next); err != nil {
 			return err
 		}
+		if next.Status == UserDeleting && cur.Status != UserDeleting {
+			// The first step of a deletion (see DeleteUser); the sweep
+			// (CompleteDeletion) takes it on to DELETED.
+			if err := startDeletion(r, id); err != nil {
+				return err
+			}
+		}
 		rolesChanged := next.Role != cur.Role || !slices.Equal(next.CustomerRoles, cur.CustomerRoles) ||
 			!slices.Equal(next.AccessControlEntities, cur.AccessControlEntities)
 		if next.PrimaryTenant != cur.PrimaryTenant {
@@ -291,8 +305,11 @@ func updateUserTx(r *recorder, id string, version int64, mutate func(*User) erro
 	return out, err
 }
 
-// DeleteUser marks the user DELETED, revokes its keys and deactivates its
-// secrets, in one transaction.
+// DeleteUser deletes a user in the two steps of seed 004: one transaction
+// marks it DELETING and ends every credential (startDeletion), a second one
+// drops its usage counts and marks it DELETED (CompleteDeletion). A user
+// already DELETING (a deletion interrupted between the two) only gets the
+// second step.
 func (s *kvStore) DeleteUser(ctx context.Context, id string, version int64, actor string) (User, error) {
 	var out User
 	err := s.update(ctx, actor, func(r *recorder) error {
@@ -303,37 +320,18 @@ func (s *kvStore) DeleteUser(ctx context.Context, id string, version int64, acto
 		if err := checkVersion("user "+id, version, cur.Version); err != nil {
 			return err
 		}
-		if cur.Status == UserDeleted {
+		switch cur.Status {
+		case UserDeleted:
 			return fmt.Errorf("user %s is already deleted: %w", id, ErrConflict)
+		case UserDeleting:
+			out = cur
+			return nil
 		}
-		keys, err := userKeys(r.tx, id)
-		if err != nil {
+		if err := startDeletion(r, id); err != nil {
 			return err
-		}
-		for i := range keys {
-			if keys[i].Status == KeyRevoked {
-				continue
-			}
-			if err := revokeKey(r, &keys[i]); err != nil {
-				return err
-			}
-		}
-		secrets, err := userSecrets(r.tx, id)
-		if err != nil {
-			return err
-		}
-		for _, sec := range secrets {
-			if sec.Status != SecretActive {
-				continue
-			}
-			next := sec
-			next.Status = SecretInactive
-			if err := writeSecret(r, &sec, &next, "secret.update"); err != nil {
-				return err
-			}
 		}
 		next := clone(cur)
-		next.Status = UserDeleted
+		next.Status = UserDeleting
 		stamp(&next.Version, &next.CreatedAt, &next.UpdatedAt, r.now)
 		if err := writeUser(r.tx, &cur, &next); err != nil {
 			return err
@@ -347,6 +345,117 @@ func (s *kvStore) DeleteUser(ctx context.Context, id string, version int64, acto
 		r.notify(id, "")
 		out = next
 		return nil
+	})
+	if err != nil {
+		return out, err
+	}
+	done, err := s.CompleteDeletion(ctx, id, actor)
+	if err != nil {
+		return out, fmt.Errorf("completing the deletion of user %s: %w", id, err)
+	}
+	return done, nil
+}
+
+// startDeletion is the first step of a user's deletion, in the transaction
+// that makes it DELETING: its keys are revoked, its secrets deactivated, its
+// permissions archived and its console sessions dropped, so that nothing of
+// it authenticates any more.
+func startDeletion(r *recorder, id string) error {
+	keys, err := userKeys(r.tx, id)
+	if err != nil {
+		return err
+	}
+	for i := range keys {
+		if keys[i].Status == KeyRevoked {
+			continue
+		}
+		if err := revokeKey(r, &keys[i]); err != nil {
+			return err
+		}
+	}
+	secrets, err := userSecrets(r.tx, id)
+	if err != nil {
+		return err
+	}
+	for _, sec := range secrets {
+		if sec.Status != SecretActive {
+			continue
+		}
+		next := sec
+		next.Status = SecretInactive
+		if err := writeSecret(r, &sec, &next, "secret.update"); err != nil {
+			return err
+		}
+	}
+	tenants, err := permTenants(r.tx, id)
+	if err != nil {
+		return err
+	}
+	for _, t := range tenants {
+		cur, err := permOf(r.tx, id, t)
+		if err != nil {
+			return err
+		}
+		if cur.Status == PermissionArchived {
+			continue
+		}
+		next := clone(cur)
+		next.Status = PermissionArchived
+		next.ReviewedBy = r.actor
+		if err := writePermission(r, &cur, &next, "permission.update"); err != nil {
+			return err
+		}
+	}
+	return dropUserSessions(r.tx, id)
+}
+
+// CompleteDeletion is the second step of a user's deletion: the DELETING
+// user's usage counts leave it (the tenants keep them as anonymous
+// requests), and it becomes DELETED.
+func (s *kvStore) CompleteDeletion(ctx context.Context, id string, actor string) (User, error) {
+	var out User
+	err := s.update(ctx, actor, func(r *recorder) error {
+		cur, err := getJSON[User](r.tx, tblUsers, id, "user "+id)
+		if err != nil {
+			return err
+		}
+		if cur.Status != UserDeleting {
+			return fmt.Errorf("user %s is %s, not DELETING: %w", id, cur.Status, ErrConflict)
+		}
+		if err := dropUserSessions(r.tx, id); err != nil {
+			return err
+		}
+		if err := anonymizeUserUsage(r.tx, id); err != nil {
+			return err
+		}
+		next := clone(cur)
+		next.Status = UserDeleted
+		stamp(&next.Version, &next.CreatedAt, &next.UpdatedAt, r.now)
+		if err := writeUser(r.tx, &cur, &next); err != nil {
+			return err
+		}
+		if err := r.record(id, "user.deleted", "", diff(&cur, &next)); err != nil {
+			return err
+		}
+		if err := emitUser(r, &cur, &next, nil); err != nil {
+			return err
+		}
+		r.notify(id, "")
+		out = next
+		return nil
+	})
+	return out, err
+}
+
+// DeletingUsers lists up to limit users in DELETING, by id.
+func (s *kvStore) DeletingUsers(ctx context.Context, limit int) ([]string, error) {
+	if limit <= 0 {
+		limit = MaxPageSize
+	}
+	var out []string
+	err := s.b.View(ctx, func(tx Tx) (err error) {
+		out, err = tx.IndexRange(ixUsersDeleting, 0, limit, false)
+		return err
 	})
 	return out, err
 }
@@ -419,7 +528,10 @@ func (s *kvStore) PurgeUser(ctx context.Context, id string) error {
 		if err := tx.Delete(tblMeta, historyPurgedKey(id)); err != nil {
 			return fmt.Errorf("deleting history of user %s: %w", id, err)
 		}
-		if err := purgeUserUsage(tx, id); err != nil {
+		if err := anonymizeUserUsage(tx, id); err != nil {
+			return err
+		}
+		if err := dropUserSessions(tx, id); err != nil {
 			return err
 		}
 		if err := claim(tx, lkUserName, userNameKey(&cur), "", id, "user name"); err != nil {

@@ -298,3 +298,23 @@ type Activity struct {
 	Status int       `json:"status"`
 	Tenant string    `json:"tenant,omitempty"`
 }
+
+// SessionPrefix starts every console session token.
+const SessionPrefix = "kgs_"
+
+// Session is a console sign-in (POST /v1/console/session): a short-lived
+// bearer token exchanged for an access key (or an access token) and bound to
+// that key. It authenticates only at the admin API, and only while the key
+// it came from still does: revoking, disabling or expiring the key ends it.
+// Like an access key, only a hash of the token is stored.
+type Session struct {
+	ID     string `json:"id"`
+	UserID string `json:"userId"`
+	// KeyID is the access key the session was exchanged for.
+	KeyID string `json:"keyId"`
+	// TenantID is the tenant of that key: the tenant the session acts in.
+	TenantID  string    `json:"tenant"`
+	Hash      []byte    `json:"hash"`
+	CreatedAt time.Time `json:"createdAt"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}

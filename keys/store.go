@@ -40,10 +40,25 @@ type Store interface {
 	GetUser(ctx context.Context, id string) (User, error)
 	// UpdateUser changes a user; a status change must follow the state
 	// machine (ErrConflict otherwise). It cannot set DELETED: use DeleteUser.
+	// A change to DELETING is the first step of a deletion (see DeleteUser),
+	// which CompleteDeletion finishes.
 	UpdateUser(ctx context.Context, id string, version int64, mutate func(*User) error, actor string) (User, error)
-	// DeleteUser marks the user DELETED and, in the same transaction,
-	// revokes all its keys and deactivates all its secrets.
+	// DeleteUser deletes a user in two steps (seed 004: DELETING, then
+	// DELETED). The first transaction marks it DELETING and, with it,
+	// revokes all its keys, deactivates all its secrets, archives all its
+	// permissions and drops its console sessions, so nothing of it
+	// authenticates any more. The second (CompleteDeletion) takes its usage
+	// counts off it and marks it DELETED. A user left DELETING by an
+	// interrupted deletion gets only the second step. It returns the DELETED
+	// user; when the second step failed, the DELETING one with the error.
 	DeleteUser(ctx context.Context, id string, version int64, actor string) (User, error)
+	// CompleteDeletion is the second step of a deletion: a DELETING user's
+	// usage counts move to its tenants' anonymous counts and it becomes
+	// DELETED. ErrConflict for a user in any other state.
+	CompleteDeletion(ctx context.Context, id string, actor string) (User, error)
+	// DeletingUsers lists up to limit users in DELETING (by id): deletions
+	// whose second step is still to run.
+	DeletingUsers(ctx context.Context, limit int) ([]string, error)
 	// PurgeUser removes a DELETED user and everything stored about it.
 	PurgeUser(ctx context.Context, id string) error
 	// ListUsers pages through users (sort fields: id, name, createdAt).
@@ -84,6 +99,23 @@ type Store interface {
 	ReplaceKey(ctx context.Context, userID, oldKeyID string, next Key, grace time.Duration, actor string) (newKey, oldKey Key, err error)
 	// ListKeys returns the keys of a user, oldest first.
 	ListKeys(ctx context.Context, userID string) ([]Key, error)
+	// ExpiringKeys pages (1-based page, size at most 100) through the
+	// ACTIVE, not replaced keys valid in tenant whose expiry is in [from,
+	// before), soonest first.
+	ExpiringKeys(ctx context.Context, tenant string, from, before time.Time, page, size int) (Page[Key], error)
+
+	// CreateSession stores a console session (see NewSession) of an ACTIVE
+	// user, bound to one of its keys. No history (the activity log has the
+	// sign-in).
+	CreateSession(ctx context.Context, s Session, actor string) (Session, error)
+	// GetSession returns a console session or ErrNotFound.
+	GetSession(ctx context.Context, id string) (Session, error)
+	// DeleteSession removes a console session (sign-out); ErrNotFound when
+	// there is none.
+	DeleteSession(ctx context.Context, id string) error
+	// PurgeSessions removes the sessions that expired before before and
+	// returns how many it removed.
+	PurgeSessions(ctx context.Context, before time.Time) (int, error)
 
 	// FindKeyByHash returns the id of the imported key (Key.Origin set,
 	// not REVOKED) stored under one of hashes, and the index of that hash,
@@ -127,11 +159,18 @@ type Store interface {
 	TouchLastUsed(ctx context.Context, used []Usage) error
 
 	// AddUsageCounts adds hourly request counts (see UsageCounter) to the
-	// stored counts of the same user and hour. No history, no versions.
+	// stored counts of the same tenant, user and hour. Counts of a user that
+	// is unknown, DELETING or DELETED go to the tenant's anonymous counts
+	// (UserID ""). No history, no versions.
 	AddUsageCounts(ctx context.Context, counts []UsageCount) error
 	// UsageCounts returns a user's hourly counts with from <= Hour < to,
-	// oldest first; hours without requests are left out.
+	// oldest first, one per tenant and hour; hours without requests are
+	// left out.
 	UsageCounts(ctx context.Context, userID string, from, to time.Time) ([]UsageCount, error)
+	// TenantUsageCounts returns the hourly counts of a tenant's routes with
+	// from <= Hour < to, oldest first, one per user and hour (UserID "" for
+	// the requests no user was named for).
+	TenantUsageCounts(ctx context.Context, tenant string, from, to time.Time) ([]UsageCount, error)
 	// PurgeUsageCounts removes the counts of hours that started before
 	// before, of every user (retention); it returns how many it removed.
 	PurgeUsageCounts(ctx context.Context, before time.Time) (int, error)

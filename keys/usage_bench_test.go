@@ -81,7 +81,7 @@ func BenchmarkUsageRecorderRecordLogin(b *testing.B) {
 func BenchmarkUsageCounterCount(b *testing.B) {
 	users, _ := benchIDs(benchUsers)
 	c := keys.NewUsageCounter(nil, time.Minute)
-	benchUsage(b, func(i int, at time.Time) { c.Count(users[i], keys.UsageAllowed, at) })
+	benchUsage(b, func(i int, at time.Time) { c.Count("acme", users[i], keys.UsageAllowed, at) })
 }
 
 // BenchmarkUsageRecorderRecordNew records uses of credentials not seen before

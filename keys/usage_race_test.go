@@ -212,7 +212,7 @@ type sumStore struct {
 	mu        sync.Mutex
 	calls     int
 	failEvery int
-	sum       map[usageSlot][3]int64
+	sum       map[usageSlot][usageOutcomes]int64
 }
 
 func (s *sumStore) AddUsageCounts(_ context.Context, counts []UsageCount) error {
@@ -223,11 +223,20 @@ func (s *sumStore) AddUsageCounts(_ context.Context, counts []UsageCount) error 
 		return errors.New("store down")
 	}
 	for _, c := range counts {
-		k := usageSlot{user: c.UserID, hour: c.Hour.Unix()}
+		k := usageSlot{tenant: c.Tenant, user: c.UserID, hour: c.Hour.Unix()}
 		v := s.sum[k]
-		v[UsageAllowed] += c.Allowed
-		v[UsageLimited] += c.Limited
-		v[UsageRefused] += c.Refused
+		refused := int64(0)
+		for o := range usageOutcomes {
+			n := *c.counter(o)
+			v[o] += n
+			if o.IsRefusal() {
+				refused += n
+			}
+		}
+		if refused != c.Refused {
+			s.mu.Unlock()
+			panic(fmt.Sprintf("count %+v: Refused %d is not the sum of its reasons %d", c, c.Refused, refused))
+		}
 		s.sum[k] = v
 	}
 	return nil
@@ -244,13 +253,14 @@ func TestUsageCounterRacingFlush(t *testing.T) {
 		workers = 8
 		perW    = 20000
 		users   = 24
+		tenants = 3
 		hours   = 3
 	)
-	st := &sumStore{failEvery: 3, sum: map[usageSlot][3]int64{}}
+	st := &sumStore{failEvery: 3, sum: map[usageSlot][usageOutcomes]int64{}}
 	c := NewUsageCounter(st, time.Hour)
 	ctx := context.Background()
 	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	want := make([]map[usageSlot][3]int64, workers)
+	want := make([]map[usageSlot][usageOutcomes]int64, workers)
 	stop := make(chan struct{})
 	flushers := flushLoop(stop, func() bool {
 		_ = c.Flush(ctx) // fails every third call; the counts stay pending
@@ -258,15 +268,19 @@ func TestUsageCounterRacingFlush(t *testing.T) {
 	})
 	var wg sync.WaitGroup
 	for w := range workers {
-		want[w] = map[usageSlot][3]int64{}
+		want[w] = map[usageSlot][usageOutcomes]int64{}
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(1, uint64(w)))
 			for range perW {
 				user := fmt.Sprint("u", r.IntN(users))
+				if r.IntN(8) == 0 {
+					user = "" // a request no user was named for
+				}
+				tenant := fmt.Sprint("t", r.IntN(tenants))
 				at := base.Add(time.Duration(r.IntN(hours*3600)) * time.Second)
-				o := UsageOutcome(r.IntN(3))
-				c.Count(user, o, at)
-				k := usageSlot{user: user, hour: at.Truncate(time.Hour).Unix()}
+				o := UsageOutcome(r.IntN(int(usageOutcomes)))
+				c.Count(tenant, user, o, at)
+				k := usageSlot{tenant: tenant, user: user, hour: at.Truncate(time.Hour).Unix()}
 				v := want[w][k]
 				v[o]++
 				want[w][k] = v
@@ -285,7 +299,7 @@ func TestUsageCounterRacingFlush(t *testing.T) {
 	if err := c.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	total := map[usageSlot][3]int64{}
+	total := map[usageSlot][usageOutcomes]int64{}
 	for _, m := range want {
 		for k, v := range m {
 			s := total[k]
@@ -297,7 +311,7 @@ func TestUsageCounterRacingFlush(t *testing.T) {
 	}
 	for k, v := range total {
 		if got := st.sum[k]; got != v {
-			t.Errorf("%s at %v: stored %v, counted %v", k.user, time.Unix(k.hour, 0).UTC(), got, v)
+			t.Errorf("%s/%s at %v: stored %v, counted %v", k.tenant, k.user, time.Unix(k.hour, 0).UTC(), got, v)
 		}
 	}
 	if len(st.sum) != len(total) {

@@ -13,44 +13,148 @@ import (
 // UsageRetention is how long the hourly usage counts are kept.
 const UsageRetention = 8 * 24 * time.Hour
 
-// UsageOutcome is what the gateway decided about one request of a user.
+// UsageOutcome is what the gateway decided about one request, and why.
 type UsageOutcome uint8
 
-// The outcomes the gateway counts per user and hour.
+// The outcomes the gateway counts per tenant, user and hour. The refusals
+// of credentials and permissions (401 and 403) are counted by reason.
 const (
 	// UsageAllowed: the request was let through.
 	UsageAllowed UsageOutcome = iota
 	// UsageLimited: the user's request limit refused it (429).
 	UsageLimited
-	// UsageRefused: the credential or the permission refused it (401, 403).
-	UsageRefused
+	// UsageBadKey: no valid credential (401): missing, malformed or unknown,
+	// a wrong secret or signature, a replayed or stale signature.
+	UsageBadKey
+	// UsageExpired: the access key or access token had expired (401).
+	UsageExpired
+	// UsageRevoked: the key was revoked, disabled or past its replacement's
+	// grace period, or its user, tenant or type no longer allows it (401).
+	UsageRevoked
+	// UsageCoverage: a valid signature that does not bind the request (401).
+	UsageCoverage
+	// UsageForbidden: a valid credential without an ACTIVE permission in
+	// the tenant or without the route's role or entity (403).
+	UsageForbidden
+	// UsageThrottled: the per-client-IP throttle refused it (429) before
+	// its credential was looked at.
+	UsageThrottled
+	// UsageInvalid: a malformed request (400, two credentials) or a signed
+	// body over max_signed_body (413).
+	UsageInvalid
+	// UsageUnavailable: the store or the limiter could not be reached (503).
+	UsageUnavailable
+
+	usageOutcomes // how many outcomes there are
 )
 
-// UsageCount is how many requests of one user the gateway allowed,
-// rate-limited and refused in one hour.
+// UsageCount is how many requests of one user on one tenant's routes the
+// gateway allowed, limited and refused in one hour.
 type UsageCount struct {
+	// UserID is empty for requests no user could be named for (an unknown
+	// key, a throttled client) and for those of deleted users.
 	UserID string
+	// Tenant is the route's tenant; empty in counts stored before tenants
+	// were counted.
+	Tenant string
 	// Hour is the start of the hour (UTC).
 	Hour    time.Time
 	Allowed int64
 	Limited int64
-	Refused int64
+	// Refused counts the credential and permission refusals (401, 403):
+	// the sum of BadKey, Expired, Revoked, Coverage and Forbidden (counts
+	// stored before the reasons were counted have only the sum).
+	Refused   int64
+	BadKey    int64
+	Expired   int64
+	Revoked   int64
+	Coverage  int64
+	Forbidden int64
+	// Throttled, Invalid and Unavailable are not refusals of a user's
+	// credential and are not in Refused (see the UsageOutcome constants).
+	Throttled   int64
+	Invalid     int64
+	Unavailable int64
 }
 
-// usageSlot names one user and hour in a UsageCounter.
+// counter returns the field of c that counts outcome o.
+func (c *UsageCount) counter(o UsageOutcome) *int64 {
+	switch o {
+	case UsageAllowed:
+		return &c.Allowed
+	case UsageLimited:
+		return &c.Limited
+	case UsageBadKey:
+		return &c.BadKey
+	case UsageExpired:
+		return &c.Expired
+	case UsageRevoked:
+		return &c.Revoked
+	case UsageCoverage:
+		return &c.Coverage
+	case UsageForbidden:
+		return &c.Forbidden
+	case UsageThrottled:
+		return &c.Throttled
+	case UsageInvalid:
+		return &c.Invalid
+	case UsageUnavailable:
+		return &c.Unavailable
+	}
+	return nil
+}
+
+// IsRefusal reports whether o is a credential or permission refusal (401,
+// 403), one of the reasons summed in UsageCount.Refused.
+func (o UsageOutcome) IsRefusal() bool { return o >= UsageBadKey && o <= UsageForbidden }
+
+// Count adds n requests with outcome o to c (and to Refused for a refusal).
+func (c *UsageCount) Count(o UsageOutcome, n int64) {
+	if p := c.counter(o); p != nil {
+		*p += n
+		if o.IsRefusal() {
+			c.Refused += n
+		}
+	}
+}
+
+// Add adds every count of d to c (not its user, tenant or hour).
+func (c *UsageCount) Add(d UsageCount) {
+	for o := range usageOutcomes {
+		*c.counter(o) += *d.counter(o)
+	}
+	c.Refused += d.Refused
+}
+
+// Requests is the number of requests c counts, whatever their outcome.
+func (c *UsageCount) Requests() int64 {
+	return c.Allowed + c.Limited + c.Refused + c.Throttled + c.Invalid + c.Unavailable
+}
+
+// usageSlot names one tenant, user and hour in a UsageCounter.
 type usageSlot struct {
-	user string
-	hour int64 // Unix seconds of the hour's start
+	tenant string
+	user   string
+	hour   int64 // Unix seconds of the hour's start
 }
 
-// UsageCounter counts requests per user, hour and outcome in memory and adds
-// them to the store (Store.AddUsageCounts) at most once per interval, off the
-// request path. Counting takes no lock: each user and hour has a tally of
-// atomic counts in a usageMap (read without a lock), so counting in a slot
-// already used in this interval is a map read and an atomic add, with no map
-// write and no allocation. A slot unused for a whole interval is dropped.
-// Counts older than UsageRetention are purged from the store about once an
-// hour.
+// shardKey spreads slots over the shards: by user, and the requests no
+// user was named for by tenant.
+func (k *usageSlot) shardKey() string {
+	if k.user == "" {
+		return k.tenant
+	}
+	return k.user
+}
+
+// UsageCounter counts requests per tenant, user, hour and outcome in memory
+// and adds them to the store (Store.AddUsageCounts) at most once per
+// interval, off the request path. Counting takes no lock: each slot has a
+// tally of atomic counts in a usageMap (read without a lock), so counting in
+// a slot already used in this interval is a map read and an atomic add, with
+// no map write and no allocation. A slot unused for a whole interval is
+// dropped. Counts older than UsageRetention are purged from the store about
+// once an hour.
 type UsageCounter struct {
 	store    Store
 	interval time.Duration
@@ -71,7 +175,7 @@ const tallyRetired = math.MinInt64 / 2
 // moves down when a flush takes it (to 0) or retires it (to tallyRetired,
 // final); a count that finds its tally retired goes to a new one.
 type usageTally struct {
-	n [UsageRefused + 1]atomic.Int64
+	n [usageOutcomes]atomic.Int64
 }
 
 // take returns the pending count of outcome o and sets it to 0.
@@ -108,19 +212,21 @@ func NewUsageCounter(store Store, interval time.Duration) *UsageCounter {
 	return &UsageCounter{store: store, interval: interval, now: time.Now, pending: newUsageMap[usageSlot, usageTally]()}
 }
 
-// Count notes one request of userID with outcome o at at. An empty userID
-// (the credential named no known user) is not counted.
-func (c *UsageCounter) Count(userID string, o UsageOutcome, at time.Time) {
-	if c == nil || userID == "" || o > UsageRefused {
+// Count notes one request on a route of tenant, of userID (empty when no
+// user could be named), with outcome o at at. A request with neither a
+// tenant nor a user is not counted.
+func (c *UsageCounter) Count(tenant, userID string, o UsageOutcome, at time.Time) {
+	if c == nil || (userID == "" && tenant == "") || o >= usageOutcomes {
 		return
 	}
-	c.add(usageSlot{user: userID, hour: at.Unix() - at.Unix()%3600}, o, 1)
+	sec := at.Unix()
+	c.add(usageSlot{tenant: tenant, user: userID, hour: sec - sec%3600}, o, 1)
 }
 
 // add adds n (> 0) to the pending count of outcome o in slot k, adding a
 // tally the first time k is counted in an interval.
 func (c *UsageCounter) add(k usageSlot, o UsageOutcome, n int64) {
-	s := c.pending.shard(k.user)
+	s := c.pending.shard(k.shardKey())
 	t := s.load(k)
 	for {
 		if t != nil && t.n[o].Add(n) > 0 {
@@ -145,7 +251,7 @@ func (c *UsageCounter) Flush(ctx context.Context) error {
 	var batch []UsageCount
 	for i := range c.pending.shards {
 		c.pending.shards[i].each(func(k usageSlot, t *usageTally) bool {
-			var n [UsageRefused + 1]int64
+			var n [usageOutcomes]int64
 			idle := true
 			for o := range n {
 				n[o] = t.take(UsageOutcome(o))
@@ -158,8 +264,12 @@ func (c *UsageCounter) Flush(ctx context.Context) error {
 					n[o] = t.retire(UsageOutcome(o))
 				}
 			}
-			if n != [UsageRefused + 1]int64{} {
-				batch = append(batch, UsageCount{UserID: k.user, Hour: time.Unix(k.hour, 0).UTC(), Allowed: n[UsageAllowed], Limited: n[UsageLimited], Refused: n[UsageRefused]})
+			if n != [usageOutcomes]int64{} {
+				uc := UsageCount{UserID: k.user, Tenant: k.tenant, Hour: time.Unix(k.hour, 0).UTC()}
+				for o, v := range n {
+					uc.Count(UsageOutcome(o), v)
+				}
+				batch = append(batch, uc)
 			}
 			return idle
 		})
@@ -168,11 +278,12 @@ func (c *UsageCounter) Flush(ctx context.Context) error {
 		return c.maybePurge(ctx)
 	}
 	if err := c.store.AddUsageCounts(ctx, batch); err != nil {
-		for _, u := range batch {
-			k := usageSlot{user: u.UserID, hour: u.Hour.Unix()}
-			for o, n := range [...]int64{UsageAllowed: u.Allowed, UsageLimited: u.Limited, UsageRefused: u.Refused} {
-				if n > 0 {
-					c.add(k, UsageOutcome(o), n)
+		for i := range batch {
+			u := &batch[i]
+			k := usageSlot{tenant: u.Tenant, user: u.UserID, hour: u.Hour.Unix()}
+			for o := range usageOutcomes {
+				if n := *u.counter(o); n > 0 {
+					c.add(k, o, n)
 				}
 			}
 		}

@@ -49,7 +49,7 @@ func credentialPolicy(cfg map[string][]string) (keys.CredentialPolicy, error) {
 func (h *Handler) checkPrincipal(ctx context.Context, id *identity, tenant string, now time.Time) *outcome {
 	kind := credentialKind(id.scheme)
 	if t := id.principal.User.Type; !h.app.credentials.Allows(t, kind) {
-		return unauthenticated(fmt.Sprintf("user type %s may not use %s credentials", t, kind), nil)
+		return revokedOutcome(fmt.Sprintf("user type %s may not use %s credentials", t, kind))
 	}
 	if id.keyTenant != "" && id.keyTenant != tenant {
 		if out := h.tenantArchived(ctx, id.keyTenant, now); out != nil {
@@ -77,7 +77,7 @@ func (h *Handler) tenantArchived(ctx context.Context, tenant string, now time.Ti
 	case err != nil:
 		return lookupFailure("loading tenant", err)
 	case t.Status != keys.TenantActive:
-		return unauthenticated("tenant "+tenant+" is "+string(t.Status), nil)
+		return revokedOutcome("tenant " + tenant + " is " + string(t.Status))
 	}
 	return nil
 }

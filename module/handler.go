@@ -405,11 +405,56 @@ type outcome struct {
 	// key is the key a wrong secret was presented for (not usable for
 	// anything but the failure-burst events).
 	key *keys.Key
+	// count is the reason in the usage counts when the status alone does
+	// not tell it (expired, revoked); zero: derived from status and result.
+	count keys.UsageOutcome
+}
+
+// usage is how the usage counts (the tenant overview) record the refusal.
+func (o *outcome) usage() keys.UsageOutcome {
+	if o.count != keys.UsageAllowed {
+		return o.count
+	}
+	switch o.status {
+	case http.StatusUnauthorized:
+		if o.result == "signature_coverage" {
+			return keys.UsageCoverage
+		}
+		return keys.UsageBadKey
+	case http.StatusForbidden:
+		return keys.UsageForbidden
+	case http.StatusTooManyRequests:
+		return keys.UsageLimited
+	case http.StatusServiceUnavailable:
+		return keys.UsageUnavailable
+	}
+	return keys.UsageInvalid
+}
+
+// revokedOutcome is the 401 of a credential that was good once: a key
+// revoked, disabled or past its grace period, a user no longer ACTIVE, an
+// archived tenant, a type that no longer allows it.
+func revokedOutcome(reason string) *outcome {
+	out := unauthenticated(reason, nil)
+	out.count = keys.UsageRevoked
+	return out
+}
+
+// unusableKey is the 401 of a key that verified but may not be used at now:
+// expired, or revoked, disabled or past its replacement's grace period.
+func unusableKey(k *keys.Key, reason string, now time.Time) *outcome {
+	out := revokedOutcome(reason)
+	if !now.Before(k.ExpiresAt) {
+		out.count = keys.UsageExpired
+	}
+	return out
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if h.throttled(w, r) {
+		tenant, _ := h.tenantOf(r)
+		h.app.counts.Count(tenant, "", keys.UsageThrottled, time.Now())
 		return nil
 	}
 	start := time.Now()
@@ -483,13 +528,11 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, n
 		out = h.remember(r.Context(), id)
 	}
 	if out != nil {
-		if out.status == http.StatusUnauthorized || out.status == http.StatusForbidden {
-			user := id.keyUser
-			if id.principal != nil {
-				user = id.principal.User.ID
-			}
-			h.app.counts.Count(user, keys.UsageRefused, now)
+		user := id.keyUser
+		if id.principal != nil {
+			user = id.principal.User.ID
 		}
+		h.app.counts.Count(tenant, user, out.usage(), now)
 		return id, out
 	}
 
@@ -519,6 +562,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, n
 		if err != nil {
 			storeErrors.WithLabelValues("ratelimit").Inc()
 			h.forget(r.Context(), id)
+			h.app.counts.Count(tenant, id.principal.User.ID, keys.UsageUnavailable, now)
 			return id, &outcome{status: http.StatusServiceUnavailable, result: "store_error", reason: "rate limiter unavailable", err: err}
 		}
 		ratelimit.WriteHeaderSet(w.Header(), d, window, h.rlHeaders)
@@ -544,13 +588,13 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, tenant string, n
 		}
 		if !d.Allowed {
 			h.forget(r.Context(), id)
-			h.app.counts.Count(id.principal.User.ID, keys.UsageLimited, now)
+			h.app.counts.Count(tenant, id.principal.User.ID, keys.UsageLimited, now)
 			return id, &outcome{status: http.StatusTooManyRequests, result: "limited", reason: "request limit reached"}
 		}
 	}
 
 	h.app.usage.Record(id.principal.User.ID, id.keyID, id.secretID, now)
-	h.app.counts.Count(id.principal.User.ID, keys.UsageAllowed, now)
+	h.app.counts.Count(tenant, id.principal.User.ID, keys.UsageAllowed, now)
 	return id, nil
 }
 
@@ -704,7 +748,7 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, vi
 	}
 
 	if id.principal.User.Status != keys.UserActive {
-		return id, unauthenticated("user not active", nil)
+		return id, revokedOutcome("user not active")
 	}
 	// The user's type allows this credential, and no tenant involved is
 	// archived (401, like every credential problem).

@@ -396,7 +396,7 @@ func (a *App) verifyAccessKeyFrom(ctx context.Context,
 	if !k.Usable(now) {
 		// The caller proved it holds the key: k names whose key was refused
 		// (for the user's usage counts and the log's key_id).
-		return k, nil, unauthenticated("access key expired, disabled or revoked", nil)
+		return k, nil, unusableKey(k, "access key expired, disabled or revoked", now)
 	}
 	p, err := principalOf(ctx, k.UserID, now)
 	if err != nil {
@@ -465,7 +465,11 @@ func (a *App) verifyAccessToken(ctx context.Context,
 			reason = "expired"
 		}
 		tokensRejected.WithLabelValues(reason).Inc()
-		return nil, nil, unauthenticated("access token rejected", err)
+		out := unauthenticated("access token rejected", err)
+		if reason == "expired" {
+			out.count = keys.UsageExpired
+		}
+		return nil, nil, out
 	}
 	if vt.Tenant != tenant {
 		tokensRejected.WithLabelValues("wrong_tenant").Inc()
@@ -475,12 +479,16 @@ func (a *App) verifyAccessToken(ctx context.Context,
 	if err != nil {
 		if errors.Is(err, keys.ErrNotFound) {
 			tokensRejected.WithLabelValues("revoked").Inc()
+			return nil, nil, revokedOutcome("access token's API key not found")
 		}
 		return nil, nil, lookupFailure("access token's API key not found", err)
 	}
 	if !k.Usable(now) || k.UserID != vt.Subject || k.TenantID != vt.Tenant {
 		tokensRejected.WithLabelValues("revoked").Inc()
-		return k, nil, unauthenticated("access token's API key expired, disabled or revoked", nil)
+		if k.UserID != vt.Subject || k.TenantID != vt.Tenant {
+			return k, nil, unauthenticated("access token does not match its API key", nil)
+		}
+		return k, nil, unusableKey(k, "access token's API key expired, disabled or revoked", now)
 	}
 	p, err := principalOf(ctx, k.UserID, now)
 	if err != nil {

@@ -173,3 +173,47 @@ func TestSlowSubscriberLoses(t *testing.T) {
 		t.Fatal("lost was not called")
 	}
 }
+
+// TestExpiryIndexBackfill: keys stored before the expiry index existed (no
+// entry in it, no meta flag) are found by ExpiringKeys, which indexes them
+// once.
+func TestExpiryIndexBackfill(t *testing.T) {
+	b, err := Open(filepath.Join(t.TempDir(), "keygate.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := keys.NewStore(b, keys.StoreOptions{})
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.CreateTenant(ctx, keys.Tenant{ID: "acme", Name: "Acme"}, "t"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.CreateUser(ctx, keys.User{Name: "old", PrimaryTenant: "acme"}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutPermission(ctx, keys.Permission{UserID: u.ID, TenantID: "acme", Role: keys.RoleMember}, "t"); err != nil {
+		t.Fatal(err)
+	}
+	_, k := keys.NewAccessKey(keys.NewHasher(nil), u.ID, "acme", "legacy", time.Now().Add(48*time.Hour))
+	if k, err = s.CreateKey(ctx, k, "t"); err != nil {
+		t.Fatal(err)
+	}
+	// As stored by a keygate without the index.
+	if err := b.Update(ctx, func(tx keys.Tx) error {
+		return tx.IndexDrop("t:acme:keys:by:expiresAt")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := s.ExpiringKeys(ctx, "acme", time.Now(), time.Now().Add(72*time.Hour), 1, 10)
+	if err != nil || page.Total != 1 || page.Items[0].ID != k.ID {
+		t.Fatalf("ExpiringKeys = %+v (%v), want the legacy key", page, err)
+	}
+	var n int
+	if err := b.View(ctx, func(tx keys.Tx) (err error) {
+		n, err = tx.IndexCount("t:acme:keys:by:expiresAt")
+		return err
+	}); err != nil || n != 1 {
+		t.Fatalf("index has %d entries (%v), want 1", n, err)
+	}
+}

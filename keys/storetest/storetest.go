@@ -81,6 +81,10 @@ func cases() []testCase {
 		{"Import", testImport},
 		{"ImportAtomic", testImportAtomic},
 		{"Rehash", testRehash},
+		{"DeletionSteps", testDeletionSteps},
+		{"Sessions", testSessions},
+		{"TenantUsage", testTenantUsage},
+		{"ExpiringKeys", testExpiringKeys},
 	}
 }
 

@@ -278,7 +278,7 @@ func testDeleteUser(t *testing.T, s keys.Store) {
 
 	del, err := s.DeleteUser(ctx, u.ID, cur.Version, actor)
 	must(t, "DeleteUser", err)
-	if del.Status != keys.UserDeleted || del.Version != cur.Version+1 {
+	if del.Status != keys.UserDeleted || del.Version != cur.Version+2 { // DELETING, then DELETED
 		t.Errorf("deleted user = %+v", del)
 	}
 	for _, id := range []string{k1.ID, k2.ID} {
