@@ -535,7 +535,7 @@ func sizeArg(d *caddyfile.Dispenser) (int64, error) {
 }
 
 // identityHeaderNames are the names identity_headers accepts.
-var identityHeaderNames = []string{"user_id", "user_name", "user_type", "tenant", "role", "customer_roles", "key_id", "scheme", "all", "none"}
+var identityHeaderNames = []string{"user_id", "user_name", "user_type", "tenant", "role", "customer_roles", "key_id", "scheme", "access_control_entities", "scope", "all", "none"}
 
 // parseKeygate sets up the gateway handler. Syntax:
 //
@@ -546,6 +546,7 @@ var identityHeaderNames = []string{"user_id", "user_name", "user_type", "tenant"
 //		key_query <name>
 //		foreign_keys
 //		require_role <role>...
+//		require_ace <entity>...
 //		limit <n> [<window>]
 //		max_limit <n>
 //		on_store_error fail_closed|fail_open
@@ -558,7 +559,7 @@ var identityHeaderNames = []string{"user_id", "user_name", "user_type", "tenant"
 //		require_covered <header|host>...
 //		max_signed_body <size>
 //		header_prefix <prefix>
-//		identity_headers <user_id|user_name|user_type|tenant|role|customer_roles|key_id|scheme|all|none>...
+//		identity_headers <user_id|user_name|user_type|tenant|role|customer_roles|key_id|scheme|access_control_entities|scope|all|none>...
 //		rate_limit_headers ietf|legacy|both|none
 //		keep_credentials
 //		keep_method_override
@@ -597,6 +598,11 @@ func parseKeygate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		case "require_role":
 			hd.RequireRoles = d.RemainingArgs()
 			if len(hd.RequireRoles) == 0 {
+				return d.ArgErr()
+			}
+		case "require_ace":
+			hd.RequireACEs = d.RemainingArgs()
+			if len(hd.RequireACEs) == 0 {
 				return d.ArgErr()
 			}
 		case "limit":

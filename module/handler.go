@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,11 @@ type Handler struct {
 	// role in the tenant, or one of its customer roles, is one of these.
 	// Default: any ACTIVE permission.
 	RequireRoles []string `json:"require_roles,omitempty"`
+
+	// RequireACEs lets a request through only when the user's permission
+	// in the tenant holds one of these access control entities (seed 000);
+	// otherwise 403. Default: no entity required.
+	RequireACEs []string `json:"require_ace,omitempty"`
 
 	// Limit is the route's default request limit per window for users
 	// without a requestLimit of their own. Default: 0, only users with a
@@ -137,9 +143,12 @@ type Handler struct {
 
 	// IdentityHeaders names the identity headers set on the forwarded
 	// request (and, with forward auth, on the answer): user_id, user_name,
-	// user_type, tenant, role, customer_roles, key_id, scheme, all, or
-	// none (the placeholders, such as {http.auth.user.name}, are set
-	// anyway). Client-sent copies of every identity header are removed
+	// user_type, tenant, role, customer_roles, key_id, scheme,
+	// access_control_entities (the permission's entities, comma separated,
+	// an entity's own commas and percent signs percent-encoded), scope (the
+	// user's scope), all, or none (the placeholders, such as
+	// {http.auth.user.name}, are set anyway). Headers whose value is empty
+	// are not set. Client-sent copies of every identity header are removed
 	// whichever are set. Each header costs the proxy about 1.5 µs of CPU
 	// per request (BENCHMARKS.md), so the default is what an upstream
 	// needs to authorize: user_id, tenant, role and customer_roles (the
@@ -162,6 +171,7 @@ type Handler struct {
 	// tenantValue is Tenant boxed once, for the placeholder.
 	tenantValue any
 	roles       map[string]struct{}
+	aces        map[string]struct{}
 	require     []string
 	// protected are the identity and credential header names that no
 	// client spelling, Connection token or trailer may touch.
@@ -179,17 +189,20 @@ type Handler struct {
 	logged []string
 }
 
+// numIdentity is how many identity headers there are.
+const numIdentity = 10
+
 // identityHeaders are the canonical names of the headers keygate sets.
 type identityHeaders struct {
-	userID, userName, userType, tenant, role, customerRoles, keyID, scheme string
+	userID, userName, userType, tenant, role, customerRoles, keyID, scheme, aces, scope string
 }
 
-func (h *identityHeaders) all() [8]string {
-	return [8]string{h.userID, h.userName, h.userType, h.tenant, h.role, h.customerRoles, h.keyID, h.scheme}
+func (h *identityHeaders) all() [numIdentity]string {
+	return [numIdentity]string{h.userID, h.userName, h.userType, h.tenant, h.role, h.customerRoles, h.keyID, h.scheme, h.aces, h.scope}
 }
 
 // identitySet is a set of identity headers, one bit each.
-type identitySet uint8
+type identitySet uint16
 
 // The identity headers, in the order of identityHeaders.all.
 const (
@@ -201,6 +214,8 @@ const (
 	idCustomerRoles
 	idKeyID
 	idScheme
+	idACEs
+	idScope
 	idAll identitySet = 1<<iota - 1
 	// idDefault is what an upstream needs to authorize the request.
 	idDefault = idUserID | idTenant | idRole | idCustomerRoles
@@ -209,7 +224,8 @@ const (
 // identityNames are the names IdentityHeaders accepts.
 var identityNames = map[string]identitySet{
 	"user_id": idUserID, "user_name": idUserName, "user_type": idUserType, "tenant": idTenant,
-	"role": idRole, "customer_roles": idCustomerRoles, "key_id": idKeyID, "scheme": idScheme, "all": idAll, "none": 0,
+	"role": idRole, "customer_roles": idCustomerRoles, "key_id": idKeyID, "scheme": idScheme,
+	"access_control_entities": idACEs, "scope": idScope, "all": idAll, "none": 0,
 }
 
 // parseIdentitySet parses IdentityHeaders; none given means idDefault.
@@ -221,7 +237,7 @@ func parseIdentitySet(names []string) (identitySet, error) {
 	for _, n := range names {
 		bit, ok := identityNames[n]
 		if !ok {
-			return 0, fmt.Errorf("identity_headers %q: must be one of user_id, user_name, user_type, tenant, role, customer_roles, key_id, scheme, all, none", n)
+			return 0, fmt.Errorf("identity_headers %q: must be one of user_id, user_name, user_type, tenant, role, customer_roles, key_id, scheme, access_control_entities, scope, all, none", n)
 		}
 		set |= bit
 	}
@@ -361,6 +377,15 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 			h.roles[r] = struct{}{}
 		}
 	}
+	if len(h.RequireACEs) > 0 {
+		h.aces = make(map[string]struct{}, len(h.RequireACEs))
+		for _, a := range h.RequireACEs {
+			if a == "" {
+				return errors.New("require_ace: an entity must not be empty")
+			}
+			h.aces[a] = struct{}{}
+		}
+	}
 	if h.HeaderPrefix == "" {
 		h.HeaderPrefix = "X-Auth-"
 	}
@@ -370,6 +395,7 @@ func (h *Handler) provision(app *App, logger *zap.Logger) error {
 		userID: c(p + "User-Id"), userName: c(p + "User-Name"), userType: c(p + "User-Type"),
 		tenant: c(p + "Tenant"), role: c(p + "Role"), customerRoles: c(p + "Customer-Roles"),
 		keyID: c(p + "Key-Id"), scheme: c(p + "Scheme"),
+		aces: c(p + "Access-Control-Entities"), scope: c(p + "Scope"),
 	}
 	h.protected = h.protectedNames()
 	if h.idSet, err = parseIdentitySet(h.IdentityHeaders); err != nil {
@@ -769,6 +795,9 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, vi
 	if h.roles != nil && !h.hasRole(perm) {
 		return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "required role missing"}
 	}
+	if h.aces != nil && !h.hasACE(perm) {
+		return id, &outcome{status: http.StatusForbidden, result: "forbidden", reason: "required access control entity missing"}
+	}
 	// The permission's lastLogin (written in batches, off the request path).
 	h.app.usage.RecordLogin(id.principal.User.ID, tenant, now)
 	return id, nil
@@ -801,6 +830,31 @@ func (h *Handler) hasRole(p *keys.Permission) bool {
 		}
 	}
 	return false
+}
+
+// hasACE reports whether the permission holds one of the route's entities.
+func (h *Handler) hasACE(p *keys.Permission) bool {
+	for _, a := range p.AccessControlEntities {
+		if _, ok := h.aces[a]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// joinEntities joins access control entities with commas, percent-encoding
+// the commas and percent signs inside an entity so the list splits back
+// unambiguously.
+func joinEntities(aces []string) string {
+	if !slices.ContainsFunc(aces, func(a string) bool { return strings.ContainsAny(a, ",%") }) {
+		return strings.Join(aces, ",")
+	}
+	esc := strings.NewReplacer("%", "%25", ",", "%2C")
+	out := make([]string, len(aces))
+	for i, a := range aces {
+		out[i] = esc.Replace(a)
+	}
+	return strings.Join(out, ",")
 }
 
 // signatureFailure maps a Verify error to the answer: a body over
@@ -892,7 +946,7 @@ func (h *Handler) setIdentity(hd http.Header, repl *caddy.Replacer, tenant strin
 	role := string(id.perm.Role)
 	if set := h.idSet; set != 0 {
 		// In the order of identityHeaders.all and of the identitySet bits.
-		v := new([8]string)
+		v := new([numIdentity]string)
 		v[0], v[1], v[2], v[3], v[4], v[7] = u.ID, u.Name, string(u.Type), tenant, role, id.scheme.String()
 		if set&idCustomerRoles != 0 && len(id.perm.CustomerRoles) > 0 {
 			v[5] = strings.Join(id.perm.CustomerRoles, ",")
@@ -901,6 +955,10 @@ func (h *Handler) setIdentity(hd http.Header, repl *caddy.Replacer, tenant strin
 		if v[6] == "" {
 			v[6] = id.secretID
 		}
+		if set&idACEs != 0 && len(id.perm.AccessControlEntities) > 0 {
+			v[8] = joinEntities(id.perm.AccessControlEntities)
+		}
+		v[9] = u.Scope
 		names := h.hdr.all()
 		for i := range v {
 			if set&(1<<i) != 0 && v[i] != "" {
