@@ -107,8 +107,10 @@ func TestAuthentication(t *testing.T) {
 	e.do("PATCH", "/v1/users/"+e.adminAID, e.rootKey, map[string]any{"status": "ACTIVE"}, "If-Match", "*").want(200)
 	e.do("GET", path, e.adminA, nil).want(200)
 
-	// A valid key without an ADMIN permission: 403.
-	e.do("GET", path, e.memberA, nil).wantProblem(403, "")
+	// A valid key without an ADMIN permission: 403 for what administers
+	// (a MEMBER reads profiles; see TestDefaultUsersRead).
+	e.do("GET", "/v1/tenants", e.memberA, nil).wantProblem(403, "")
+	e.do("POST", path, e.memberA, map[string]any{"name": "nope"}).wantProblem(403, "")
 	// ADMIN permission archived: 403.
 	e.do("POST", "/v1/permissions", e.rootKey, map[string]any{
 		"user": map[string]any{"id": e.adminBID}, "workspace": map[string]any{"id": "b"}, "role": "ADMIN", "status": "ARCHIVED",
@@ -167,7 +169,7 @@ func TestUsersCRUD(t *testing.T) {
 	e.do("POST", "/v1/users", e.adminA, map[string]any{"name": "x", "email": "nope"}).wantProblem(400, "email")
 	e.do("POST", "/v1/users", e.adminA, map[string]any{"name": "x", "id": "bad id"}).wantProblem(400, "id")
 	e.do("POST", "/v1/users", e.adminA, map[string]any{"name": "x", "requestLimit": -1}).wantProblem(400, "requestLimit")
-	e.do("POST", "/v1/users", e.rootKey, map[string]any{"name": "x"}).wantProblem(400, "primaryTenant")
+	e.trusted("POST", "/v1/users", map[string]any{"name": "x"}).wantProblem(400, "primaryTenant") // no tenant of its own
 	e.do("POST", "/v1/users", e.rootKey, map[string]any{"name": "x", "primaryTenant": "nowhere"}).wantProblem(400, "primaryTenant")
 	e.do("POST", "/v1/users", e.adminA, map[string]any{"name": "x", "superadmin": true}).wantProblem(403, "")
 
@@ -345,7 +347,7 @@ func TestKeys(t *testing.T) {
 	e.do("POST", base, e.adminA, map[string]any{"expiresAt": exp}).wantProblem(400, "name")
 	e.do("POST", base, e.adminA, map[string]any{"name": "x", "expiresAt": "2000-01-01T00:00:00Z"}).wantProblem(400, "expiresAt")
 	e.do("POST", base, e.adminA, map[string]any{"name": "x", "expiresAt": exp, "tenant": "b"}).wantProblem(403, "")
-	e.do("POST", base, e.rootKey, map[string]any{"name": "x", "expiresAt": exp, "tenant": "b"}).wantProblem(400, "tenant")
+	e.do("POST", base, e.rootKey, map[string]any{"name": "x", "expiresAt": exp, "tenant": "b"}).wantProblem(409, "") // no permission in b
 
 	// The key authenticates (make the user an admin of a).
 	e.do("PUT", "/v1/users/"+u.ID+"/roles/ADMIN", e.adminA, nil).want(200)

@@ -39,12 +39,40 @@ type caller struct {
 	superadmin bool
 	// user is the authenticated user (nil for trusted callers).
 	user *keys.User
-	// keyID is the access key used.
+	// keyID is the access key used (or the one the console session or
+	// access token came from).
 	keyID string
+	// key is that key (nil for trusted callers).
+	key *keys.Key
+	// session is the console session the caller signed in with, if any.
+	session *keys.Session
+	// keyTenant is the tenant the key is valid in: the tenant the caller
+	// acts in.
+	keyTenant string
+	// perm is the caller's permission in keyTenant; nil when it has none.
+	perm *keys.Permission
 	// tenants are the tenants the caller administers (tenant admins). An
 	// access key is valid in exactly one tenant, so this holds at most the
 	// key's tenant, and only when the user has an ACTIVE ADMIN permission there.
 	tenants []string
+}
+
+// member reports whether the caller holds an ACTIVE permission, of any
+// role, in the tenant of its key: what reading profiles there takes.
+func (c *caller) member() bool {
+	return c.perm != nil && c.perm.Status == keys.PermissionActive
+}
+
+// self reports whether id is the caller's own user.
+func (c *caller) self(id string) bool { return c.user != nil && c.user.ID == id }
+
+// requireReader fails with 403 for a valid caller that neither administers
+// a tenant nor holds an ACTIVE permission in its key's tenant.
+func (c *caller) requireReader() error {
+	if c.superadmin || len(c.tenants) > 0 || c.member() {
+		return nil
+	}
+	return errForbidden("the caller has no ACTIVE permission in its key's tenant")
 }
 
 // adminOf reports whether the caller may act on tenant.
@@ -95,12 +123,58 @@ var dummyHash = make([]byte, 32)
 
 // authenticateKey checks an access key: shape, stored record, hash (constant
 // time), usability at now, and that its user is ACTIVE. Every credential
-// problem is errUnauthorized; store failures are 503.
+// problem is errUnauthorized; store failures are 503. A console session
+// token (kgs_…) is checked the same way against the key it is bound to.
 func (h *Handler) authenticateKey(ctx context.Context, r *http.Request) (*keys.Key, *keys.User, error) {
+	k, u, _, err := h.authenticateCredential(ctx, r)
+	return k, u, err
+}
+
+// authenticateCredential is authenticateKey that also returns the console
+// session the credential was, if it was one.
+func (h *Handler) authenticateCredential(ctx context.Context, r *http.Request) (*keys.Key, *keys.User, *keys.Session, error) {
 	raw, ok := credential(r)
 	if !ok {
-		return nil, nil, errUnauthorized
+		return nil, nil, nil, errUnauthorized
 	}
+	if sid, ok := keys.ParseSession(raw); ok {
+		return h.authenticateSession(ctx, raw, sid)
+	}
+	k, u, err := h.authenticatePresented(ctx, raw)
+	return k, u, nil, err
+}
+
+// authenticateSession checks a console session token: the stored session
+// (hash, constant time; expiry), then the key it is bound to and that key's
+// user and tenant exactly as for a presented key. The user's type must
+// still be one that may use the console.
+func (h *Handler) authenticateSession(ctx context.Context, raw, id string) (*keys.Key, *keys.User, *keys.Session, error) {
+	sess, err := h.store.GetSession(ctx, id)
+	if errors.Is(err, keys.ErrNotFound) {
+		h.hasher.Verify(raw, dummyHash)
+		return nil, nil, nil, errUnauthorized
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	now := h.now()
+	if !h.hasher.Verify(raw, sess.Hash) || !now.Before(sess.ExpiresAt) {
+		return nil, nil, nil, errUnauthorized
+	}
+	k, u, err := h.checkKey(ctx, sess.KeyID, func(k *keys.Key) bool {
+		return k.UserID == sess.UserID && k.TenantID == sess.TenantID && k.Usable(now)
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if consoleRefusal(u) != "" {
+		return nil, nil, nil, errUnauthorized
+	}
+	return k, u, &sess, nil
+}
+
+// authenticatePresented checks an access key or access token.
+func (h *Handler) authenticatePresented(ctx context.Context, raw string) (*keys.Key, *keys.User, error) {
 	id, ok := keys.ParseAccessKey(raw)
 	// An access token names the key it was minted from; that key must
 	// then pass every check a presented key does, except its secret.
@@ -115,19 +189,43 @@ func (h *Handler) authenticateKey(ctx context.Context, r *http.Request) (*keys.K
 	if !ok {
 		return nil, nil, errUnauthorized
 	}
-	k, err := h.store.GetKey(ctx, id)
-	if errors.Is(err, keys.ErrNotFound) {
+	now := h.now()
+	k, u, err := h.checkKey(ctx, id, func(k *keys.Key) bool {
+		if tokenUser != "" {
+			return k.UserID == tokenUser && k.TenantID == tokenTenant && k.Usable(now)
+		}
+		return h.hasher.Verify(raw, k.Hash) && k.Usable(now)
+	})
+	if errors.Is(err, errUnknownKey) {
 		h.hasher.Verify(raw, dummyHash)
 		return nil, nil, errUnauthorized
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if tokenUser != "" {
-		if k.UserID != tokenUser || k.TenantID != tokenTenant || !k.Usable(h.now()) {
-			return nil, nil, errUnauthorized
-		}
-	} else if !h.hasher.Verify(raw, k.Hash) || !k.Usable(h.now()) {
+	if tokenUser != "" && !h.creds.Allows(u.Type, keys.CredToken) {
+		return nil, nil, errUnauthorized
+	}
+	return k, u, nil
+}
+
+// errUnknownKey is checkKey's 401 for a key id that is not stored (the
+// caller then spends a hash on a dummy, so unknown ids cost as much).
+var errUnknownKey = &apiError{status: http.StatusUnauthorized, slug: "unauthorized", title: "Unauthorized",
+	detail: errUnauthorized.detail, header: errUnauthorized.header}
+
+// checkKey loads key id and checks, besides ok(key), that its user is
+// ACTIVE and of a type that may use access keys, and that its tenant is
+// ACTIVE. Credential problems are 401; store failures pass through.
+func (h *Handler) checkKey(ctx context.Context, id string, ok func(*keys.Key) bool) (*keys.Key, *keys.User, error) {
+	k, err := h.store.GetKey(ctx, id)
+	if errors.Is(err, keys.ErrNotFound) {
+		return nil, nil, errUnknownKey
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if !ok(&k) {
 		return nil, nil, errUnauthorized
 	}
 	u, err := h.store.GetUser(ctx, k.UserID)
@@ -137,8 +235,7 @@ func (h *Handler) authenticateKey(ctx context.Context, r *http.Request) (*keys.K
 	if err != nil {
 		return nil, nil, err
 	}
-	if u.Status != keys.UserActive || !h.creds.Allows(u.Type, keys.CredAccessKey) ||
-		(tokenUser != "" && !h.creds.Allows(u.Type, keys.CredToken)) {
+	if u.Status != keys.UserActive || !h.creds.Allows(u.Type, keys.CredAccessKey) {
 		return nil, nil, errUnauthorized
 	}
 	// A key of an ARCHIVED tenant authenticates nothing, like at the gateway.
@@ -163,14 +260,11 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request) (*caller, e
 	if actor, ok := trustedActor(ctx); ok {
 		return &caller{actor: actor, trusted: true, superadmin: true}, nil
 	}
-	k, u, err := h.authenticateKey(ctx, r)
+	k, u, sess, err := h.authenticateCredential(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	c := &caller{actor: u.ID, user: u, keyID: k.ID, superadmin: u.Superadmin}
-	if c.superadmin {
-		return c, nil
-	}
+	c := &caller{actor: u.ID, user: u, keyID: k.ID, key: k, session: sess, keyTenant: k.TenantID, superadmin: u.Superadmin}
 	p, err := h.store.GetPermission(ctx, u.ID, k.TenantID)
 	switch {
 	case errors.Is(err, keys.ErrNotFound):
@@ -178,7 +272,8 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request) (*caller, e
 	case err != nil:
 		return nil, err
 	}
-	if p.Status != keys.PermissionActive || p.Role != keys.RoleAdmin {
+	c.perm = &p
+	if c.superadmin || p.Status != keys.PermissionActive || p.Role != keys.RoleAdmin {
 		return c, nil
 	}
 	t, err := h.store.GetTenant(ctx, k.TenantID)

@@ -50,6 +50,10 @@ type Config struct {
 	// outbox or back in line (a replay), so the event dispatcher looks at
 	// once. Optional.
 	OnEvent func()
+	// SessionLifetime is how long a console session (POST
+	// /v1/console/session) lasts, never longer than the key it came from.
+	// Default: DefaultSessionLifetime.
+	SessionLifetime time.Duration
 }
 
 // Handler is the admin REST API (SPEC section 5) as a plain http.Handler.
@@ -68,6 +72,8 @@ type Handler struct {
 	onEvent  func()
 	mux      *http.ServeMux
 	openapi  []byte
+	// sessionLife is the lifetime of console sessions.
+	sessionLife time.Duration
 }
 
 // New returns a Handler for cfg. It panics if cfg.Store is nil.
@@ -106,6 +112,10 @@ func New(cfg Config) *Handler {
 	}
 	if h.keyLife <= 0 {
 		h.keyLife = 365 * 24 * time.Hour
+	}
+	h.sessionLife = cfg.SessionLifetime
+	if h.sessionLife <= 0 {
+		h.sessionLife = DefaultSessionLifetime
 	}
 	h.openapi = buildOpenAPI()
 	allowed := map[string][]string{}
@@ -151,6 +161,13 @@ const (
 	// authVerify: the route's Verifier authenticates the caller through the
 	// gateway's cache; calls are data plane, not in the activity log.
 	authVerify
+	// authRead: any caller that administers a tenant or holds an ACTIVE
+	// permission in its key's tenant (403 otherwise); the route decides
+	// what the caller may read (its own records, or profiles).
+	authRead
+	// authAny: any authenticated caller; the route decides (the console
+	// sign-in, which refuses some callers with a reason).
+	authAny
 )
 
 // route is one row of the route table. The table is data so the OpenAPI
@@ -170,7 +187,21 @@ type route struct {
 	Query    []string
 	// QueryDocs documents query parameters whose meaning differs from queryDocs.
 	QueryDocs map[string]obj
-	handle    func(h *Handler, w http.ResponseWriter, r *http.Request, c *caller) error
+	// Alias names the route this one serves under another path (the MTM
+	// paths of seed 001), for the OpenAPI document.
+	Alias string
+	// NoPrecondition: a DELETE that needs no If-Match (no version).
+	NoPrecondition bool
+	handle         func(h *Handler, w http.ResponseWriter, r *http.Request, c *caller) error
+}
+
+// canonical is the pattern of the route rt serves: its own, or the one it
+// is an alias of.
+func (rt *route) canonical() string {
+	if rt.Alias != "" {
+		return rt.Alias
+	}
+	return rt.Pattern
 }
 
 // Routes returns "METHOD /pattern" for every route, in table order.
@@ -201,7 +232,11 @@ var (
 		"window":   {"type": "string", "default": "2m", "description": "the routes' rate-limit window, to map the peer's limits to requestLimit"},
 		"tykPlain": {"type": "boolean", "default": false, "description": "Tyk ran with hash_keys false: session ids are the keys themselves"},
 	}
+	usageQuery = []string{"from", "to", "step"}
 )
+
+// mtmPrefix is where seed 001's MTM clients call the permissions API.
+const mtmPrefix = "/services/mtm"
 
 // routeTable lists every route of the API.
 var routeTable = []route{
@@ -215,15 +250,25 @@ var routeTable = []route{
 	{Method: "GET", Pattern: "/v1/tenants/{id}/export", Summary: "The tenant as a tenant file (users, roles, permissions, limits, key metadata; never a secret or a hash) and the stored versions, for keygate export and apply", Tag: "tenants", Response: "TenantExport", handle: (*Handler).exportTenant},
 	{Method: "GET", Pattern: "/v1/schemas/tenant-file.json", Auth: authPublic, Summary: "The JSON Schema of the tenant file (keygate export, keygate apply)", Tag: "meta", handle: (*Handler).tenantFileSchema},
 
-	{Method: "GET", Pattern: "/v1/users", Summary: "List users", Tag: "users", Response: "User", List: true, Query: userListQuery, handle: (*Handler).listUsers},
-	{Method: "POST", Pattern: "/v1/users", Summary: "Create a user and its permission in its primary tenant", Tag: "users", Request: "UserInput", Response: "User", Status: 201, handle: (*Handler).createUser},
-	{Method: "GET", Pattern: "/v1/users/{id}", Summary: "Get a user", Tag: "users", Response: "User", handle: (*Handler).getUser},
-	{Method: "PATCH", Pattern: "/v1/users/{id}", Summary: "Change a user (JSON merge patch, If-Match)", Tag: "users", Request: "UserInput", Response: "User", handle: (*Handler).patchUser},
-	{Method: "DELETE", Pattern: "/v1/users/{id}", Summary: "Delete a user; its keys stop working at once (If-Match)", Tag: "users", Response: "User", handle: (*Handler).deleteUser},
+	{Method: "GET", Pattern: "/v1/tenants/{id}/overview", Summary: "The gateway overview of a tenant: its routes' requests in the last hour and the last day (allowed, rate-limited, refused by reason, throttled), hour by hour, the top users by requests and by refusals, and the keys expiring in the next 14 days", Tag: "tenants", Response: "Overview", Query: []string{"top", "keys"}, handle: (*Handler).overview},
+	{Method: "GET", Pattern: "/v1/tenants/{id}/usage", Summary: "A tenant's gateway requests per step (default: per hour over the last 24 hours and the current one), by outcome and refusal reason", Tag: "tenants", Response: "TenantUsage", Query: usageQuery, handle: (*Handler).tenantUsage},
+	{Method: "GET", Pattern: "/v1/tenants/{id}/usage/users", Summary: "The users of a tenant's routes ranked by requests or refusals over [from, to) (default: the last 24 hours and the current one), paged", Tag: "tenants", Response: "UserUsage", List: true, Query: []string{"by", "from", "to", "page", "size"}, handle: (*Handler).tenantUsageUsers},
+	{Method: "GET", Pattern: "/v1/tenants/{id}/keys/expiring", Summary: "A tenant's ACTIVE keys that expire before ?before= (default: in the next 14 days), soonest first, paged", Tag: "tenants", Response: "ExpiringKey", List: true, Query: []string{"before", "page", "size"}, handle: (*Handler).tenantExpiringKeys},
 
-	{Method: "GET", Pattern: "/v1/users/{id}/keys", Summary: "List a user's access keys (masked)", Tag: "keys", Response: "Key", List: true, Query: listQuery, handle: (*Handler).listKeys},
-	{Method: "POST", Pattern: "/v1/users/{id}/keys", Summary: "Create an access key; the key is returned once", Tag: "keys", Request: "KeyCreate", Response: "Key", Status: 201, handle: (*Handler).createKey},
-	{Method: "GET", Pattern: "/v1/users/{id}/keys/{keyId}", Summary: "Get an access key (masked)", Tag: "keys", Response: "Key", handle: (*Handler).getKey},
+	{Method: "POST", Pattern: "/v1/console/session", Auth: authAny, Summary: "Sign in to the console: exchange the presented access key or access token for a short-lived console session token bound to that key (it ends when the key stops working); SERVICE and APPLICATION users, and users without an ACTIVE permission in the key's tenant, are refused (403)", Tag: "console", Response: "ConsoleSession", Status: 201, handle: (*Handler).createSession},
+	{Method: "GET", Pattern: "/v1/console/session", Auth: authAny, Summary: "Who the caller is: user, tenant, the role and status of its permission there, whether it administers it", Tag: "console", Response: "ConsoleSession", handle: (*Handler).getSession},
+	{Method: "DELETE", Pattern: "/v1/console/session", Auth: authAny, Summary: "Sign out: end the presented console session; 204", Tag: "console", Status: 204, NoPrecondition: true, handle: (*Handler).deleteSession},
+
+	{Method: "GET", Pattern: "/v1/users", Auth: authRead, Summary: "List users; a MEMBER or VIEWER lists the profiles (id, name, type, role, status) of its tenant's users", Tag: "users", Response: "User", List: true, Query: userListQuery, handle: (*Handler).listUsers},
+	{Method: "POST", Pattern: "/v1/users", Summary: "Create a user and its permission in its primary tenant", Tag: "users", Request: "UserInput", Response: "User", Status: 201, handle: (*Handler).createUser},
+	{Method: "GET", Pattern: "/v1/users/{id}", Auth: authRead, Summary: "Get a user: in full to its administrators and to itself, as a profile (id, name, type, role, status) to the MEMBERs and VIEWERs of its tenants", Tag: "users", Response: "User", handle: (*Handler).getUser},
+	{Method: "PATCH", Pattern: "/v1/users/{id}", Summary: "Change a user (JSON merge patch, If-Match)", Tag: "users", Request: "UserInput", Response: "User", handle: (*Handler).patchUser},
+	{Method: "DELETE", Pattern: "/v1/users/{id}", Summary: "Delete a user (If-Match): DELETING (its keys revoked, secrets deactivated, permissions archived, console sessions ended, at once), then DELETED (its usage counts taken off it); 200 with the DELETED user, 202 with the DELETING one when the second step runs later", Tag: "users", Response: "User", handle: (*Handler).deleteUser},
+	{Method: "GET", Pattern: "/v1/users/{id}/permissions", Auth: authRead, Summary: "A user's permissions in every tenant the caller may see: all of them for superadmins and the user itself, its tenant's for a tenant admin", Tag: "permissions", Response: "Permission", List: true, Query: []string{"page", "size"}, handle: (*Handler).userPermissions},
+
+	{Method: "GET", Pattern: "/v1/users/{id}/keys", Auth: authRead, Summary: "List a user's access keys (masked); users read their own", Tag: "keys", Response: "Key", List: true, Query: listQuery, handle: (*Handler).listKeys},
+	{Method: "POST", Pattern: "/v1/users/{id}/keys", Summary: "Create an access key; the key is returned once. 409 unless the user holds an ACTIVE permission in the key's tenant", Tag: "keys", Request: "KeyCreate", Response: "Key", Status: 201, handle: (*Handler).createKey},
+	{Method: "GET", Pattern: "/v1/users/{id}/keys/{keyId}", Auth: authRead, Summary: "Get an access key (masked); users read their own", Tag: "keys", Response: "Key", handle: (*Handler).getKey},
 	{Method: "PATCH", Pattern: "/v1/users/{id}/keys/{keyId}", Summary: "Rename, change expiry, enable or disable a key (If-Match)", Tag: "keys", Request: "KeyPatch", Response: "Key", handle: (*Handler).patchKey},
 	{Method: "DELETE", Pattern: "/v1/users/{id}/keys/{keyId}", Summary: "Revoke a key for good (If-Match)", Tag: "keys", Response: "Key", handle: (*Handler).deleteKey},
 	{Method: "POST", Pattern: "/v1/users/{id}/keys/{keyId}/replace", Summary: "Replace a key, optionally after a grace period; the new key is returned once", Tag: "keys", Request: "KeyReplace", Response: "Key", Status: 201, handle: (*Handler).replaceKey},
@@ -233,13 +278,16 @@ var routeTable = []route{
 	{Method: "PATCH", Pattern: "/v1/users/{id}/secrets/{secretId}", Summary: "Rename, activate or deactivate a signing secret (If-Match)", Tag: "secrets", Request: "SecretInput", Response: "Secret", handle: (*Handler).patchSecret},
 	{Method: "DELETE", Pattern: "/v1/users/{id}/secrets/{secretId}", Summary: "Delete a signing secret (If-Match); 204", Tag: "secrets", Status: 204, handle: (*Handler).deleteSecret},
 
-	{Method: "GET", Pattern: "/v1/users/{id}/roles", Summary: "The roles of the user's permission in ?workspace= (default: the caller's tenant; a superadmin names it when the user has several): the roles that count there", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).getRoles},
-	{Method: "GET", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "The roles of the user's permission in ?workspace= when roleKey is one of them (its standard role or a customer role); 404 otherwise", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).getRole},
+	{Method: "GET", Pattern: "/v1/users/{id}/roles", Auth: authRead, Summary: "All the roles of the user, one entry per tenant it holds a permission in (\"tenants\"), with its personal data (\"user\"), and the roles of its permission in ?workspace= (default: the caller's tenant, for a superadmin the user's primary tenant): the roles that count there. Users read their own", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).getRoles},
+	{Method: "GET", Pattern: "/v1/users/{id}/roles/{roleKey}", Auth: authRead, Summary: "The roles of the user's permission in ?workspace= when roleKey is one of them (its standard role or a customer role); 404 otherwise", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).getRole},
 	{Method: "PUT", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Set the permission's standard role (ADMIN, MEMBER, VIEWER) or add a customer role, in ?workspace=; takes effect at once on the gateway and the admin API", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).putRole},
 	{Method: "DELETE", Pattern: "/v1/users/{id}/roles/{roleKey}", Summary: "Remove a customer role, or set the standard role back to the default (MEMBER), in ?workspace=", Tag: "roles", Response: "Roles", Query: roleQuery, handle: (*Handler).deleteRole},
 
 	{Method: "GET", Pattern: "/v1/workspaces/{id}/permissions", Summary: "List the permissions of a workspace (tenant)", Tag: "permissions", Response: "Permission", List: true, Query: permListQuery, handle: (*Handler).listPermissions},
 	{Method: "POST", Pattern: "/v1/permissions", Summary: "Create or update the permission of a user in a workspace", Tag: "permissions", Request: "PermissionInput", Response: "Permission", Status: 200, handle: (*Handler).putPermission},
+	{Method: "GET", Pattern: mtmPrefix + "/v1/workspaces/{id}/permissions", Alias: "/v1/workspaces/{id}/permissions", Summary: "Alias of GET /v1/workspaces/{id}/permissions at the path of the MTM API (seed 001)", Tag: "permissions", Response: "Permission", List: true, Query: permListQuery, handle: (*Handler).listPermissions},
+	{Method: "POST", Pattern: mtmPrefix + "/v1/permissions", Alias: "/v1/permissions", Summary: "Alias of POST /v1/permissions at the path of the MTM API (seed 001)", Tag: "permissions", Request: "PermissionInput", Response: "Permission", Status: 200, handle: (*Handler).putPermission},
+	{Method: "GET", Pattern: "/v1/permissions/{id}", Summary: "Get a permission by id (its \"self\" link)", Tag: "permissions", Response: "Permission", handle: (*Handler).getPermission},
 	{Method: "POST", Pattern: "/v1/permissions/{id}/accept", Auth: authSelf, Summary: "Accept an invitation (INVITED → ACTIVE), with the invited user's own key", Tag: "permissions", Response: "Permission", handle: (*Handler).acceptPermission},
 
 	{Method: "POST", Pattern: "/v1/verify", Auth: authVerify, Summary: "Check an access key or access token as the gateway would (and count it against the user's request limit), for services that check keys themselves; the caller's key needs role ADMIN or customer role " + VerifyRole + " in the tenant", Tag: "verify", Request: "VerifyRequest", Response: "VerifyResult", handle: (*Handler).verify},
@@ -260,10 +308,12 @@ var routeTable = []route{
 	{Method: "GET", Pattern: "/v1/users/{id}/export", Summary: "Everything stored about a user as one document (no secret values, no hashes)", Tag: "audit", Response: "Export", handle: (*Handler).export},
 }
 
-// statusRecorder remembers the status written, for the activity log.
+// statusRecorder remembers the status written, for the activity log, and
+// carries the call's state to the envelope (timestamp, account).
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	state  *callState
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -289,6 +339,11 @@ type callState struct {
 	tenant string
 	// path, when set, is recorded instead of the request path.
 	path string
+	// account is the tenant of the caller's key, the envelope's account
+	// when the call acted on no tenant of its own.
+	account string
+	// at is when the call arrived, the envelope's timestamp.
+	at time.Time
 }
 
 type callStateKey struct{}
@@ -312,9 +367,9 @@ func setTenant(r *http.Request, tenant string) {
 // records the call in the activity log.
 func (h *Handler) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		st := &callState{}
+		st := &callState{at: h.now().UTC()}
 		r = r.WithContext(context.WithValue(r.Context(), callStateKey{}, st))
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &statusRecorder{ResponseWriter: w, state: st}
 		func() {
 			defer func() {
 				if v := recover(); v != nil {
@@ -383,14 +438,21 @@ func (h *Handler) serve(rt route, w http.ResponseWriter, r *http.Request, st *ca
 		if err != nil {
 			return err
 		}
-		c = &caller{actor: u.ID, user: u, keyID: k.ID}
-	case authAdmin: // the zero value of a route's Auth
+		c = &caller{actor: u.ID, user: u, keyID: k.ID, key: k, keyTenant: k.TenantID}
+		st.account = k.TenantID
+	case authAdmin, authRead, authAny: // authAdmin is the zero value of a route's Auth
 		var err error
 		if c, err = h.authenticate(ctx, r); err != nil {
 			return err
 		}
-		st.actor = c.actor
-		if err := c.requireAdmin(); err != nil {
+		st.actor, st.account = c.actor, c.keyTenant
+		switch rt.Auth {
+		case authAdmin:
+			err = c.requireAdmin()
+		case authRead:
+			err = c.requireReader()
+		}
+		if err != nil {
 			return err
 		}
 	default:

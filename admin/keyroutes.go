@@ -68,10 +68,22 @@ type replaceBody struct {
 // a tenant admin the keys valid in its tenant.
 func keyVisible(c *caller, k *keys.Key) bool { return c.adminOf(k.TenantID) }
 
+// keyReadable reports whether the caller may read k (masked): as an
+// administrator (keyVisible), or because it is its own key.
+func keyReadable(c *caller, k *keys.Key) bool { return keyVisible(c, k) || c.self(k.UserID) }
+
 // loadKey returns a user the caller sees and one of its keys the caller
-// sees, or 404.
-func (h *Handler) loadKey(r *http.Request, c *caller) (keys.User, keys.Key, error) {
-	u, err := h.visibleUser(r, c, r.PathValue("id"))
+// sees, or 404. read lets users read their own keys too.
+func (h *Handler) loadKey(r *http.Request, c *caller, read bool) (keys.User, keys.Key, error) {
+	var (
+		u   keys.User
+		err error
+	)
+	if read {
+		u, err = h.ownUser(r, c, r.PathValue("id"))
+	} else {
+		u, err = h.visibleUser(r, c, r.PathValue("id"))
+	}
 	if err != nil {
 		return u, keys.Key{}, err
 	}
@@ -79,8 +91,12 @@ func (h *Handler) loadKey(r *http.Request, c *caller) (keys.User, keys.Key, erro
 	if keys.ValidateID(id) != nil {
 		return u, keys.Key{}, errNotFound("key")
 	}
+	visible := keyVisible
+	if read {
+		visible = keyReadable
+	}
 	k, err := h.store.GetKey(r.Context(), id)
-	if errors.Is(err, keys.ErrNotFound) || (err == nil && (k.UserID != u.ID || !keyVisible(c, &k))) {
+	if errors.Is(err, keys.ErrNotFound) || (err == nil && (k.UserID != u.ID || !visible(c, &k))) {
 		return u, keys.Key{}, errNotFound("key")
 	}
 	if err != nil {
@@ -96,7 +112,7 @@ func (h *Handler) loadKey(r *http.Request, c *caller) (keys.User, keys.Key, erro
 // revoke relaxes the first rule: the administrator of the key's tenant may
 // also revoke it (taking access away needs no say of the primary tenant).
 func (h *Handler) loadMutableKey(r *http.Request, c *caller, revoke bool) (keys.User, keys.Key, error) {
-	u, k, err := h.loadKey(r, c)
+	u, k, err := h.loadKey(r, c, false)
 	switch {
 	case err != nil:
 	case u.Superadmin && !c.superadmin:
@@ -120,7 +136,7 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err != nil {
 		return err
 	}
-	u, err := h.visibleUser(r, c, r.PathValue("id"))
+	u, err := h.ownUser(r, c, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -131,7 +147,7 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request, c *caller) er
 	now := h.now()
 	views := make([]KeyView, 0, len(all))
 	for i := range all {
-		if keyVisible(c, &all[i]) {
+		if keyReadable(c, &all[i]) {
 			views = append(views, keyView(&all[i], now))
 		}
 	}
@@ -161,7 +177,7 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request, c *caller) er
 }
 
 func (h *Handler) getKey(w http.ResponseWriter, r *http.Request, c *caller) error {
-	_, k, err := h.loadKey(r, c)
+	_, k, err := h.loadKey(r, c, true)
 	if err != nil {
 		return err
 	}
@@ -223,10 +239,10 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, c *caller) e
 	}
 	p, err := h.store.GetPermission(r.Context(), u.ID, tenant)
 	switch {
-	case errors.Is(err, keys.ErrNotFound) && tenant != u.PrimaryTenant:
-		return errField("tenant", "the user has no permission in this tenant")
 	case errors.Is(err, keys.ErrNotFound):
-		return errConflict("the user has no ACTIVE permission in tenant " + tenant)
+		// A state conflict like an ARCHIVED or INVITED permission (409),
+		// not bad input: granting the permission makes the request valid.
+		return errConflict("the user has no permission in tenant " + tenant + "; a key needs an ACTIVE permission there")
 	case err != nil:
 		return err
 	case p.Status != keys.PermissionActive:

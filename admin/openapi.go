@@ -52,6 +52,40 @@ var (
 
 // schemas describes every body and data object.
 func schemas() obj {
+	roleEntry := obj{"type": "object", "properties": obj{"key": str(""), "type": enum("STANDARD", "CUSTOMER")}}
+	totalsProps := obj{
+		"requests": obj{"type": "integer", "description": "every request counted"}, "allowed": integer,
+		"limited": obj{"type": "integer", "description": "refused by the user's request limit (429)"},
+		"refused": obj{"type": "integer", "description": "refused credentials and permissions (401, 403): the sum of refusals"},
+		"refusals": obj{"type": "object", "properties": obj{
+			"badKey":    obj{"type": "integer", "description": "no valid credential: missing, malformed, unknown, wrong secret or signature, replayed"},
+			"expired":   obj{"type": "integer", "description": "the access key or token had expired"},
+			"revoked":   obj{"type": "integer", "description": "the key was revoked, disabled or past its grace period, or its user, tenant or type no longer allows it"},
+			"coverage":  obj{"type": "integer", "description": "a signature that does not bind the request"},
+			"forbidden": obj{"type": "integer", "description": "no ACTIVE permission in the tenant, or the route's role or entity missing (403)"},
+		}},
+		"throttled":   obj{"type": "integer", "description": "refused by the per-client-IP throttle (429)"},
+		"invalid":     obj{"type": "integer", "description": "malformed requests (400, 413)"},
+		"unavailable": obj{"type": "integer", "description": "answered 503: store or limiter unreachable"},
+	}
+	usageTotals := obj{"type": "object", "properties": totalsProps}
+	bucket := obj{"type": "object", "properties": withProps(totalsProps, obj{"start": dateTime})}
+	window := obj{"type": "object", "description": "[from, to) and its totals", "properties": withProps(totalsProps, obj{"from": dateTime, "to": dateTime})}
+	top := obj{"type": "object", "description": "the first users (see GET …/usage/users for all)", "properties": obj{
+		"by": enum("requests", "refusals"), "items": obj{"type": "array", "items": ref("UserUsage")},
+		"total": obj{"type": "integer", "description": "users with requests (refusals) in lastDay"},
+	}}
+	keyProps := obj{
+		"id": str(""), "name": str(""), "userId": str(""), "tenant": str(""),
+		"masked": str("kg_<id>_…last4"), "status": enum("ACTIVE", "INACTIVE", "REVOKED"),
+		"expiresAt": dateTime, "usable": obj{"type": "boolean"}, "disableAt": dateTime,
+		"replacedBy": str(""), "version": integer, "createdAt": dateTime, "updatedAt": dateTime,
+		"lastUsedAt": dateTime, "key": str("the full key, only in the creating response"),
+		"previous": ref("Key"), "meta": metaSchema, "tags": tagsSchema,
+		"origin":       obj{"allOf": []obj{ref("Origin")}, "description": "where an imported key came from; its value is the peer's, found by its hash"},
+		"hashScheme":   str("a key imported only as a peer's hash: the legacy scheme it is stored under until its first use re-hashes it (sha256, sha1, fnv128, murmur32, murmur64, murmur128)"),
+		"rehashedFrom": str("the legacy scheme the key was found by at its first use"), "rehashedAt": dateTime,
+	}
 	userProps := obj{
 		"id": str("decimal digits when generated"), "name": str("unique within the primary tenant"),
 		"description": str(""), "email": str(""),
@@ -101,6 +135,9 @@ func schemas() obj {
 		"Envelope": obj{"type": "object", "properties": obj{
 			"status": enum("OK"), "type": str("kind of data"), "errors": obj{"type": "array", "items": fieldError},
 			"total": integer, "page": integer, "size": integer, "data": obj{},
+			"code":      obj{"type": "integer", "description": "the HTTP status code of the response (seed 003's Response Code)"},
+			"timestamp": obj{"type": "string", "format": "date-time", "description": "when keygate received the call, UTC (seed 003's Timestamp)"},
+			"account":   str("the tenant the call acted on, or else the tenant of the caller's key (seed 003's Account); absent when there is neither"),
 		}},
 		"Tenant": obj{"type": "object", "properties": withProps(tenantEvents, obj{
 			"id": str(""), "name": str(""), "status": enum("ACTIVE", "ARCHIVED"),
@@ -132,17 +169,7 @@ func schemas() obj {
 		}},
 		"User":      obj{"type": "object", "properties": withProps(userProps, obj{"key": obj{"$ref": "#/components/schemas/Key", "description": "the first access key with the full key, only in the response to a POST /v1/users that asked for one"}})},
 		"UserInput": obj{"type": "object", "additionalProperties": false, "properties": withProps(userProps, obj{"key": obj{"type": "object", "additionalProperties": false, "required": []string{"name", "expiresAt"}, "description": "POST only: also issue the user's first access key (seed 000's one-step form)", "properties": obj{"name": str("key name"), "expiresAt": dateTime}}})},
-		"Key": obj{"type": "object", "properties": obj{
-			"id": str(""), "name": str(""), "userId": str(""), "tenant": str(""),
-			"masked": str("kg_<id>_…last4"), "status": enum("ACTIVE", "INACTIVE", "REVOKED"),
-			"expiresAt": dateTime, "usable": obj{"type": "boolean"}, "disableAt": dateTime,
-			"replacedBy": str(""), "version": integer, "createdAt": dateTime, "updatedAt": dateTime,
-			"lastUsedAt": dateTime, "key": str("the full key, only in the creating response"),
-			"previous": ref("Key"), "meta": metaSchema, "tags": tagsSchema,
-			"origin":       obj{"allOf": []obj{ref("Origin")}, "description": "where an imported key came from; its value is the peer's, found by its hash"},
-			"hashScheme":   str("a key imported only as a peer's hash: the legacy scheme it is stored under until its first use re-hashes it (sha256, sha1, fnv128, murmur32, murmur64, murmur128)"),
-			"rehashedFrom": str("the legacy scheme the key was found by at its first use"), "rehashedAt": dateTime,
-		}},
+		"Key":       obj{"type": "object", "properties": keyProps},
 		"Origin": obj{"type": "object", "properties": obj{
 			"source": enum("kong", "tyk", "unkey", "krakend", "csv"), "externalId": str("the peer's id of it"), "importedAt": dateTime,
 		}},
@@ -189,17 +216,60 @@ func schemas() obj {
 		"SecretInput": obj{"type": "object", "additionalProperties": false, "properties": obj{
 			"name": str(""), "status": enum("ACTIVE", "INACTIVE"), "version": integer,
 		}},
-		"Roles": obj{"type": "object", "description": "the roles of the user's permission in one workspace", "properties": obj{
-			"userId": str(""), "workspace": str("the tenant of the permission"),
+		"Roles": obj{"type": "object", "description": "the roles of the user's permission in one workspace and, in GET /v1/users/{id}/roles, in every tenant", "properties": obj{
+			"userId": str(""), "workspace": str("the tenant of the permission; absent in GET …/roles when the user holds none in the default workspace"),
 			"role": enum("ADMIN", "MEMBER", "VIEWER"), "customerRoles": strList,
-			"roles": obj{"type": "array", "items": obj{"type": "object", "properties": obj{
-				"key": str(""), "type": enum("STANDARD", "CUSTOMER")}}},
+			"roles":   obj{"type": "array", "items": roleEntry},
 			"version": integer,
+			"user":    obj{"$ref": "#/components/schemas/User", "description": "GET …/roles: the user's record, its personal data (seed 003)"},
+			"tenants": obj{"type": "array", "description": "GET …/roles: one entry per tenant the user holds a permission in (those the caller may see), by tenant", "items": obj{"type": "object", "properties": obj{
+				"workspace": str(""), "workspaceName": str(""), "status": enum("ACTIVE", "INVITED", "ARCHIVED"),
+				"role": enum("ADMIN", "MEMBER", "VIEWER"), "customerRoles": strList,
+				"roles": obj{"type": "array", "items": roleEntry}, "version": integer,
+			}}},
+		}},
+		"ConsoleSession": obj{"type": "object", "description": "who a console session (or access key) acts as", "properties": obj{
+			"user": obj{"type": "object", "properties": obj{"id": str(""), "name": str(""),
+				"type": enum("TECHNICAL", "SERVICE", "APPLICATION"), "superadmin": obj{"type": "boolean"}}},
+			"tenant":           str("the tenant of the key: where the session acts"),
+			"role":             obj{"type": "string", "enum": []string{"ADMIN", "MEMBER", "VIEWER"}, "description": "of the user's permission in tenant; absent when it holds none"},
+			"permissionStatus": enum("ACTIVE", "INVITED", "ARCHIVED"),
+			"admin":            obj{"type": "boolean", "description": "whether the caller administers tenant"},
+			"keyId":            str("the access key the session is bound to"),
+			"expiresAt":        obj{"type": "string", "format": "date-time", "description": "when the session ends (at the latest when its key does); absent for an access key"},
+			"token":            str("the session token kgs_…, only in the answer of POST; send it as Authorization: Bearer"),
+		}},
+		"UsageTotals": usageTotals,
+		"TenantUsage": obj{"type": "object", "properties": obj{
+			"tenant": str(""), "from": dateTime, "to": dateTime, "step": str("a Go duration, a whole number of hours"),
+			"buckets": obj{"type": "array", "description": "[from, to) without gaps, oldest first", "items": bucket},
+			"totals":  ref("UsageTotals"), "retention": str("how long hourly counts are kept"),
+		}},
+		"UserUsage": obj{"type": "object", "description": "a user's requests on the tenant's routes in the period", "properties": withProps(totalsProps, obj{
+			"userId": str(""), "name": str(""), "type": enum("TECHNICAL", "SERVICE", "APPLICATION"), "status": str(""),
+		})},
+		"ExpiringKey": obj{"type": "object", "description": "a key (masked) with its user's name", "properties": withProps(keyProps, obj{"userName": str("")})},
+		"Overview": obj{"type": "object", "description": "hourly usage counts; the last hour is the previous and the current hour", "properties": obj{
+			"tenant": str(""), "tenantName": str(""), "at": dateTime,
+			"lastHour": window, "lastDay": window,
+			"hourly":        obj{"type": "array", "description": "lastDay hour by hour, oldest first", "items": bucket},
+			"topByRequests": top, "topByRefusals": top,
+			"expiringKeys": obj{"type": "object", "description": "the ACTIVE keys valid in the tenant expiring in the next 14 days, soonest first", "properties": obj{
+				"before": dateTime, "items": obj{"type": "array", "items": ref("ExpiringKey")}, "total": integer,
+			}},
 		}},
 		"Permission": obj{"type": "object", "properties": obj{
 			"id": str(""),
+			"links": obj{"type": "array", "description": "self, user, workspace, permissions and, for an invitation, accept",
+				"items": obj{"type": "object", "properties": obj{"rel": str(""), "href": str("an admin API path")}}},
+			"active":          obj{"type": "boolean", "description": "status is ACTIVE"},
+			"ignoreBlacklist": obj{"type": "boolean", "description": "always false: keygate has no blacklist"},
+			"count":           obj{"type": "integer", "description": "always 0: MTM's counter has no counterpart in keygate"},
+			"replayed":        obj{"type": "boolean", "description": "always false: keygate does not replay permission events"},
 			"user": obj{"type": "object", "properties": obj{"id": str(""), "userName": str(""), "email": str(""),
-				"type": str(""), "role": str(""), "status": str(""), "technicalUser": obj{"type": "boolean"}}},
+				"type": str(""), "role": str(""), "status": str(""),
+				"technicalUser": obj{"type": "boolean", "description": "always true: every keygate user is a technical user"},
+				"scimManaged":   obj{"type": "boolean", "description": "always false: keygate users are not provisioned by SCIM"}}},
 			"workspace":   obj{"type": "object", "properties": obj{"id": str(""), "name": str(""), "status": str("")}},
 			"workspaceId": str(""), "role": enum("ADMIN", "MEMBER", "VIEWER"),
 			"status": enum("ACTIVE", "INVITED", "ARCHIVED"), "customerRoles": strList,
@@ -213,7 +283,7 @@ func schemas() obj {
 			"reviewedByUser": obj{"type": []string{"object", "null"}, "description": "who last changed the permission",
 				"properties": obj{"id": str("user id, or a trusted caller's name")}},
 		}},
-		"PermissionInput": obj{"type": "object", "required": []string{"user", "workspace", "role", "status"}, "properties": obj{
+		"PermissionInput": obj{"type": "object", "required": []string{"user", "workspace", "role", "status"}, "description": "a Permission as GET answers it may be sent back as is: its computed members (links, active, ignoreBlacklist, count, replayed, dates, the user's and workspace's other members) are accepted and ignored", "properties": obj{
 			"user":      obj{"type": "object", "required": []string{"id"}, "properties": obj{"id": str("")}},
 			"workspace": obj{"type": "object", "required": []string{"id"}, "properties": obj{"id": str("")}},
 			"role":      enum("ADMIN", "MEMBER", "VIEWER"), "status": enum("ACTIVE", "INVITED", "ARCHIVED"),
@@ -271,6 +341,11 @@ var queryDocs = map[string]obj{
 	"to":                    {"type": "string", "format": "date-time"},
 	"workspace":             {"type": "string", "description": "the tenant whose permission the roles are"},
 	"kind":                  {"type": "string", "enum": []string{keys.DeliveryWebhook, keys.DeliveryEmail}},
+	"step":                  {"type": "string", "description": "a whole number of hours, e.g. 1h or 24h"},
+	"top":                   {"type": "integer", "minimum": 1, "maximum": maxPageSize, "default": 5, "description": "entries of each top list"},
+	"keys":                  {"type": "integer", "minimum": 1, "maximum": maxPageSize, "default": 10, "description": "expiring keys listed"},
+	"by":                    {"type": "string", "enum": []string{"requests", "refusals"}, "default": "requests"},
+	"before":                {"type": "string", "format": "date-time", "description": "default: 14 days from now"},
 }
 
 func problemResponse(desc string) obj {
@@ -303,7 +378,7 @@ func buildOpenAPI() []byte {
 			params = append(params, obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"},
 				"description": "optional: the permission's ETag (or *), like a version field in the body; 412 when it moved on"})
 		}
-		if rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || (rt.Method == http.MethodPut && rt.Tag != "roles") {
+		if (rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || (rt.Method == http.MethodPut && rt.Tag != "roles")) && !rt.NoPrecondition {
 			params = append(params, obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"},
 				"description": "the resource's ETag, or *; required unless the body has version"})
 		}
@@ -333,11 +408,15 @@ func buildOpenAPI() []byte {
 			responses[strconv.Itoa(status)] = obj{"description": "OK", "content": obj{"application/json": obj{"schema": obj{
 				"allOf": []obj{ref("Envelope"), {"type": "object", "properties": obj{"data": data}}},
 			}}}}
-			if rt.Pattern == "/v1/permissions" {
+			if rt.canonical() == "/v1/permissions" {
 				responses["201"] = responses["200"]
 			}
 			if rt.Pattern == "/v1/imports" {
 				responses["200"] = responses["201"] // nothing created: a dry run, or all skipped
+			}
+			if rt.Pattern == "/v1/users/{id}" && (rt.Method == http.MethodDelete || rt.Method == http.MethodPatch) {
+				// The second step of a deletion did not run now (the sweep finishes it).
+				responses["202"] = responses["200"]
 			}
 		}
 		for code, desc := range errorResponses(rt) {
@@ -351,6 +430,9 @@ func buildOpenAPI() []byte {
 			"summary":     rt.Summary,
 			"tags":        []string{rt.Tag},
 			"responses":   responses,
+		}
+		if rt.Alias != "" {
+			op["description"] = "Serves " + rt.Method + " " + rt.Alias + " under the path MTM clients call (seed 001): same handler, same answers."
 		}
 		if len(params) > 0 {
 			op["parameters"] = params
@@ -422,11 +504,22 @@ func errorResponses(rt route) map[int]string {
 		out[http.StatusNotFound] = "not found, or not visible to the caller"
 		out[http.StatusServiceUnavailable] = "store unavailable, or master key not configured"
 	}
-	if rt.Auth == authAdmin {
+	switch rt.Auth {
+	case authAdmin:
 		out[http.StatusForbidden] = "the caller administers no tenant, or not this object's: " +
 			"a user's keys, secrets and record are managed by the administrators of its primary tenant"
+	case authRead:
+		out[http.StatusForbidden] = "the caller neither administers a tenant nor holds an ACTIVE permission in the tenant of its key"
+	case authAny:
+		if rt.Method == http.MethodPost {
+			out[http.StatusForbidden] = "SERVICE and APPLICATION users cannot sign in to the console (their keys keep working against /v1), " +
+				"nor can users without an ACTIVE permission in their key's tenant"
+		}
 	}
-	mutating := rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || rt.Method == http.MethodPut
+	if rt.Auth == authAny {
+		out[http.StatusBadRequest] = "the request already carries a console session, or comes from a trusted local caller"
+	}
+	mutating := (rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || rt.Method == http.MethodPut) && !rt.NoPrecondition
 	if rt.Request != "" || len(rt.Query) > 0 || mutating || strings.Contains(rt.Pattern, "{roleKey}") || rt.Tag == "roles" {
 		out[http.StatusBadRequest] = "invalid input (body, query parameter such as an unknown sort field, " +
 			"path value or If-Match); errors lists the fields"
@@ -445,7 +538,7 @@ func errorResponses(rt route) map[int]string {
 		out[http.StatusRequestEntityTooLarge] = "body too large"
 		out[http.StatusUnsupportedMediaType] = "body is not application/json"
 	}
-	if mutating || rt.Pattern == "/v1/permissions" {
+	if mutating || rt.canonical() == "/v1/permissions" {
 		out[http.StatusPreconditionFailed] = "If-Match or version does not match"
 	}
 	if mutating {

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/keygate/keygate/keys"
 )
@@ -29,9 +31,15 @@ type permissionBody struct {
 	LastLogin             json.RawMessage        `json:"lastLogin"`
 	InvitedByUser         json.RawMessage        `json:"invitedByUser"`
 	ReviewedByUser        json.RawMessage        `json:"reviewedByUser"`
+	Links                 json.RawMessage        `json:"links"`
+	Active                json.RawMessage        `json:"active"`
+	IgnoreBlacklist       json.RawMessage        `json:"ignoreBlacklist"`
+	Count                 json.RawMessage        `json:"count"`
+	Replayed              json.RawMessage        `json:"replayed"`
 }
 
-// userRef names the user of a permission; only id counts.
+// userRef names the user of a permission; only id counts. The other
+// members are those of MTM's user summary, accepted and ignored.
 type userRef struct {
 	ID            string          `json:"id"`
 	UserName      json.RawMessage `json:"userName"`
@@ -40,6 +48,10 @@ type userRef struct {
 	Role          json.RawMessage `json:"role"`
 	Status        json.RawMessage `json:"status"`
 	TechnicalUser json.RawMessage `json:"technicalUser"`
+	ScimManaged   json.RawMessage `json:"scimManaged"`
+	TransientUser json.RawMessage `json:"transientUser"`
+	Account       json.RawMessage `json:"account"`
+	Links         json.RawMessage `json:"links"`
 }
 
 // workspaceRef names the tenant of a permission; only id counts.
@@ -47,6 +59,7 @@ type workspaceRef struct {
 	ID     string          `json:"id"`
 	Name   json.RawMessage `json:"name"`
 	Status json.RawMessage `json:"status"`
+	Links  json.RawMessage `json:"links"`
 }
 
 // workspace returns a tenant the caller administers, or 404.
@@ -110,6 +123,85 @@ func (h *Handler) listPermissions(w http.ResponseWriter, r *http.Request, c *cal
 		views[i] = permissionView(p, up, &t)
 	}
 	writeList(w, "Permission", views, page.Total, lo)
+	return nil
+}
+
+// getPermission answers one permission by id to an administrator of its
+// workspace (404 otherwise).
+func (h *Handler) getPermission(w http.ResponseWriter, r *http.Request, c *caller) error {
+	id := r.PathValue("id")
+	if keys.ValidateID(id) != nil {
+		return errNotFound("permission")
+	}
+	ctx := r.Context()
+	p, err := h.store.GetPermissionByID(ctx, id)
+	if errors.Is(err, keys.ErrNotFound) || (err == nil && !c.adminOf(p.TenantID)) {
+		return errNotFound("permission")
+	}
+	if err != nil {
+		return err
+	}
+	setTenant(r, p.TenantID)
+	view, err := h.permissionViewOf(r, &p)
+	if err != nil {
+		return err
+	}
+	writeOne(w, http.StatusOK, "Permission", p.Version, view)
+	return nil
+}
+
+// permissionViewOf loads the user and tenant of p for its view.
+func (h *Handler) permissionViewOf(r *http.Request, p *keys.Permission) (PermissionView, error) {
+	var up *keys.User
+	if u, err := h.store.GetUser(r.Context(), p.UserID); err == nil {
+		up = &u
+	} else if !errors.Is(err, keys.ErrNotFound) {
+		return PermissionView{}, err
+	}
+	var tp *keys.Tenant
+	if t, err := h.store.GetTenant(r.Context(), p.TenantID); err == nil {
+		tp = &t
+	} else if !errors.Is(err, keys.ErrNotFound) {
+		return PermissionView{}, err
+	}
+	return permissionView(p, up, tp), nil
+}
+
+// userPermissions lists a user's permissions in every tenant the caller may
+// see them in: a superadmin and the user itself all of them, a tenant
+// admin those in its tenant.
+func (h *Handler) userPermissions(w http.ResponseWriter, r *http.Request, c *caller) error {
+	lo, err := parseList(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	u, err := h.ownUser(r, c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	perms, err := h.store.UserPermissions(r.Context(), u.ID)
+	if err != nil {
+		return err
+	}
+	views := make([]PermissionView, 0, len(perms))
+	for i := range perms {
+		p := &perms[i]
+		if !c.adminOf(p.TenantID) && !c.self(u.ID) {
+			continue
+		}
+		var tp *keys.Tenant
+		if t, err := h.store.GetTenant(r.Context(), p.TenantID); err == nil {
+			tp = &t
+		} else if !errors.Is(err, keys.ErrNotFound) {
+			return err
+		}
+		views = append(views, permissionView(p, &u, tp))
+	}
+	slices.SortFunc(views, func(a, b PermissionView) int { return strings.Compare(a.WorkspaceID, b.WorkspaceID) })
+	total := len(views)
+	start := min((lo.Page-1)*lo.Size, total)
+	end := min(start+lo.Size, total)
+	writeList(w, "Permission", views[start:end], total, lo)
 	return nil
 }
 
@@ -235,14 +327,10 @@ func (h *Handler) acceptPermission(w http.ResponseWriter, r *http.Request, c *ca
 	if err != nil {
 		return err
 	}
-	var up *keys.User
-	if u, err := h.store.GetUser(ctx, out.UserID); err == nil {
-		up = &u
+	view, err := h.permissionViewOf(r, &out)
+	if err != nil {
+		return err
 	}
-	var tp *keys.Tenant
-	if t, err := h.store.GetTenant(ctx, out.TenantID); err == nil {
-		tp = &t
-	}
-	writeOne(w, http.StatusOK, "Permission", out.Version, permissionView(&out, up, tp))
+	writeOne(w, http.StatusOK, "Permission", out.Version, view)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/keygate/keygate/keys"
 )
@@ -163,8 +164,32 @@ type Envelope struct {
 	// Page and Size echo the paging of a list; absent for single objects.
 	Page int `json:"page,omitempty"`
 	Size int `json:"size,omitempty"`
+	// Code is the HTTP status code of the response (seed 003's "Response
+	// Code").
+	Code int `json:"code"`
+	// Timestamp is when keygate received the call, UTC (seed 003's
+	// "Timestamp").
+	Timestamp time.Time `json:"timestamp"`
+	// Account is the tenant the call acted on, or else the tenant of the
+	// caller's key (seed 003's "Account"); absent when there is neither
+	// (a trusted local caller acting on no tenant).
+	Account string `json:"account,omitempty"`
 	// Data is the object, or the array of objects of a list.
 	Data any `json:"data"`
+}
+
+// stamp fills the envelope's code, timestamp and account from the call.
+func (e *Envelope) stamp(w http.ResponseWriter, status int) {
+	e.Code = status
+	if rec, ok := w.(*statusRecorder); ok && rec.state != nil {
+		e.Timestamp = rec.state.at
+		e.Account = rec.state.tenant
+		if e.Account == "" {
+			e.Account = rec.state.account
+		}
+		return
+	}
+	e.Timestamp = time.Now().UTC()
 }
 
 // writeJSON writes v with status as application/json.
@@ -188,7 +213,9 @@ func writeOne(w http.ResponseWriter, status int, typ string, version int64, data
 	if version > 0 {
 		w.Header().Set("ETag", etag(version))
 	}
-	writeJSON(w, status, Envelope{Status: "OK", Type: typ, Errors: []keys.FieldError{}, Total: 1, Data: data})
+	env := Envelope{Status: "OK", Type: typ, Errors: []keys.FieldError{}, Total: 1, Data: data}
+	env.stamp(w, status)
+	writeJSON(w, status, env)
 }
 
 // writeList writes a page of objects in the envelope.
@@ -196,10 +223,12 @@ func writeList[T any](w http.ResponseWriter, typ string, items []T, total int, l
 	if items == nil {
 		items = []T{}
 	}
-	writeJSON(w, http.StatusOK, Envelope{
+	env := Envelope{
 		Status: "OK", Type: typ, Errors: []keys.FieldError{}, Total: total,
 		Page: lo.Page, Size: lo.Size, Data: items,
-	})
+	}
+	env.stamp(w, http.StatusOK)
+	writeJSON(w, http.StatusOK, env)
 }
 
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }

@@ -54,6 +54,56 @@ func Purge(ctx context.Context, s keys.Store, now time.Time) (int, error) {
 	}
 }
 
+// CompleteDeletions finishes every deletion left between its two steps (a
+// user DELETING: a crash, or a store failure, after the first) and returns
+// how many it finished. module/ runs it when keygate starts and with every
+// purge sweep. A user whose deletion cannot finish is skipped and reported
+// in the error; the others still are finished.
+func CompleteDeletions(ctx context.Context, s keys.Store) (int, error) {
+	var (
+		n      int
+		errs   []error
+		failed = map[string]bool{}
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, errors.Join(append(errs, err)...)
+		}
+		ids, err := s.DeletingUsers(ctx, purgeBatch+len(failed))
+		if err != nil {
+			return n, errors.Join(append(errs, fmt.Errorf("listing users being deleted: %w", err))...)
+		}
+		progressed := false
+		for _, id := range ids {
+			if failed[id] {
+				continue
+			}
+			switch _, err := s.CompleteDeletion(ctx, id, "system"); {
+			case err == nil:
+				n++
+				progressed = true
+			case errors.Is(err, keys.ErrNotFound), errors.Is(err, keys.ErrConflict):
+				progressed = true // finished (or purged) meanwhile
+			default:
+				failed[id] = true
+				errs = append(errs, fmt.Errorf("completing the deletion of user %s: %w", id, err))
+			}
+		}
+		if !progressed || len(ids) < purgeBatch+len(failed) {
+			return n, errors.Join(errs...)
+		}
+	}
+}
+
+// PurgeSessions removes the console sessions that expired before now.
+func PurgeSessions(ctx context.Context, s keys.Store, now time.Time) (int, error) {
+	n, err := s.PurgeSessions(ctx, now)
+	if err != nil {
+		return n, fmt.Errorf("purging expired console sessions: %w", err)
+	}
+	return n, nil
+}
+
 // DefaultActivityRetention is how long the activity log is kept unless
 // configured: seed 003's log retention time, 90 days.
 const DefaultActivityRetention = 90 * 24 * time.Hour

@@ -280,6 +280,82 @@ func (h *Handler) visibleUser(r *http.Request, c *caller, id string) (keys.User,
 	return u, nil
 }
 
+// UserProfile is what a MEMBER or VIEWER reads about the other users of its
+// tenant (seed 003: a default user views profiles): no keys, secrets,
+// history or personal data beyond the name.
+type UserProfile struct {
+	ID   string        `json:"id"`
+	Name string        `json:"name"`
+	Type keys.UserType `json:"type"`
+	// Role is the role of the user's permission in the caller's tenant
+	// (its record's role when it holds none there).
+	Role   keys.Role       `json:"role"`
+	Status keys.UserStatus `json:"status"`
+}
+
+// readableUser loads a user the caller may read: in full when the caller
+// may see it as an administrator or it is the caller itself; as a profile
+// (full false) when the caller holds an ACTIVE permission in a tenant the
+// user is in (its primary tenant, or a permission there). 404 otherwise.
+func (h *Handler) readableUser(r *http.Request, c *caller, id string) (u keys.User, full bool, err error) {
+	u, err = h.visibleUser(r, c, id)
+	if err == nil {
+		return u, true, nil
+	}
+	var ae *apiError
+	if !errors.As(err, &ae) || ae.status != http.StatusNotFound {
+		return u, false, err
+	}
+	if c.self(id) {
+		u, err = h.store.GetUser(r.Context(), id)
+		setTenant(r, c.keyTenant)
+		return u, err == nil, err
+	}
+	if !c.member() {
+		return keys.User{}, false, errNotFound("user")
+	}
+	u, err = h.store.GetUser(r.Context(), id)
+	if errors.Is(err, keys.ErrNotFound) {
+		return u, false, errNotFound("user")
+	}
+	if err != nil {
+		return u, false, err
+	}
+	if u.PrimaryTenant != c.keyTenant {
+		if _, err := h.store.GetPermission(r.Context(), u.ID, c.keyTenant); errors.Is(err, keys.ErrNotFound) {
+			return keys.User{}, false, errNotFound("user")
+		} else if err != nil {
+			return u, false, err
+		}
+	}
+	setTenant(r, c.keyTenant)
+	return u, false, nil
+}
+
+// profileOf is u's profile as seen from tenant.
+func (h *Handler) profileOf(r *http.Request, u *keys.User, tenant string) (UserProfile, error) {
+	p := UserProfile{ID: u.ID, Name: u.Name, Type: u.Type, Role: u.Role, Status: u.Status}
+	if u.PrimaryTenant != tenant {
+		perm, err := h.store.GetPermission(r.Context(), u.ID, tenant)
+		if err == nil {
+			p.Role = perm.Role
+		} else if !errors.Is(err, keys.ErrNotFound) {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// ownUser loads a user whose records (keys, permissions, roles) the caller
+// may read: one it may see as an administrator, or itself. 404 otherwise.
+func (h *Handler) ownUser(r *http.Request, c *caller, id string) (keys.User, error) {
+	u, full, err := h.readableUser(r, c, id)
+	if err == nil && !full {
+		return u, errNotFound("user")
+	}
+	return u, err
+}
+
 // manageableUser loads a user the caller may change: 404 when it may not
 // see it, 403 when it sees it but may not change it.
 func (h *Handler) manageableUser(r *http.Request, c *caller, id string) (keys.User, error) {
@@ -329,20 +405,37 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request, c *caller) e
 	if uq.Tenant != "" && keys.ValidateID(uq.Tenant) != nil {
 		return errField("tenant", "is not a valid tenant id")
 	}
-	if !c.superadmin {
-		switch {
-		case uq.Tenant == "" && len(c.tenants) == 1:
-			uq.Tenant = c.tenants[0]
-		case uq.Tenant == "":
-			return errField("tenant", "is required")
-		case !c.adminOf(uq.Tenant):
+	profiles := !c.superadmin && len(c.tenants) == 0
+	switch {
+	case c.superadmin:
+	case profiles:
+		// A MEMBER or VIEWER lists the profiles of its tenant's users;
+		// q matches their ids and names only.
+		if uq.Tenant != "" && uq.Tenant != c.keyTenant {
 			return errNotFound("tenant")
 		}
+		uq.Tenant, uq.QNameOnly = c.keyTenant, true
+	case uq.Tenant == "" && len(c.tenants) == 1:
+		uq.Tenant = c.tenants[0]
+	case uq.Tenant == "":
+		return errField("tenant", "is required")
+	case !c.adminOf(uq.Tenant):
+		return errNotFound("tenant")
 	}
 	setTenant(r, uq.Tenant)
 	page, err := h.store.ListUsers(r.Context(), uq)
 	if err != nil {
 		return err
+	}
+	if profiles {
+		out := make([]UserProfile, len(page.Items))
+		for i := range page.Items {
+			if out[i], err = h.profileOf(r, &page.Items[i], uq.Tenant); err != nil {
+				return err
+			}
+		}
+		writeList(w, "User", out, page.Total, lo)
+		return nil
 	}
 	for i := range page.Items {
 		u := &page.Items[i]
@@ -362,10 +455,20 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request, c *caller) e
 	return nil
 }
 
+// getUser answers the user in full to its administrators and to itself,
+// and its profile to the other members of its tenants.
 func (h *Handler) getUser(w http.ResponseWriter, r *http.Request, c *caller) error {
-	u, err := h.visibleUser(r, c, r.PathValue("id"))
+	u, full, err := h.readableUser(r, c, r.PathValue("id"))
 	if err != nil {
 		return err
+	}
+	if !full {
+		p, err := h.profileOf(r, &u, c.keyTenant)
+		if err != nil {
+			return err
+		}
+		writeOne(w, http.StatusOK, "User", u.Version, p)
+		return nil
 	}
 	writeOne(w, http.StatusOK, "User", u.Version, userView(u))
 	return nil
@@ -389,10 +492,12 @@ func (h *Handler) createUser(w http.ResponseWriter, r *http.Request, c *caller) 
 	b.apply(&u)
 	u.ID = b.ID.V
 	if u.PrimaryTenant == "" {
-		if len(c.tenants) != 1 || c.superadmin {
+		// Default: the caller's own tenant, the tenant of its key (a
+		// superadmin's too). Trusted local callers have none.
+		if c.keyTenant == "" || !c.adminOf(c.keyTenant) {
 			return errField("primaryTenant", "is required")
 		}
-		u.PrimaryTenant = c.tenants[0]
+		u.PrimaryTenant = c.keyTenant
 	}
 	if !c.adminOf(u.PrimaryTenant) {
 		return errForbidden("the caller is not an administrator of the primary tenant")
@@ -503,6 +608,9 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, c *caller) e
 	if err != nil {
 		return err
 	}
+	if b.Status.Set && b.Status.V == keys.UserDeleting && cur.Status != keys.UserDeleting && c.self(cur.ID) {
+		return errConflict("a caller cannot delete its own user")
+	}
 	out, err := h.store.UpdateUser(r.Context(), cur.ID, version, func(u *keys.User) error {
 		if err := recheck(c, u); err != nil {
 			return err
@@ -513,12 +621,25 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, c *caller) e
 	if err != nil {
 		return err
 	}
+	if out.Status == keys.UserDeleting && cur.Status != keys.UserDeleting {
+		// DELETING leads on to DELETED by itself (seed 004), as with DELETE.
+		done, err := h.store.CompleteDeletion(r.Context(), out.ID, c.actor)
+		if err != nil {
+			h.log.Warn("admin: the second step of a deletion failed; the sweep will finish it", "user", out.ID, "error", err)
+			writeOne(w, http.StatusAccepted, "User", out.Version, userView(out))
+			return nil
+		}
+		out = done
+	}
 	writeOne(w, http.StatusOK, "User", out.Version, userView(out))
 	return nil
 }
 
-// deleteUser marks the user DELETED; the store revokes its keys and
-// deactivates its secrets in the same transaction. 200 with the user.
+// deleteUser deletes the user in the store's two steps (seed 004): it
+// becomes DELETING (keys revoked, secrets deactivated, permissions
+// archived, sessions dropped) and then DELETED (usage counts taken off
+// it). 200 with the DELETED user; 202 with the DELETING one when the
+// second step could not run now (CompleteDeletions finishes it).
 func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request, c *caller) error {
 	cur, err := h.manageableUser(r, c, r.PathValue("id"))
 	if err != nil {
@@ -532,6 +653,11 @@ func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request, c *caller) 
 		return errConflict("a caller cannot delete its own user")
 	}
 	out, err := h.store.DeleteUser(r.Context(), cur.ID, version, c.actor)
+	if err != nil && out.Status == keys.UserDeleting {
+		h.log.Warn("admin: the second step of a deletion failed; the sweep will finish it", "user", cur.ID, "error", err)
+		writeOne(w, http.StatusAccepted, "User", out.Version, userView(out))
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -545,55 +671,137 @@ func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request, c *caller) 
 
 // roleTarget loads the user, the workspace the call acts in and the user's
 // permission there. The caller must see the user and administer the
-// workspace (404 otherwise); write says the call changes the roles.
+// workspace, or, to read, be the user itself (404 otherwise); write says
+// the call changes the roles. Without ?workspace= the workspace is the
+// tenant admin's tenant, the tenant of the caller's own key, or for a
+// superadmin the user's primary tenant (or its only permission's).
 func (h *Handler) roleTarget(r *http.Request, c *caller, write bool) (keys.User, keys.Permission, error) {
-	u, err := h.visibleUser(r, c, r.PathValue("id"))
+	var (
+		u   keys.User
+		err error
+	)
+	if write {
+		u, err = h.visibleUser(r, c, r.PathValue("id"))
+	} else {
+		u, err = h.ownUser(r, c, r.PathValue("id"))
+	}
 	if err != nil {
 		return u, keys.Permission{}, err
 	}
-	ctx := r.Context()
-	ws, err := queryString(r.URL.Query(), "workspace", 64)
+	ws, err := h.roleWorkspace(r, c, &u, write)
 	if err != nil {
 		return u, keys.Permission{}, err
-	}
-	if ws != "" && keys.ValidateID(ws) != nil {
-		return u, keys.Permission{}, errField("workspace", "is not a valid tenant id")
 	}
 	if ws == "" {
-		switch {
-		case !c.superadmin && len(c.tenants) == 1:
-			ws = c.tenants[0]
-		default:
-			perms, err := h.store.UserPermissions(ctx, u.ID)
-			if err != nil {
-				return u, keys.Permission{}, err
-			}
-			if len(perms) != 1 {
-				return u, keys.Permission{}, errField("workspace", "is required: the user has permissions in several workspaces")
-			}
-			ws = perms[0].TenantID
-		}
+		return u, keys.Permission{}, errField("workspace", "is required: the user has permissions in several workspaces")
 	}
-	if !c.adminOf(ws) {
+	if !c.adminOf(ws) && (write || !c.self(u.ID)) {
 		return u, keys.Permission{}, errNotFound("workspace")
 	}
 	setTenant(r, ws)
 	if write && u.Superadmin && !c.superadmin {
 		return u, keys.Permission{}, errForbidden("only a superadmin may change a superadmin's roles")
 	}
-	p, err := h.store.GetPermission(ctx, u.ID, ws)
+	p, err := h.store.GetPermission(r.Context(), u.ID, ws)
 	if errors.Is(err, keys.ErrNotFound) {
 		return u, p, errNotFound("permission")
 	}
 	return u, p, err
 }
 
+// roleWorkspace is the workspace of a roles call: ?workspace=, or the
+// default of roleTarget ("" when there is none). A superadmin's change
+// names the workspace when the user holds several permissions.
+func (h *Handler) roleWorkspace(r *http.Request, c *caller, u *keys.User, write bool) (string, error) {
+	ws, err := queryString(r.URL.Query(), "workspace", 64)
+	if err != nil {
+		return "", err
+	}
+	if ws != "" {
+		if keys.ValidateID(ws) != nil {
+			return "", errField("workspace", "is not a valid tenant id")
+		}
+		return ws, nil
+	}
+	switch {
+	case !c.superadmin && len(c.tenants) == 1:
+		return c.tenants[0], nil
+	case !c.superadmin:
+		return c.keyTenant, nil
+	}
+	perms, err := h.store.UserPermissions(r.Context(), u.ID)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range perms {
+		if p.TenantID == u.PrimaryTenant && (!write || len(perms) == 1) {
+			return p.TenantID, nil
+		}
+	}
+	if len(perms) == 1 {
+		return perms[0].TenantID, nil
+	}
+	return "", nil
+}
+
+// getRoles answers the user's roles in every tenant it holds a permission
+// in that the caller may see (superadmins and the user itself: all; a
+// tenant admin: its tenant), one entry per tenant in "tenants", with the
+// user's personal data (seed 003: all the roles and personal data of the
+// user). The top-level role fields and the ETag are those of the
+// permission in ?workspace= (see roleTarget), absent when the user holds
+// none in the default workspace.
 func (h *Handler) getRoles(w http.ResponseWriter, r *http.Request, c *caller) error {
-	_, p, err := h.roleTarget(r, c, false)
+	u, err := h.ownUser(r, c, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	writeOne(w, http.StatusOK, "Roles", p.Version, rolesView(&p))
+	explicit := r.URL.Query().Get("workspace") != ""
+	ws, err := h.roleWorkspace(r, c, &u, false)
+	if err != nil {
+		return err
+	}
+	if ws != "" && !c.adminOf(ws) && !c.self(u.ID) {
+		if explicit {
+			return errNotFound("workspace")
+		}
+		ws = ""
+	}
+	perms, err := h.store.UserPermissions(r.Context(), u.ID)
+	if err != nil {
+		return err
+	}
+	view := RolesView{UserID: u.ID, CustomerRoles: []string{}, Roles: []RoleEntry{}, Tenants: []TenantRoles{}}
+	uv := userView(u)
+	view.User = &uv
+	var version int64
+	found := false
+	for i := range perms {
+		p := &perms[i]
+		if !c.adminOf(p.TenantID) && !c.self(u.ID) {
+			continue
+		}
+		name := ""
+		if t, err := h.store.GetTenant(r.Context(), p.TenantID); err == nil {
+			name = t.Name
+		} else if !errors.Is(err, keys.ErrNotFound) {
+			return err
+		}
+		view.Tenants = append(view.Tenants, tenantRoles(p, name))
+		if p.TenantID == ws {
+			sel := rolesView(p)
+			view.Workspace, view.Role, view.CustomerRoles, view.Roles, view.Version = sel.Workspace, sel.Role, sel.CustomerRoles, sel.Roles, sel.Version
+			version, found = p.Version, true
+		}
+	}
+	slices.SortFunc(view.Tenants, func(a, b TenantRoles) int { return strings.Compare(a.Workspace, b.Workspace) })
+	if explicit && !found {
+		return errNotFound("permission")
+	}
+	if ws != "" {
+		setTenant(r, ws)
+	}
+	writeOne(w, http.StatusOK, "Roles", version, view)
 	return nil
 }
 

@@ -97,13 +97,25 @@ func userView(u keys.User) keys.User {
 
 // PermissionUser is the user summary inside a PermissionView (seed 001).
 type PermissionUser struct {
-	ID            string          `json:"id"`
-	UserName      string          `json:"userName,omitempty"`
-	Email         string          `json:"email,omitempty"`
-	Type          keys.UserType   `json:"type,omitempty"`
-	Role          keys.Role       `json:"role,omitempty"`
-	Status        keys.UserStatus `json:"status,omitempty"`
-	TechnicalUser bool            `json:"technicalUser"`
+	ID       string          `json:"id"`
+	UserName string          `json:"userName,omitempty"`
+	Email    string          `json:"email,omitempty"`
+	Type     keys.UserType   `json:"type,omitempty"`
+	Role     keys.Role       `json:"role,omitempty"`
+	Status   keys.UserStatus `json:"status,omitempty"`
+	// TechnicalUser is always true: every keygate user is a technical user
+	// (TECHNICAL, SERVICE or APPLICATION), none a person.
+	TechnicalUser bool `json:"technicalUser"`
+	// ScimManaged is always false: keygate users are not provisioned by
+	// SCIM.
+	ScimManaged bool `json:"scimManaged"`
+}
+
+// Link is a hypermedia link of a permission (seed 001's links): rel names
+// the relation, href the admin API path.
+type Link struct {
+	Rel  string `json:"rel"`
+	Href string `json:"href"`
 }
 
 // PermissionWorkspace is the tenant summary inside a PermissionView.
@@ -117,6 +129,9 @@ type PermissionWorkspace struct {
 // can be sent back to POST /v1/permissions after editing: the fields the
 // API computes are accepted and ignored there.
 type PermissionView struct {
+	// Links lead to the permission itself, its user, its workspace and,
+	// for an invitation, where the invitee accepts it.
+	Links                 []Link                `json:"links"`
 	ID                    string                `json:"id"`
 	User                  PermissionUser        `json:"user"`
 	Workspace             PermissionWorkspace   `json:"workspace"`
@@ -136,9 +151,17 @@ type PermissionView struct {
 	InvitedByUser *ActorRef `json:"invitedByUser"`
 	// ReviewedByUser is who last changed the permission; null when nobody.
 	ReviewedByUser *ActorRef `json:"reviewedByUser"`
-	Version        int64     `json:"version"`
-	CreatedAt      time.Time `json:"createdAt"`
-	UpdatedAt      time.Time `json:"updatedAt"`
+	// Active tells whether the permission grants access now: status ACTIVE.
+	Active bool `json:"active"`
+	// IgnoreBlacklist is always false: keygate has no blacklist to ignore.
+	IgnoreBlacklist bool `json:"ignoreBlacklist"`
+	// Count is always 0: MTM's counter has no counterpart in keygate.
+	Count int `json:"count"`
+	// Replayed is always false: keygate does not replay permission events.
+	Replayed  bool      `json:"replayed"`
+	Version   int64     `json:"version"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // ActorRef names who did something: a user id, or the name of a trusted
@@ -172,9 +195,24 @@ func permissionView(p *keys.Permission, u *keys.User, t *keys.Tenant) Permission
 	if u != nil {
 		v.User = PermissionUser{ID: u.ID, UserName: u.Name, Email: u.Email, Type: u.Type,
 			Role: u.Role, Status: u.Status, TechnicalUser: true}
+		if (u.Status == keys.UserDeleting || u.Status == keys.UserDeleted) && v.Status != keys.PermissionArchived {
+			// Deleting a user archives its permissions; one stored before
+			// that rule still reads as what it is, no grant.
+			v.Status = keys.PermissionArchived
+		}
 	}
 	if t != nil {
 		v.Workspace = PermissionWorkspace{ID: t.ID, Name: t.Name, Status: t.Status}
+	}
+	v.Active = v.Status == keys.PermissionActive
+	v.Links = []Link{
+		{Rel: "self", Href: "/v1/permissions/" + p.ID},
+		{Rel: "user", Href: "/v1/users/" + p.UserID},
+		{Rel: "workspace", Href: "/v1/tenants/" + p.TenantID},
+		{Rel: "permissions", Href: "/v1/workspaces/" + p.TenantID + "/permissions"},
+	}
+	if v.Status == keys.PermissionInvited {
+		v.Links = append(v.Links, Link{Rel: "accept", Href: "/v1/permissions/" + p.ID + "/accept"})
 	}
 	return v
 }
@@ -186,17 +224,43 @@ type RoleEntry struct {
 	Type string `json:"type"`
 }
 
-// RolesView lists a user's roles in one workspace (SAP Open Connectors
-// roles API): those of the user's permission there, the roles that count.
+// RolesView lists a user's roles (SAP Open Connectors roles API): those of
+// the user's permission in one workspace, the roles that count there, and
+// in GET /v1/users/{id}/roles also those of every tenant (Tenants) and the
+// user's personal data (User).
 type RolesView struct {
 	UserID string `json:"userId"`
-	// Workspace is the tenant whose permission the roles belong to.
-	Workspace     string      `json:"workspace"`
-	Role          keys.Role   `json:"role"`
+	// Workspace is the tenant whose permission the roles belong to; empty
+	// in GET …/roles when the user has no permission in the default one.
+	Workspace     string      `json:"workspace,omitempty"`
+	Role          keys.Role   `json:"role,omitempty"`
 	CustomerRoles []string    `json:"customerRoles"`
 	Roles         []RoleEntry `json:"roles"`
 	// Version is the permission's version (its ETag).
+	Version int64 `json:"version,omitempty"`
+	// User is the user's record: its personal data.
+	User *keys.User `json:"user,omitempty"`
+	// Tenants has one entry per tenant the user holds a permission in
+	// (those the caller may see), sorted by tenant.
+	Tenants []TenantRoles `json:"tenants,omitempty"`
+}
+
+// TenantRoles is a user's permission and roles in one tenant.
+type TenantRoles struct {
+	Workspace     string                `json:"workspace"`
+	WorkspaceName string                `json:"workspaceName,omitempty"`
+	Status        keys.PermissionStatus `json:"status"`
+	Role          keys.Role             `json:"role"`
+	CustomerRoles []string              `json:"customerRoles"`
+	Roles         []RoleEntry           `json:"roles"`
+	// Version is the permission's version.
 	Version int64 `json:"version"`
+}
+
+func tenantRoles(p *keys.Permission, name string) TenantRoles {
+	v := rolesView(p)
+	return TenantRoles{Workspace: p.TenantID, WorkspaceName: name, Status: p.Status, Role: v.Role,
+		CustomerRoles: v.CustomerRoles, Roles: v.Roles, Version: p.Version}
 }
 
 func rolesView(p *keys.Permission) RolesView {

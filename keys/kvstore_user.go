@@ -570,7 +570,8 @@ func (s *kvStore) ListUsers(ctx context.Context, q UserQuery) (Page[User], error
 			return (q.Status == "" || u.Status == q.Status) &&
 				(q.Type == "" || u.Type == q.Type) &&
 				(q.Role == "" || u.Role == q.Role) &&
-				(q.Q == "" || containsFold(q.Q, u.ID, u.Name, u.Description, u.Email))
+				(q.Q == "" || q.QNameOnly && containsFold(q.Q, u.ID, u.Name) ||
+					!q.QNameOnly && containsFold(q.Q, u.ID, u.Name, u.Description, u.Email))
 		})
 	}
 	var p Page[User]

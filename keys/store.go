@@ -291,6 +291,8 @@ type UserQuery struct {
 	Role   Role
 	// Q matches id, name, description or email (case-insensitive substring).
 	Q string
+	// QNameOnly makes Q match the id and name only.
+	QNameOnly bool
 }
 
 // PermissionQuery selects the permissions of one tenant.

@@ -561,7 +561,12 @@ func (a *App) retryMasterKeyCheck() {
 	}
 }
 
+// purgeLoop finishes interrupted deletions at once (a crash between a
+// deletion's two steps resumes on start), then every purge_interval also
+// purges DELETED users past their planned purge date, expired console
+// sessions and history and activity past retention.
 func (a *App) purgeLoop(ctx context.Context) {
+	a.completeDeletions(ctx)
 	t := time.NewTicker(time.Duration(a.PurgeInterval))
 	defer t.Stop()
 	for {
@@ -569,16 +574,47 @@ func (a *App) purgeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			a.completeDeletions(ctx)
 			pctx, cancel := context.WithTimeout(ctx, time.Minute)
 			n, err := admin.Purge(pctx, a.shared.store, time.Now())
-			cancel()
 			if err != nil {
 				a.logger.Warn("purging deleted users", zap.Error(err))
 			} else if n > 0 {
 				a.logger.Info("purged deleted users", zap.Int("count", n))
 			}
+			if _, err := admin.PurgeSessions(pctx, a.shared.store, time.Now()); err != nil {
+				a.logger.Warn("purging console sessions", zap.Error(err))
+			}
+			cancel()
 			a.sweepRetention(ctx)
 			a.purgeDeliveries(ctx)
+		}
+	}
+}
+
+// completeDeletions runs the second step of the deletions a crash or a
+// store failure left DELETING. While the store is unreachable it retries
+// every few seconds (for a minute), so a node that starts during an outage
+// still finishes them soon after.
+func (a *App) completeDeletions(ctx context.Context) {
+	for attempt := 0; attempt < 12; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		n, err := admin.CompleteDeletions(pctx, a.shared.store)
+		cancel()
+		if n > 0 {
+			a.logger.Info("completed interrupted user deletions", zap.Int("count", n))
+		}
+		if err == nil {
+			return
+		}
+		a.logger.Warn("completing interrupted user deletions", zap.Error(err))
+		if !errors.Is(err, keys.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
 		}
 	}
 }
