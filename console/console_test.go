@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"bytes"
 	"io"
 	"io/fs"
 	"net/http/httptest"
@@ -43,7 +44,7 @@ func TestHandler(t *testing.T) {
 
 // TestAssetsStayStrict keeps the console compatible with its CSP and free
 // of third-party resources: no inline script or style, no eval, no http(s)
-// URL other than in comments.
+// URL (a vendored library may name its home in its /*! … */ header).
 func TestAssetsStayStrict(t *testing.T) {
 	bad := []*regexp.Regexp{
 		regexp.MustCompile(`<script>`), regexp.MustCompile(`\sstyle=`), regexp.MustCompile(`\son[a-z]+=`),
@@ -68,6 +69,11 @@ func TestAssetsStayStrict(t *testing.T) {
 				t.Errorf("%s matches %s: %q", p, re, re.Find(b))
 			}
 		}
+		if strings.HasPrefix(p, "vendor/") && bytes.HasPrefix(b, []byte("/*!")) {
+			if end := bytes.Index(b, []byte("*/")); end > 0 {
+				b = b[end+2:]
+			}
+		}
 		for _, u := range url.FindAllString(string(b), -1) {
 			if u != "http://www.w3.org" { // XML namespaces, not requests
 				t.Errorf("%s names %s: the console makes no third-party requests", p, u)
@@ -84,6 +90,27 @@ func TestHandles(t *testing.T) {
 	for p, want := range map[string]bool{"/console": true, "/console/": true, "/console/x.js": true, "/consoles": false, "/v1/users": false} {
 		if console.Handles(p) != want {
 			t.Errorf("Handles(%q) != %v", p, want)
+		}
+	}
+}
+
+// TestVendoredLicenses: every vendored file ships with its license.
+func TestVendoredLicenses(t *testing.T) {
+	entries, err := fs.ReadDir(console.Files(), "vendor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, e := range entries {
+		names[e.Name()] = true
+	}
+	for name := range names {
+		if strings.HasSuffix(name, ".LICENSE") {
+			continue
+		}
+		lib, _, _ := strings.Cut(name, ".")
+		if !names[lib+".LICENSE"] {
+			t.Errorf("vendor/%s has no vendor/%s.LICENSE", name, lib)
 		}
 	}
 }

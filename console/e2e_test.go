@@ -17,8 +17,10 @@ import (
 )
 
 // e2eConfig is a keygate with the file store, a gateway for tenant acme
-// whose "upstream" answers the identity it was given, the token endpoint,
-// and the admin API (with the console) on its own port.
+// whose "upstream" answers the identity it was given, a gateway route for
+// tenant ovw (the overview's numbers; at most 3 requests per user and
+// window), the token endpoint, and the admin API (with the console) on its
+// own port.
 const e2eConfig = `{
 	admin {admin}
 	keygate {
@@ -34,13 +36,23 @@ http://127.0.0.1:%[1]d {
 	handle /oauth2/token {
 		keygate_token
 	}
+	handle /ovw/* {
+		route {
+			keygate {
+				tenant ovw
+				limit 3
+			}
+			respond "ok" 200
+		}
+	}
 	handle {
 		route {
 			keygate {
 				tenant acme
+				identity_headers user_id role scope
 			}
 			header Content-Type application/json
-			respond ` + "`" + `{"role":"{http.request.header.X-Auth-Role}","user":"{http.request.header.X-Auth-User-Id}"}` + "`" + ` 200
+			respond ` + "`" + `{"role":"{http.request.header.X-Auth-Role}","user":"{http.request.header.X-Auth-User-Id}","scope":"{http.request.header.X-Auth-Scope}"}` + "`" + ` 200
 		}
 	}
 }
@@ -133,7 +145,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "console.test.js")
 	cmd.Dir = dir

@@ -1,5 +1,5 @@
 // Roles and permissions of one user, per tenant (workspace).
-import { api, enc } from './api.js';
+import { api, enc, can } from './api.js';
 import { h, field, table, badge, timeEl, errorSlot, formData, announce, select } from './ui.js';
 import { render } from './app.js';
 
@@ -15,8 +15,18 @@ function permBody(perm, status) {
 
 const STANDARD = [['ADMIN', 'ADMIN'], ['MEMBER', 'MEMBER'], ['VIEWER', 'VIEWER']];
 
+/** ownAccess lists a user's permissions in every tenant, read-only: what a
+ * user reads about itself without administering (GET …/roles). */
+function ownAccess(user, roles) {
+  const rows = ((roles && roles.tenants) || []).map((t) => [t.workspace, badge(t.status), t.role, (t.customerRoles || []).join(', ') || '—']);
+  return h('div', {},
+    h('p', { class: 'notice' }, 'Your permissions and roles in every tenant, read-only: the administrators of a tenant change them.'),
+    table('Permissions', ['Tenant', 'Status', 'Role', 'Customer roles'], rows, `${user.name} holds no permission.`));
+}
+
 /** accessTab shows the user's permission and roles in one tenant. */
-export async function accessTab(user, q) {
+export async function accessTab(user, q, ctx = {}) {
+  if (!ctx.manage && !can.administer()) return ownAccess(user, ctx.roles);
   const ws = q.get('workspace') || user.primaryTenant;
   const err = errorSlot(render);
   const act = async (what, fn) => {

@@ -1,13 +1,65 @@
 // The console's only way to the server: the admin API at /v1, with the
-// administrator's credential from sessionStorage (never a cookie).
+// console session token from sessionStorage (never a cookie). Signing in
+// exchanges the pasted key or access token for that short-lived token
+// (POST /v1/console/session); the key itself is not kept.
 
 const STORE = 'keygate.console.credential';
+const IDENTITY = 'keygate.console.identity';
 
-/** The signed-in credential, kept for this browser tab only. */
+/** The signed-in session, kept for this browser tab only. */
 export const session = {
   get() { return sessionStorage.getItem(STORE) || ''; },
   set(v) { sessionStorage.setItem(STORE, v); },
-  clear() { sessionStorage.removeItem(STORE); },
+  clear() {
+    sessionStorage.removeItem(STORE);
+    sessionStorage.removeItem(IDENTITY);
+  },
+  /** identity is who the session acts as (GET /v1/console/session). */
+  identity() {
+    try { return JSON.parse(sessionStorage.getItem(IDENTITY) || 'null'); } catch { return null; }
+  },
+  setIdentity(v) { sessionStorage.setItem(IDENTITY, JSON.stringify(v)); },
+};
+
+/**
+ * signIn exchanges a key or access token for a console session and keeps
+ * the session's token and identity; it rejects with the API's problem
+ * (401 not accepted, 403 a user that may not use the console).
+ */
+export async function signIn(credential) {
+  const { data } = await api('POST', '/v1/console/session', { credential });
+  const { token, ...identity } = data;
+  session.set(token);
+  session.setIdentity(identity);
+  return identity;
+}
+
+/** signOut ends the session on the server and forgets it here. */
+export async function signOut() {
+  if (session.get()) {
+    try { await api('DELETE', '/v1/console/session', { quiet: true }); } catch { /* expired already */ }
+  }
+  session.clear();
+}
+
+/** can tells what the signed-in identity may do with a user record. */
+export const can = {
+  /** administer: the overview, tenants, the activity log, creating users. */
+  administer() {
+    const id = session.identity();
+    return !!id && (id.admin || id.user.superadmin);
+  },
+  /** manage: change user u (its record, keys, secrets, roles). */
+  manage(u) {
+    const id = session.identity();
+    if (!id) return false;
+    return id.user.superadmin || (id.admin && u.primaryTenant === id.tenant);
+  },
+  /** self: u is the signed-in user. */
+  self(u) {
+    const id = session.identity();
+    return !!id && !!u && id.user.id === u.id;
+  },
 };
 
 /** ApiError is a failed call: the HTTP status and the problem+json body. */
@@ -53,7 +105,7 @@ export async function api(method, path, opts = {}) {
   try { json = await res.json(); } catch { /* not JSON */ }
   if (!res.ok) {
     const err = new ApiError(res.status, json);
-    if (res.status === 401 && !opts.credential) unauthorizedListeners.forEach((fn) => fn(err));
+    if (res.status === 401 && !opts.credential && !opts.quiet) unauthorizedListeners.forEach((fn) => fn(err));
     throw err;
   }
   return { data: json ? json.data : null, envelope: json, etag: res.headers.get('ETag') };

@@ -9,8 +9,9 @@ function inDays(n) {
 
 const GRACE = [['0s', 'No grace: the old key stops now'], ['1h', '1 hour'], ['24h', '24 hours'], ['168h', '7 days']];
 
-/** keysTab lists a user's access keys (masked) with their actions. */
-export async function keysTab(user) {
+/** keysTab lists a user's access keys (masked) with their actions (for
+ * those who manage the user; its own keys read-only otherwise). */
+export async function keysTab(user, q, ctx = {}) {
   const base = `/v1/users/${enc(user.id)}/keys`;
   const { data: list } = await api('GET', base, { query: { size: 100 } });
   const err = errorSlot(render);
@@ -22,7 +23,7 @@ export async function keysTab(user) {
       announce(what);
       if (res && res.data && res.data.key) {
         // A new key: show it once, then the refreshed list below it.
-        const fresh = await keysTab(user);
+        const fresh = await keysTab(user, q, ctx);
         fresh.prepend(onceBox('The new access key', res.data.key, h('p', {}, `Key "${res.data.name}", expires ${new Date(res.data.expiresAt).toUTCString()}.`)));
         document.querySelector('#keys-tab').replaceWith(fresh);
         fresh.querySelector('.once-value').focus();
@@ -36,22 +37,37 @@ export async function keysTab(user) {
     const grace = select('grace', GRACE, '0s');
     grace.setAttribute('aria-label', `Grace period when replacing ${k.name}`);
     const live = k.status !== 'REVOKED' && !k.replacedBy;
-    const actions = live ? h('details', { class: 'actions' }, h('summary', {}, 'Actions', h('span', { class: 'sr-only' }, ` for key ${k.name}`)),
+    // A replaced key in its grace period still works: it can be revoked early.
+    const inGrace = k.status !== 'REVOKED' && k.replacedBy && k.usable;
+    const revoke = (label) => h('button', {
+      type: 'button',
+      class: 'small danger',
+      onclick: () => {
+        if (!confirm(`Revoke key "${k.name}" (${k.masked}) for good? Requests with it are refused at once.`)) return;
+        act('Key revoked.', () => api('DELETE', `${base}/${enc(k.id)}`, { ifMatch: k.version }));
+      },
+    }, label);
+    const replace = () => {
+      const when = grace.value === '0s' ? 'stops working at once' : `keeps working for ${grace.options[grace.selectedIndex].text} after the replacement`;
+      if (!confirm(`Replace key "${k.name}" (${k.masked})? A new key is created and shown once; the old key ${when}. Integrations still using it must switch to the new key.`)) return;
+      act('Key replaced.', () => api('POST', `${base}/${enc(k.id)}/replace`, { body: { gracePeriod: grace.value } }));
+    };
+    let actions = '—';
+    if (ctx.manage && inGrace) {
+      actions = h('details', { class: 'actions' }, h('summary', {}, 'Actions', h('span', { class: 'sr-only' }, ` for key ${k.name}`)),
+        h('div', { class: 'stack' }, h('p', { class: 'hint' }, 'Replaced: it stops at the end of its grace period, or now.'), h('div', { class: 'row' }, revoke('Revoke now'))));
+    }
+    if (ctx.manage && live) {
+      actions = h('details', { class: 'actions' }, h('summary', {}, 'Actions', h('span', { class: 'sr-only' }, ` for key ${k.name}`)),
       h('div', { class: 'stack' },
-        h('div', { class: 'row' }, grace, h('button', { type: 'button', class: 'small', onclick: () => act('Key replaced.', () => api('POST', `${base}/${enc(k.id)}/replace`, { body: { gracePeriod: grace.value } })) }, 'Replace')),
+        h('div', { class: 'row' }, grace, h('button', { type: 'button', class: 'small', onclick: replace }, 'Replace')),
         h('div', { class: 'row' }, expiry, h('button', { type: 'button', class: 'small secondary', onclick: () => act('Expiry changed.', () => api('PATCH', `${base}/${enc(k.id)}`, { ifMatch: k.version, body: { expiresAt: dateToISO(expiry.value) } })) }, 'Change expiry')),
         h('div', { class: 'row' },
           k.status === 'ACTIVE'
             ? h('button', { type: 'button', class: 'small secondary', onclick: () => act('Key disabled.', () => api('PATCH', `${base}/${enc(k.id)}`, { ifMatch: k.version, body: { status: 'INACTIVE' } })) }, 'Disable')
             : h('button', { type: 'button', class: 'small secondary', onclick: () => act('Key enabled.', () => api('PATCH', `${base}/${enc(k.id)}`, { ifMatch: k.version, body: { status: 'ACTIVE' } })) }, 'Enable'),
-          h('button', {
-            type: 'button',
-            class: 'small danger',
-            onclick: () => {
-              if (!confirm(`Revoke key "${k.name}" for good? Requests with it are refused at once.`)) return;
-              act('Key revoked.', () => api('DELETE', `${base}/${enc(k.id)}`, { ifMatch: k.version }));
-            },
-          }, 'Revoke')))) : '—';
+          revoke('Revoke'))));
+    }
     // Imported keys: where from, and whether their first use still has to re-hash them.
     const origin = k.origin ? h('small', {}, ` imported from ${k.origin.source}${k.hashScheme ? ` (stored as its ${k.hashScheme} hash until first use)` : ''}${k.rehashedFrom ? ` (re-hashed from ${k.rehashedFrom})` : ''}`) : null;
     const about = (k.tags && k.tags.length) || k.meta ? h('small', {}, h('br'), (k.tags || []).join(', '), k.meta ? [' ', h('code', {}, JSON.stringify(k.meta))] : null) : null;
@@ -72,6 +88,10 @@ export async function keysTab(user) {
     field('Key name', h('input', { name: 'name', required: true, autocomplete: 'off' }), 'Unique among this user\'s keys.'),
     field('Expires on', h('input', { type: 'date', name: 'expires', required: true, value: inDays(90), min: inDays(1) }))),
   h('button', { type: 'submit' }, 'Create key'));
+  if (!ctx.manage) {
+    return h('div', { id: 'keys-tab' }, h('p', { class: 'notice' }, 'Masked keys, read-only: an administrator of the user\'s tenant creates, replaces and revokes them.'),
+      table('Access keys', ['Name', 'Key', 'Status', 'Expires', 'Last used', 'Replaced by', 'Actions'], rows, 'This user has no access keys.'));
+  }
   return h('div', { id: 'keys-tab' }, once, err,
     table('Access keys', ['Name', 'Key', 'Status', 'Expires', 'Last used', 'Replaced by', 'Actions'], rows, 'This user has no access keys.'),
     create);

@@ -64,14 +64,31 @@ export function select(name, options, value) {
   return h('select', { name }, options.map(([v, l]) => h('option', { value: v, selected: v === value }, l)));
 }
 
-/** announce puts a short message in the live region. */
+/**
+ * announce puts a short message in the live region. It belongs to the
+ * screen it is about (forHash, default: the current one): going to any
+ * other screen clears it (leaveAnnouncements).
+ */
 let announceTimer;
-export function announce(msg) {
+let showTimer;
+let announcedFor = '';
+export function announce(msg, forHash = location.hash) {
   const el = document.getElementById('status');
   el.textContent = '';
   clearTimeout(announceTimer);
-  setTimeout(() => { el.textContent = msg; }, 30);
+  clearTimeout(showTimer);
+  announcedFor = forHash;
+  showTimer = setTimeout(() => { el.textContent = msg; }, 30);
   announceTimer = setTimeout(() => { el.textContent = ''; }, 6000);
+}
+
+/** leaveAnnouncements clears a message that belongs to another screen than hash. */
+export function leaveAnnouncements(hash) {
+  if (announcedFor === hash) return;
+  clearTimeout(announceTimer);
+  clearTimeout(showTimer);
+  announcedFor = '';
+  document.getElementById('status').textContent = '';
 }
 
 /**
@@ -90,7 +107,7 @@ export function problemView(err, onReload) {
     box.append(h('p', {}, 'Someone else changed this while you were looking at it. Reload to see the current version, then make your change again.'),
       h('button', { type: 'button', onclick: () => onReload && onReload() }, 'Reload'));
   }
-  if (err && err.status === 403) {
+  if (err && err.status === 403 && !String(p.type || '').endsWith('/console-not-allowed')) {
     box.append(h('p', {}, 'Your key is not allowed to do this (a superadmin or an admin of the tenant is).'));
   }
   return box;
