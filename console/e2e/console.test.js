@@ -330,6 +330,7 @@ try {
   await check('console bug 3: "Replace" asks for confirmation (seed 000), and a "no" replaces nothing', async () => {
     const row = page.locator('tbody tr', { hasText: 'second' }).filter({ hasText: 'ACTIVE' });
     await row.locator('summary').click();
+    await row.getByLabel(/Grace period/).selectOption('24h');
     const before = dialogs.length;
     dismissNext = true;
     await row.getByRole('button', { name: 'Replace' }).click();
