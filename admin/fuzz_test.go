@@ -116,6 +116,8 @@ func FuzzAdminHandler(f *testing.F) {
 		`{"tenant":"boot","user":"ops2"}`,
 		`{"gracePeriod":"1h"}`,
 		`{"status":"DISABLED","version":1}`,
+		`{"links":[{"rel":"self","href":"/v1/permissions/x"}],"user":{"id":"1","scimManaged":false,"technicalUser":true},"workspace":{"id":"a"},"role":"VIEWER","status":"ACTIVE","active":true,"ignoreBlacklist":false,"count":0,"replayed":false}`,
+		``,
 	} {
 		f.Add(uint8(i), []byte(b), i%2 == 0)
 	}
@@ -139,6 +141,8 @@ func FuzzAdminHandler(f *testing.F) {
 		{"POST", "/v1/bootstrap", true},
 		{"POST", user + "/keys/" + keyID + "/replace", false},
 		{"PATCH", user + "/keys/" + keyID, false},
+		{"POST", "/services/mtm/v1/permissions", false},
+		{"POST", "/v1/console/session", false},
 	}
 	f.Fuzz(func(t *testing.T, route uint8, body []byte, ifMatch bool) {
 		rt := routes[int(route)%len(routes)]
@@ -171,6 +175,50 @@ func FuzzAdminHandler(f *testing.F) {
 		if ct := res.header.Get("Content-Type"); ct != "application/problem+json" || json.Unmarshal(res.body, &p) != nil ||
 			p.Status != res.code || !strings.HasPrefix(p.Type, ProblemTypeBase) {
 			t.Fatalf("%d answer %q: %s", res.code, ct, res.body)
+		}
+	})
+}
+
+// FuzzAdminCredential throws hostile credentials at the admin API's
+// authentication (access keys, console session tokens, JWT shapes, two
+// headers at once): every answer is a 200 or the one 401 problem, never a
+// 5xx, and no session is created from a credential that is not a key.
+func FuzzAdminCredential(f *testing.F) {
+	e := newEnv(f, newFileStore)
+	var sess ConsoleIdentity
+	e.do("POST", "/v1/console/session", e.adminA, nil).want(201).data(&sess)
+	for _, s := range []string{e.adminA, sess.Token, "kgs_", sess.Token + "x", "kgs_" + e.adminA[3:], "eyJ.eyJ.sig", "Bearer", "kg_" + sess.Token[4:], ""} {
+		f.Add(s, "")
+		f.Add("", s)
+	}
+	f.Add(sess.Token, e.adminA)
+	f.Fuzz(func(t *testing.T, authz, apiKey string) {
+		r := req("GET", "/v1/console/session", "", nil)
+		if authz != "" {
+			r.Header.Set("Authorization", "Bearer "+authz)
+		}
+		if apiKey != "" {
+			r.Header.Set("X-Api-Key", apiKey)
+		}
+		if !utf8.ValidString(authz) || strings.ContainsAny(authz+apiKey, "\r\n\x00") {
+			return // not a header value a server receives
+		}
+		res := e.serve(r)
+		switch res.code {
+		case 200:
+			var env struct {
+				Data ConsoleIdentity `json:"data"`
+			}
+			if err := json.Unmarshal(res.body, &env); err != nil || env.Data.User.ID != e.adminAID {
+				t.Fatalf("authenticated as %s (%v)", res.body, err)
+			}
+		case 401:
+			var p Problem
+			if err := json.Unmarshal(res.body, &p); err != nil || p.Type != ProblemTypeBase+"unauthorized" {
+				t.Fatalf("401 answer %s", res.body)
+			}
+		default:
+			t.Fatalf("answered %d: %s", res.code, res.body)
 		}
 	})
 }

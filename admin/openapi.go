@@ -239,7 +239,8 @@ func schemas() obj {
 			"expiresAt":        obj{"type": "string", "format": "date-time", "description": "when the session ends (at the latest when its key does); absent for an access key"},
 			"token":            str("the session token kgs_…, only in the answer of POST; send it as Authorization: Bearer"),
 		}},
-		"UsageTotals": usageTotals,
+		"ConsoleSessionInput": obj{"type": "object", "additionalProperties": false, "description": "no body is needed (the credential is the request's Authorization); one that is sent must be {}"},
+		"UsageTotals":         usageTotals,
 		"TenantUsage": obj{"type": "object", "properties": obj{
 			"tenant": str(""), "from": dateTime, "to": dateTime, "step": str("a Go duration, a whole number of hours"),
 			"buckets": obj{"type": "array", "description": "[from, to) without gaps, oldest first", "items": bucket},
@@ -443,7 +444,7 @@ func buildOpenAPI() []byte {
 			op["requestBody"] = obj{"required": true, "description": "the file, as the peer exports it (YAML, JSON or CSV)",
 				"content": obj{"*/*": obj{"schema": obj{"type": "string", "format": "binary", "maxLength": 8 << 20}}}}
 		default:
-			op["requestBody"] = obj{"required": rt.Method != http.MethodPost || !strings.HasSuffix(rt.Pattern, "/replace"),
+			op["requestBody"] = obj{"required": rt.Method != http.MethodPost || !(strings.HasSuffix(rt.Pattern, "/replace") || rt.Pattern == "/v1/console/session"),
 				"content": obj{"application/json": obj{"schema": ref(rt.Request)}}}
 		}
 		switch rt.Auth {

@@ -83,6 +83,14 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, c *calle
 	if c.session != nil {
 		return errBadRequest("this request is already signed in with a console session; sign in with an access key or access token")
 	}
+	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
+		// No body is needed; one that is sent must be a JSON object
+		// without members ({}).
+		var none struct{}
+		if err := decodeJSON(w, r, h.maxBody, &none); err != nil {
+			return err
+		}
+	}
 	setTenant(r, c.keyTenant)
 	if why := consoleRefusal(c.user); why != "" {
 		return newError(http.StatusForbidden, "console-not-allowed", "This user cannot sign in to the console", why)

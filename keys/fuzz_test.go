@@ -138,3 +138,31 @@ func TestCRCString(t *testing.T) {
 		}
 	}
 }
+
+// sessionShape is the documented form of a console session token: kgs_,
+// 16 characters of id, '_', 52 characters of secret, lower-case base32.
+var sessionShape = regexp.MustCompile(`^kgs_([a-z2-7]{16})_[a-z2-7]{52}$`)
+
+// FuzzParseSession checks the parser of presented console session tokens:
+// it agrees with the documented shape on every input, returns the id part,
+// and never takes an access key (or anything else) for a session.
+func FuzzParseSession(f *testing.F) {
+	k, key := NewAccessKey(NewHasher(nil), "u", "t", "n", time.Now())
+	tok, _ := NewSession(NewHasher(nil), &key, time.Now())
+	for _, s := range []string{tok, k, "kgs_", "kgs_x", "kgs__", "kg_s_", "KGS_" + tok[4:], tok + "a", tok[:len(tok)-1]} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, ok := ParseSession(s)
+		m := sessionShape.FindStringSubmatch(s)
+		if ok != (m != nil) {
+			t.Fatalf("ParseSession(%q) ok = %v, shape says %v", s, ok, m != nil)
+		}
+		if ok && id != m[1] {
+			t.Fatalf("id %q, want %q", id, m[1])
+		}
+		if _, isKey := ParseAccessKey(s); ok && isKey {
+			t.Fatalf("%q parses as both a session and an access key", s)
+		}
+	})
+}

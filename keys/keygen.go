@@ -248,7 +248,9 @@ func NewSession(h *Hasher, k *Key, expiresAt time.Time) (plaintext string, s Ses
 // anything not shaped like a console session token.
 func ParseSession(s string) (id string, ok bool) {
 	rest, found := strings.CutPrefix(s, SessionPrefix)
-	if !found {
+	// Sessions carry no checksum: their secret is always the 52-character
+	// form, whatever else ParseAccessKey takes.
+	if !found || len(rest) != lowerBase32.EncodedLen(keyIDBytes)+1+lowerBase32.EncodedLen(keySecretBytes) {
 		return "", false
 	}
 	return ParseAccessKey(KeyPrefix + rest)
