@@ -762,6 +762,11 @@ func (h *Handler) authenticate(r *http.Request, tenant string, now time.Time, vi
 			SigV4ReadUndeclaredBody: h.sigv4ReadBody,
 		})
 		if err != nil {
+			if errors.Is(err, auth.ErrCoverage) {
+				// A valid signature that binds too little: its user sent
+				// it (for the usage counts and the top refusals).
+				id.keyUser = p.User.ID
+			}
 			return id, signatureFailure(err)
 		}
 		id.principal = p
@@ -946,7 +951,16 @@ func (h *Handler) setIdentity(hd http.Header, repl *caddy.Replacer, tenant strin
 	role := string(id.perm.Role)
 	if set := h.idSet; set != 0 {
 		// In the order of identityHeaders.all and of the identitySet bits.
-		v := new([numIdentity]string)
+		// The last two (entities, scope) get room only when they are set,
+		// so the usual request allocates no more than before they existed.
+		aces := set&idACEs != 0 && len(id.perm.AccessControlEntities) > 0
+		scope := set&idScope != 0 && u.Scope != ""
+		var v []string
+		if aces || scope {
+			v = new([numIdentity]string)[:]
+		} else {
+			v = new([numIdentity - 2]string)[:]
+		}
 		v[0], v[1], v[2], v[3], v[4], v[7] = u.ID, u.Name, string(u.Type), tenant, role, id.scheme.String()
 		if set&idCustomerRoles != 0 && len(id.perm.CustomerRoles) > 0 {
 			v[5] = strings.Join(id.perm.CustomerRoles, ",")
@@ -955,10 +969,12 @@ func (h *Handler) setIdentity(hd http.Header, repl *caddy.Replacer, tenant strin
 		if v[6] == "" {
 			v[6] = id.secretID
 		}
-		if set&idACEs != 0 && len(id.perm.AccessControlEntities) > 0 {
+		if aces {
 			v[8] = joinEntities(id.perm.AccessControlEntities)
 		}
-		v[9] = u.Scope
+		if scope {
+			v[9] = u.Scope
+		}
 		names := h.hdr.all()
 		for i := range v {
 			if set&(1<<i) != 0 && v[i] != "" {
