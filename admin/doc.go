@@ -11,17 +11,23 @@
 //	// local-only admin endpoint / CLI: trusted, acts as a superadmin
 //	h.ServeHTTP(w, r.WithContext(admin.WithTrustedCaller(r.Context(), "cli")))
 //
-// Routes start at /v1/; under a prefix, strip it before calling the handler.
-// Purge removes DELETED users whose plannedPurgeDate passed; run it
-// periodically. Client is a small typed client for the CLI.
+// Routes start at /v1/ (and the MTM paths of seed 001 under
+// /services/mtm/v1/); under a prefix, strip it before calling the
+// handler. Purge removes DELETED users whose plannedPurgeDate passed,
+// CompleteDeletions finishes interrupted deletions and PurgeSessions
+// removes expired console sessions; run them periodically (and
+// CompleteDeletions at start). Client is a small typed client for the CLI.
 //
 // # Authentication and scoping
 //
 // A caller presents one of keygate's own access keys (Authorization: Bearer
-// kg_… or X-Api-Key). The key must verify, be usable (ACTIVE, unexpired, not
-// past a replacement's grace period) and belong to an ACTIVE user. Every
-// credential problem is the same 401 with WWW-Authenticate: Bearer
-// realm="keygate". Then:
+// kg_… or X-Api-Key), an access token of the token endpoint, or a console
+// session token (kgs_…, from POST /v1/console/session, which exchanges a
+// key or access token for one bound to that key and refuses SERVICE and
+// APPLICATION users). The key (the session's key) must verify, be usable
+// (ACTIVE, unexpired, not past a replacement's grace period) and belong to
+// an ACTIVE user. Every credential problem is the same 401 with
+// WWW-Authenticate: Bearer realm="keygate". Then:
 //
 //   - A superadmin user (User.Superadmin) acts on every tenant. Trusted
 //     callers (WithTrustedCaller) act as superadmins without a key.
@@ -30,6 +36,11 @@
 //     is valid in exactly one tenant, so a tenant admin acts on exactly one
 //     tenant, even when its user is ADMIN in others too (it uses a key of
 //     that other tenant there). A valid key without that gets 403.
+//   - A user with an ACTIVE permission of any role in its key's tenant
+//     (a MEMBER or VIEWER) reads its own record, keys (masked), roles and
+//     permissions, and the profiles (id, name, type, role, status) of the
+//     users in that tenant; nothing more (403 on the routes that
+//     administer, 404 for other users' records).
 //   - A tenant admin sees a user when the user's primary tenant is its
 //     tenant or the user holds a permission (any state) there; it changes a
 //     user (PATCH, DELETE, roles, secrets, history, export) only when the
@@ -55,7 +66,8 @@
 // application/merge-patch+json), at most Config.MaxBody bytes (413),
 // without unknown fields, wrong types or trailing data (400 naming the
 // field). Success bodies are the Envelope {"status":"OK","type":"User",
-// "errors":[],"total":N,"data":…}; errors are RFC 9457 Problem documents
+// "errors":[],"total":N,"code":200,"timestamp":…,"account":…,"data":…};
+// errors are RFC 9457 Problem documents
 // (application/problem+json, type https://keygate.dev/problems/<slug>).
 // Lists take page (default 1), size (default 30, at most 100), sort
 // (comma-separated fields, "-" for descending; unknown fields are 400) and
@@ -68,8 +80,11 @@
 // Roles PUT/DELETE honour If-Match but do not require it. POST actions
 // need none.
 //
-// DELETE /v1/users/{id} answers 200 with the DELETED user (its keys are
-// revoked and secrets deactivated in the same transaction); DELETE of a key
+// DELETE /v1/users/{id} deletes in two steps: DELETING (its keys revoked,
+// secrets deactivated, permissions archived, console sessions ended, in
+// one transaction), then DELETED (its usage counts taken off it); it
+// answers 200 with the DELETED user, or 202 with the DELETING one when the
+// second step failed (CompleteDeletions finishes it); DELETE of a key
 // answers 200 with the REVOKED key; DELETE of a secret answers 204.
 // POST …/keys/{keyId}/replace takes an optional {"gracePeriod": "24h"} (a Go
 // duration string, or a number of seconds; at most 720h) and
