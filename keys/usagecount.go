@@ -131,20 +131,19 @@ func (c *UsageCount) Requests() int64 {
 	return c.Allowed + c.Limited + c.Refused + c.Throttled + c.Invalid + c.Unavailable
 }
 
-// usageSlot names one tenant, user and hour in a UsageCounter.
+// usageSlot names one user and hour in a UsageCounter.
 type usageSlot struct {
-	tenant string
-	user   string
-	hour   int64 // Unix seconds of the hour's start
+	user string
+	hour int64 // Unix seconds of the hour's start
 }
 
-// shardKey spreads slots over the shards: by user, and the requests no
-// user was named for by tenant.
-func (k *usageSlot) shardKey() string {
-	if k.user == "" {
-		return k.tenant
-	}
-	return k.user
+// tenantSlot names one tenant, user and hour: the slots of the counts that
+// the user's slot does not take (another tenant than the one it counts
+// for, or no user at all).
+type tenantSlot struct {
+	tenant string
+	user   string
+	hour   int64
 }
 
 // UsageCounter counts requests per tenant, user, hour and outcome in memory
@@ -155,12 +154,19 @@ func (k *usageSlot) shardKey() string {
 // no map write and no allocation. A slot unused for a whole interval is
 // dropped. Counts older than UsageRetention are purged from the store about
 // once an hour.
+//
+// The common request names one user, who calls one tenant's routes: its
+// tally is found by user and hour (the same key as before tenants were
+// counted, so the lookup costs the same) and carries the tenant it counts
+// for. Counts for another tenant in the same hour, and those of requests no
+// user was named for, go to tallies found by tenant, user and hour.
 type UsageCounter struct {
 	store    Store
 	interval time.Duration
 	now      func() time.Time
 
 	pending *usageMap[usageSlot, usageTally]
+	others  *usageMap[tenantSlot, usageTally]
 
 	purgeMu   sync.Mutex
 	lastPurge time.Time // guarded by purgeMu
@@ -173,74 +179,202 @@ const tallyRetired = math.MinInt64 / 2
 
 // usageTally holds the pending counts of a slot, per outcome. A count only
 // moves down when a flush takes it (to 0) or retires it (to tallyRetired,
-// final); a count that finds its tally retired goes to a new one.
+// final); a count that finds its tally retired goes to a new one. The two
+// outcomes of the common path (allowed, limited) are inline; the refusal
+// reasons and the rest live in a block allocated on the first of them in
+// the interval, so that a tally stays small (40 bytes with its tenant).
 type usageTally struct {
-	n [usageOutcomes]atomic.Int64
+	// tenant is the tenant the tally counts for, set before it is
+	// published and never changed (a slot of the pending map).
+	tenant string
+	n      [hotOutcomes]atomic.Int64
+	rare   atomic.Pointer[rareTally]
+}
+
+// hotOutcomes are the outcomes counted inline: UsageAllowed, UsageLimited.
+const hotOutcomes = 2
+
+// rareTally counts the outcomes from UsageBadKey on.
+type rareTally struct {
+	n [usageOutcomes - hotOutcomes]atomic.Int64
+}
+
+// retiredRare stands in a retired tally's rare block when it had none, so
+// that no count goes into a block a flush has already dropped.
+var retiredRare = func() *rareTally {
+	r := new(rareTally)
+	for i := range r.n {
+		r.n[i].Store(tallyRetired)
+	}
+	return r
+}()
+
+// cell returns where outcome o is counted in t, allocating the rare block
+// the first time.
+func (t *usageTally) cell(o UsageOutcome) *atomic.Int64 {
+	if o < hotOutcomes {
+		return &t.n[o]
+	}
+	r := t.rare.Load()
+	if r == nil {
+		if fresh := new(rareTally); t.rare.CompareAndSwap(nil, fresh) {
+			r = fresh
+		} else {
+			r = t.rare.Load()
+		}
+	}
+	return &r.n[o-hotOutcomes]
+}
+
+// peek returns where outcome o is counted in t, or nil when it has no
+// count (a rare outcome without its block).
+func (t *usageTally) peek(o UsageOutcome) *atomic.Int64 {
+	if o < hotOutcomes {
+		return &t.n[o]
+	}
+	if r := t.rare.Load(); r != nil && r != retiredRare {
+		return &r.n[o-hotOutcomes]
+	}
+	return nil
 }
 
 // take returns the pending count of outcome o and sets it to 0.
 func (t *usageTally) take(o UsageOutcome) int64 {
+	c := t.peek(o)
+	if c == nil {
+		return 0
+	}
 	for {
-		cur := t.n[o].Load()
+		cur := c.Load()
 		if cur <= 0 {
 			return 0
 		}
-		if t.n[o].CompareAndSwap(cur, 0) {
+		if c.CompareAndSwap(cur, 0) {
 			return cur
 		}
 	}
 }
 
-// retire returns the pending count of outcome o and retires it.
+// retire returns the pending count of outcome o and retires it. A tally
+// without a rare block gets retiredRare first (see retireRare).
 func (t *usageTally) retire(o UsageOutcome) int64 {
+	c := t.peek(o)
+	if c == nil {
+		return 0
+	}
 	for {
-		cur := t.n[o].Load()
+		cur := c.Load()
 		if cur < 0 {
 			return 0
 		}
-		if t.n[o].CompareAndSwap(cur, tallyRetired) {
+		if c.CompareAndSwap(cur, tallyRetired) {
 			return cur
 		}
 	}
 }
+
+// retireRare installs retiredRare in a tally that has no rare block yet,
+// before its counts are retired: a rare count racing with the flush then
+// finds the sentinel and goes to a new tally.
+func (t *usageTally) retireRare() { t.rare.CompareAndSwap(nil, retiredRare) }
 
 // NewUsageCounter returns a counter flushing every interval (default 1m).
 func NewUsageCounter(store Store, interval time.Duration) *UsageCounter {
 	if interval <= 0 {
 		interval = time.Minute
 	}
-	return &UsageCounter{store: store, interval: interval, now: time.Now, pending: newUsageMap[usageSlot, usageTally]()}
+	return &UsageCounter{store: store, interval: interval, now: time.Now,
+		pending: newUsageMap[usageSlot, usageTally](), others: newUsageMap[tenantSlot, usageTally]()}
 }
 
 // Count notes one request on a route of tenant, of userID (empty when no
 // user could be named), with outcome o at at. A request with neither a
 // tenant nor a user is not counted.
 func (c *UsageCounter) Count(tenant, userID string, o UsageOutcome, at time.Time) {
-	if c == nil || (userID == "" && tenant == "") || o >= usageOutcomes {
+	if c == nil || o >= usageOutcomes {
 		return
 	}
 	sec := at.Unix()
-	c.add(usageSlot{tenant: tenant, user: userID, hour: sec - sec%3600}, o, 1)
+	c.add(tenant, userID, sec-sec%3600, o, 1)
 }
 
-// add adds n (> 0) to the pending count of outcome o in slot k, adding a
-// tally the first time k is counted in an interval.
-func (c *UsageCounter) add(k usageSlot, o UsageOutcome, n int64) {
-	s := c.pending.shard(k.shardKey())
+// add adds n (> 0) to the pending count of outcome o of tenant and user in
+// hour: in the user's tally when it counts for tenant (or is the first of
+// the interval), else in the tally of tenant, user and hour.
+func (c *UsageCounter) add(tenant, user string, hour int64, o UsageOutcome, n int64) {
+	if user == "" {
+		if tenant != "" {
+			addTally(c.others.shard(tenant), tenantSlot{tenant: tenant, hour: hour}, tenant, o, n)
+		}
+		return
+	}
+	k := usageSlot{user: user, hour: hour}
+	s := c.pending.shard(user)
 	t := s.load(k)
 	for {
-		if t != nil && t.n[o].Add(n) > 0 {
-			return
+		if t != nil {
+			if t.tenant != tenant {
+				addTally(c.others.shard(user), tenantSlot{tenant: tenant, user: user, hour: hour}, tenant, o, n)
+				return
+			}
+			if t.cell(o).Add(n) > 0 {
+				return
+			}
 		}
 		// First count in this interval, or t was retired by a flush (and
 		// the add above went nowhere).
-		fresh := new(usageTally)
-		fresh.n[o].Store(n)
+		fresh := &usageTally{tenant: tenant}
+		fresh.cell(o).Store(n)
 		if s.compareAndSwap(k, t, fresh) {
 			return
 		}
 		t = s.lookup(k)
 	}
+}
+
+// addTally adds n to outcome o in the tally of k in shard s, adding one
+// the first time k is counted in an interval.
+func addTally[K comparable](s *usageShard[K, usageTally], k K, tenant string, o UsageOutcome, n int64) {
+	t := s.load(k)
+	for {
+		if t != nil && t.cell(o).Add(n) > 0 {
+			return
+		}
+		fresh := &usageTally{tenant: tenant}
+		fresh.cell(o).Store(n)
+		if s.compareAndSwap(k, t, fresh) {
+			return
+		}
+		t = s.lookup(k)
+	}
+}
+
+// drain takes the pending counts of t into a UsageCount of user and hour
+// (nil when there are none) and reports whether t was idle for the whole
+// interval, in which case it is retired (and its slot dropped).
+func drain(t *usageTally, user string, hour int64) (*UsageCount, bool) {
+	var n [usageOutcomes]int64
+	idle := true
+	for o := range n {
+		n[o] = t.take(UsageOutcome(o))
+		idle = idle && n[o] == 0
+	}
+	if idle {
+		// Unused for a whole interval: retire the tally, keeping what was
+		// counted since the takes above.
+		t.retireRare()
+		for o := range n {
+			n[o] = t.retire(UsageOutcome(o))
+		}
+	}
+	if n == [usageOutcomes]int64{} {
+		return nil, idle
+	}
+	uc := &UsageCount{UserID: user, Tenant: t.tenant, Hour: time.Unix(hour, 0).UTC()}
+	for o, v := range n {
+		uc.Count(UsageOutcome(o), v)
+	}
+	return uc, idle
 }
 
 // Flush adds what is pending to the store and, about once an hour, purges
@@ -251,25 +385,18 @@ func (c *UsageCounter) Flush(ctx context.Context) error {
 	var batch []UsageCount
 	for i := range c.pending.shards {
 		c.pending.shards[i].each(func(k usageSlot, t *usageTally) bool {
-			var n [usageOutcomes]int64
-			idle := true
-			for o := range n {
-				n[o] = t.take(UsageOutcome(o))
-				idle = idle && n[o] == 0
+			uc, idle := drain(t, k.user, k.hour)
+			if uc != nil {
+				batch = append(batch, *uc)
 			}
-			if idle {
-				// Unused for a whole interval: retire the tally, keeping what
-				// was counted since the takes above.
-				for o := range n {
-					n[o] = t.retire(UsageOutcome(o))
-				}
-			}
-			if n != [usageOutcomes]int64{} {
-				uc := UsageCount{UserID: k.user, Tenant: k.tenant, Hour: time.Unix(k.hour, 0).UTC()}
-				for o, v := range n {
-					uc.Count(UsageOutcome(o), v)
-				}
-				batch = append(batch, uc)
+			return idle
+		})
+	}
+	for i := range c.others.shards {
+		c.others.shards[i].each(func(k tenantSlot, t *usageTally) bool {
+			uc, idle := drain(t, k.user, k.hour)
+			if uc != nil {
+				batch = append(batch, *uc)
 			}
 			return idle
 		})
@@ -280,10 +407,9 @@ func (c *UsageCounter) Flush(ctx context.Context) error {
 	if err := c.store.AddUsageCounts(ctx, batch); err != nil {
 		for i := range batch {
 			u := &batch[i]
-			k := usageSlot{tenant: u.Tenant, user: u.UserID, hour: u.Hour.Unix()}
 			for o := range usageOutcomes {
 				if n := *u.counter(o); n > 0 {
-					c.add(k, o, n)
+					c.add(u.Tenant, u.UserID, u.Hour.Unix(), o, n)
 				}
 			}
 		}
