@@ -326,8 +326,10 @@ func parseList(q url.Values, sortable ...string) (keys.ListOptions, error) {
 		}
 		lo.Size = n
 	}
-	if int64(lo.Page-1)*int64(lo.Size) > maxOffset {
-		return lo, errField("page", "is too large")
+	// Divide rather than multiply: (page-1)*size wraps around for a page
+	// near the int64 maximum and would slip past the bound.
+	if lo.Page-1 > maxOffset/lo.Size {
+		return lo, errField("page", fmt.Sprintf("is too large: (page-1) × size may be at most %d", maxOffset))
 	}
 	if s := q.Get("sort"); s != "" {
 		if len(s) > 256 {

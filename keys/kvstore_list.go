@@ -3,6 +3,7 @@ package keys
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 )
@@ -34,6 +35,10 @@ func normalize(o ListOptions, fields []string, def Sort) (pageSpec, error) {
 	}
 	if size < 1 || size > MaxPageSize {
 		v.Add("size", fmt.Sprintf("must be between 1 and %d", MaxPageSize))
+	} else if page > 1 && page-1 > math.MaxInt32/size {
+		// The offset (page-1)*size must not wrap around: a page that far
+		// out is a caller's mistake, not an empty page.
+		v.Add("page", fmt.Sprintf("is too large: (page-1) × size may be at most %d", math.MaxInt32))
 	}
 	sorts := o.Sort
 	if len(sorts) == 0 {

@@ -85,6 +85,7 @@ func cases() []testCase {
 		{"Sessions", testSessions},
 		{"TenantUsage", testTenantUsage},
 		{"ExpiringKeys", testExpiringKeys},
+		{"HugePage", testHugePage},
 	}
 }
 
