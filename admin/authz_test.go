@@ -384,3 +384,71 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("PurgeExpired without retention = %d, %d, %v", h, a, err)
 	}
 }
+
+// TestCrossTenantCredentials (issue 23, item 4): a signing secret works in
+// every tenant of its user, and the user's type decides which of its
+// credentials work, so creating or reactivating a secret and changing the
+// type need administrator rights in every tenant where the user holds an
+// ACTIVE permission (or a superadmin), not only in its primary tenant.
+func TestCrossTenantCredentials(t *testing.T) {
+	bothStores(t, func(t *testing.T, f storeFactory) {
+		e := newEnv(t, f)
+		// An application user of a that also holds ADMIN in b.
+		app := e.createUser(e.adminA, map[string]any{"name": "app", "type": "APPLICATION"})
+		grantB := func(status string) {
+			t.Helper()
+			e.do("POST", "/v1/permissions", e.rootKey, map[string]any{
+				"user": map[string]any{"id": app.ID}, "workspace": map[string]any{"id": "b"}, "role": "ADMIN", "status": status,
+			}).wantOneOf(200, 201)
+		}
+		grantB("ACTIVE")
+		secrets := "/v1/users/" + app.ID + "/secrets"
+		countSecrets := func() int {
+			t.Helper()
+			return e.do("GET", secrets, e.rootKey, nil).want(200).envelope().Total
+		}
+
+		// a's admin may not mint a secret that would sign in b; b's admin
+		// does not manage a user of a either.
+		p := e.do("POST", secrets, e.adminA, nil).wantProblem(403, "")
+		if !strings.Contains(p.Detail, "b") {
+			t.Fatalf("403 detail does not name the tenant: %q", p.Detail)
+		}
+		e.do("POST", secrets, e.adminB, nil).wantProblem(403, "")
+		if n := countSecrets(); n != 0 {
+			t.Fatalf("%d secrets after refused creations", n)
+		}
+		// The type decides whether keys or secrets work: not a's alone either.
+		e.do("PATCH", "/v1/users/"+app.ID, e.adminA, map[string]any{"type": "SERVICE"}, "If-Match", "*").wantProblem(403, "")
+		if u, _ := e.getUser(app.ID); u.Type != keys.UserApplication {
+			t.Fatalf("type after a refused change = %s", u.Type)
+		}
+		// Other changes stay a's to make.
+		e.do("PATCH", "/v1/users/"+app.ID, e.adminA, map[string]any{"description": "x", "type": "APPLICATION"}, "If-Match", "*").want(200)
+
+		// A superadmin may; a's admin may rename, deactivate and delete
+		// (that grants nothing), but not reactivate.
+		var s SecretView
+		e.do("POST", secrets, e.rootKey, nil).want(201).data(&s)
+		e.do("PATCH", secrets+"/"+s.ID, e.adminA, map[string]any{"name": "renamed", "status": "INACTIVE"}, "If-Match", "*").want(200)
+		e.do("PATCH", secrets+"/"+s.ID, e.adminA, map[string]any{"status": "ACTIVE"}, "If-Match", "*").wantProblem(403, "")
+		e.do("PATCH", secrets+"/"+s.ID, e.rootKey, map[string]any{"status": "ACTIVE"}, "If-Match", "*").want(200)
+		e.do("PATCH", "/v1/users/"+app.ID, e.rootKey, map[string]any{"type": "TECHNICAL"}, "If-Match", "*").want(200)
+		e.do("PATCH", "/v1/users/"+app.ID, e.rootKey, map[string]any{"type": "APPLICATION"}, "If-Match", "*").want(200)
+
+		// Once the permission in b is ARCHIVED (or only INVITED), a's
+		// admin is the only one concerned again.
+		grantB("ARCHIVED")
+		e.do("POST", secrets, e.adminA, nil).want(201)
+		e.do("PATCH", secrets+"/"+s.ID, e.adminA, map[string]any{"status": "INACTIVE"}, "If-Match", "*").want(200)
+		e.do("PATCH", secrets+"/"+s.ID, e.adminA, map[string]any{"status": "ACTIVE"}, "If-Match", "*").want(200)
+		e.do("PATCH", "/v1/users/"+app.ID, e.adminA, map[string]any{"type": "SERVICE"}, "If-Match", "*").want(200)
+		e.do("PATCH", "/v1/users/"+app.ID, e.adminA, map[string]any{"type": "APPLICATION"}, "If-Match", "*").want(200)
+		e.do("PATCH", secrets+"/"+s.ID, e.adminA, map[string]any{"status": "INACTIVE"}, "If-Match", "*").want(200)
+		grantB("INVITED")
+		e.do("POST", secrets, e.adminA, nil).want(201)
+		if n := countSecrets(); n != 3 {
+			t.Fatalf("%d secrets, want 3", n)
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -144,6 +145,15 @@ func (r *result) want(code int) *result {
 	r.t.Helper()
 	if r.code != code {
 		r.t.Fatalf("%s %s: status %d, want %d: %s", r.method, r.path, r.code, code, r.body)
+	}
+	return r
+}
+
+// wantOneOf fails unless the status is one of codes.
+func (r *result) wantOneOf(codes ...int) *result {
+	r.t.Helper()
+	if !slices.Contains(codes, r.code) {
+		r.t.Fatalf("%s %s: status %d, want one of %v: %s", r.method, r.path, r.code, codes, r.body)
 	}
 	return r
 }

@@ -508,7 +508,9 @@ func errorResponses(rt route) map[int]string {
 	switch rt.Auth {
 	case authAdmin:
 		out[http.StatusForbidden] = "the caller administers no tenant, or not this object's: " +
-			"a user's keys, secrets and record are managed by the administrators of its primary tenant"
+			"a user's keys, secrets and record are managed by the administrators of its primary tenant; " +
+			"creating or reactivating a signing secret and changing a user's type need an administrator of every tenant " +
+			"in which the user holds an ACTIVE permission (or a superadmin)"
 	case authRead:
 		out[http.StatusForbidden] = "the caller neither administers a tenant nor holds an ACTIVE permission in the tenant of its key"
 	case authAny:

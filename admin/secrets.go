@@ -63,7 +63,9 @@ func (h *Handler) listSecrets(w http.ResponseWriter, r *http.Request, c *caller)
 
 // createSecret issues a signing secret: 32 random bytes, base64, stored
 // sealed under the master key, returned in this response only. A third
-// live secret is refused with 409. The body ({"name"}) is optional.
+// live secret is refused with 409. The body ({"name"}) is optional. A
+// secret signs in every tenant of its user, so the caller must administer
+// all of them (see foreignTenant).
 func (h *Handler) createSecret(w http.ResponseWriter, r *http.Request, c *caller) error {
 	u, err := h.secretUser(r, c)
 	if err != nil {
@@ -71,6 +73,11 @@ func (h *Handler) createSecret(w http.ResponseWriter, r *http.Request, c *caller
 	}
 	if err := h.allowCredential(&u, keys.CredSignature); err != nil {
 		return err
+	}
+	if foreign, err := h.foreignTenant(r.Context(), c, &u); err != nil {
+		return err
+	} else if foreign != "" {
+		return errForeignTenant(foreign, "creating a signing secret")
 	}
 	var b secretBody
 	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
@@ -113,7 +120,8 @@ func (h *Handler) createSecret(w http.ResponseWriter, r *http.Request, c *caller
 }
 
 // patchSecret renames a secret or changes its status; reactivating one
-// that would make a third live secret is 409.
+// that would make a third live secret is 409, and reactivating needs the
+// rights creating does.
 func (h *Handler) patchSecret(w http.ResponseWriter, r *http.Request, c *caller) error {
 	u, err := h.secretUser(r, c)
 	if err != nil {
@@ -136,6 +144,17 @@ func (h *Handler) patchSecret(w http.ResponseWriter, r *http.Request, c *caller)
 	if err := v.Err(); err != nil {
 		return err
 	}
+	// Reactivating a secret makes it sign again, in every tenant of the
+	// user; the store call checks again, on the version it changes.
+	var foreign string
+	if b.Status.Set && b.Status.V == keys.SecretActive {
+		if foreign, err = h.foreignTenant(r.Context(), c, &u); err != nil {
+			return err
+		}
+	}
+	if foreign != "" && cur.Status != keys.SecretActive {
+		return errForeignTenant(foreign, "reactivating a signing secret")
+	}
 	version, err := pre.expect(cur.Version)
 	if err != nil {
 		return err
@@ -145,6 +164,9 @@ func (h *Handler) patchSecret(w http.ResponseWriter, r *http.Request, c *caller)
 			s.Name = b.Name.V
 		}
 		if b.Status.Set {
+			if foreign != "" && s.Status != keys.SecretActive {
+				return errForeignTenant(foreign, "reactivating a signing secret")
+			}
 			s.Status = b.Status.V
 		}
 		return nil

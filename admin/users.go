@@ -252,6 +252,39 @@ func canManage(c *caller, u *keys.User) bool {
 	return c.superadmin || (slices.Contains(c.tenants, u.PrimaryTenant) && !u.Superadmin)
 }
 
+// foreignTenant returns a tenant in which u holds an ACTIVE permission and
+// which the caller does not administer ("" when there is none; always for
+// a superadmin). A signing secret works in every tenant of its user, and
+// the user's type decides which of its credentials work at all, so
+// creating or reactivating a secret and changing the type reach past u's
+// primary tenant: an administrator of the primary tenant alone must not
+// make them for a user that also acts elsewhere (see errForeignTenant).
+// Keys need no such check: each is valid in one tenant, whose
+// administrator creates and sees it. A permission granted later is that
+// tenant's administrator's consent to the user as it then is.
+func (h *Handler) foreignTenant(ctx context.Context, c *caller, u *keys.User) (string, error) {
+	if c.superadmin {
+		return "", nil
+	}
+	perms, err := h.store.UserPermissions(ctx, u.ID)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range perms {
+		if p.Status == keys.PermissionActive && !c.adminOf(p.TenantID) {
+			return p.TenantID, nil
+		}
+	}
+	return "", nil
+}
+
+// errForeignTenant is the 403 for a change (what) that would reach into
+// tenant, which the caller does not administer.
+func errForeignTenant(tenant, what string) error {
+	return errForbidden(fmt.Sprintf("the user also holds an ACTIVE permission in tenant %s, which the caller does not administer: "+
+		"%s needs an administrator of every tenant the user acts in, or a superadmin", tenant, what))
+}
+
 // visibleUser loads a user the caller may see; 404 otherwise (also for
 // ids the caller may not see, so guessing ids reveals nothing).
 func (h *Handler) visibleUser(r *http.Request, c *caller, id string) (keys.User, error) {
@@ -604,6 +637,17 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, c *caller) e
 	if b.Status.Set && b.Status.V == keys.UserDeleted && cur.Status != keys.UserDeleted {
 		return errConflict("a user becomes DELETED only through DELETE /v1/users/{id}")
 	}
+	// The type decides which credentials work in every tenant of the user;
+	// the store call checks again, on the version it changes.
+	var foreign string
+	if b.Type.Set {
+		if foreign, err = h.foreignTenant(r.Context(), c, &cur); err != nil {
+			return err
+		}
+	}
+	if foreign != "" && b.Type.V != cur.Type {
+		return errForeignTenant(foreign, "changing its type")
+	}
 	version, err := pre.expect(cur.Version)
 	if err != nil {
 		return err
@@ -614,6 +658,9 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, c *caller) e
 	out, err := h.store.UpdateUser(r.Context(), cur.ID, version, func(u *keys.User) error {
 		if err := recheck(c, u); err != nil {
 			return err
+		}
+		if foreign != "" && b.Type.V != u.Type {
+			return errForeignTenant(foreign, "changing its type")
 		}
 		b.apply(u)
 		return nil
