@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/keygate/internal/testport"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat
@@ -70,8 +72,19 @@ func redisCPU(ctx context.Context, c redis.UniversalClient) (time.Duration, erro
 	return time.Duration(total * float64(time.Second)), nil
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port on 127.0.0.1 for a keygate process of this
+// run, reserved until the harness exits (testport.ReservePort): nothing
+// else on the machine can take it before the process binds it, which
+// Caddy does with SO_REUSEPORT, as the reservation allows.
 func freePort() (int, error) {
+	port, _, err := testport.ReservePort()
+	return port, err
+}
+
+// plainFreePort returns a TCP port on 127.0.0.1 that was free a moment
+// ago, for a redis-server (which cannot share a reserved port; startRedis
+// retries when the port was taken meanwhile).
+func plainFreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -156,19 +169,65 @@ func (p *process) stop() {
 }
 
 // startRedis runs a private redis-server on a free port, on the CPUs
-// cpus (taskset's list syntax; empty: any).
+// cpus (taskset's list syntax; empty: any), and waits until it answers as
+// itself (INFO names its process id). A port taken before the server
+// bound it is replaced by another, up to ten times.
 func startRedis(dir, cpus string) (*process, string, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, "", err
+	for range 10 {
+		port, err := plainFreePort()
+		if err != nil {
+			return nil, "", err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		logPath := filepath.Join(dir, "redis.log")
+		cmd := pinned(cpus, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir)
+		p, err := start("redis-server", cmd, logPath)
+		if err != nil {
+			return nil, "", err
+		}
+		switch err := waitOwnRedis(p, addr, logPath); {
+		case err == nil:
+			return p, addr, nil
+		case errors.Is(err, testport.ErrInUse):
+			p.stop()
+		default:
+			p.stop()
+			return nil, "", err
+		}
 	}
-	cmd := pinned(cpus, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir)
-	p, err := start("redis-server", cmd, filepath.Join(dir, "redis.log"))
-	if err != nil {
-		return nil, "", err
+	return nil, "", errors.New("private redis-server: no free port after 10 tries")
+}
+
+// waitOwnRedis waits up to 10 s until the redis-server p answers on addr
+// as itself; testport.ErrInUse when it could not bind (it exited saying so,
+// or another process answers there).
+func waitOwnRedis(p *process, addr, logPath string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true,
+		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	defer c.Close()
+	want := "process_id:" + strconv.Itoa(p.pid()) + "\r\n"
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if p.exited() {
+			log, _ := os.ReadFile(logPath)
+			if testport.InUse(string(log)) {
+				return fmt.Errorf("redis-server on %s: %w", addr, testport.ErrInUse)
+			}
+			return fmt.Errorf("redis-server on %s exited:\n%s", addr, log)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		info, err := c.Info(ctx, "server").Result()
+		cancel()
+		if err == nil {
+			if strings.Contains(info, want) {
+				return nil
+			}
+			return fmt.Errorf("another process answers on %s: %w", addr, testport.ErrInUse)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return p, "127.0.0.1:" + strconv.Itoa(port), nil
+	return fmt.Errorf("redis-server on %s did not answer within 10s", addr)
 }
 
 // waitHTTP waits until url answers (any status) or the process exits.

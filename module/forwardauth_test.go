@@ -294,8 +294,15 @@ func TestForwardAuthNginx(t *testing.T) {
 	if len(servers) != 1 {
 		t.Fatalf("README forward auth section: %d nginx blocks, want 1", len(servers))
 	}
-	server := strings.NewReplacer("127.0.0.1:8088", strings.TrimPrefix(f.edge, "http://"),
+	// The edge port is reserved for the test (testcaddy.FreePort holds it
+	// with SO_REUSEPORT until the test ends, so nothing else takes it
+	// meanwhile): nginx binds it with reuseport too.
+	server := strings.NewReplacer("listen 127.0.0.1:8088;", "listen "+strings.TrimPrefix(f.edge, "http://")+" reuseport;",
+		"127.0.0.1:8088", strings.TrimPrefix(f.edge, "http://"),
 		"127.0.0.1:9000", strings.TrimPrefix(f.authURL, "http://"), "127.0.0.1:9080", f.up.addr()).Replace(servers[0])
+	if !strings.Contains(server, " reuseport;") {
+		t.Fatalf("README nginx block: no \"listen 127.0.0.1:8088;\" to bind the reserved port:\n%s", servers[0])
+	}
 	conf := strings.NewReplacer("{dir}", dir, "{server}", server).Replace(nginxFrame)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {

@@ -32,13 +32,13 @@ func StartCluster(t testing.TB) *Cluster {
 	c := &Cluster{t: t}
 	addrs := make([]string, 0, 6)
 	for range 6 {
-		n := newNode(t, freePort(t, true))
-		n.args = append([]string{"--port", strconv.Itoa(n.Port)}, dataArgs(n)...)
-		n.args = append(n.args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout/time.Millisecond)),
-			// A replica takes over whatever its replication offset.
-			"--cluster-replica-validity-factor", "0")
-		n.start()
+		n := startNode(t, true, func(n *Node) {
+			n.args = append([]string{"--port", strconv.Itoa(n.Port)}, dataArgs(n)...)
+			n.args = append(n.args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+				"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout/time.Millisecond)),
+				// A replica takes over whatever its replication offset.
+				"--cluster-replica-validity-factor", "0")
+		})
 		c.Nodes = append(c.Nodes, n)
 		addrs = append(addrs, n.Addr)
 	}

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/keygate/internal/testport"
 )
 
 // startTimeout bounds how long a topology may take to come up.
@@ -43,6 +45,8 @@ type Node struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
+	// exited is closed when cmd has exited.
+	exited chan struct{}
 }
 
 // need skips the test (or fails it under CI=true) when a binary is missing.
@@ -60,7 +64,8 @@ func need(t testing.TB, bins ...string) {
 }
 
 // freePort returns a loopback port that was free a moment ago; with bus
-// set, port+10000 (the cluster bus) was free too.
+// set, port+10000 (the cluster bus) was free too. A node started on it may
+// still find it taken: startNode retries.
 func freePort(t testing.TB, bus bool) int {
 	t.Helper()
 	for range 100 {
@@ -102,9 +107,25 @@ func newNode(t testing.TB, port int, args ...string) *Node {
 	}
 }
 
-// start runs the process and waits until it answers PING.
-func (n *Node) start() {
-	n.t.Helper()
+// startNode starts a node on a free port (with bus, port+10000 free too):
+// configure sets its arguments and writes its config for n.Port. A port
+// that someone else took before the node bound it is replaced by another,
+// configured afresh (testport.Start).
+func startNode(t testing.TB, bus bool, configure func(n *Node)) *Node {
+	t.Helper()
+	var n *Node
+	testport.Start(t, func(t testing.TB) int { return freePort(t, bus) }, func(port int) error {
+		n = newNode(t, port)
+		configure(n)
+		return n.start()
+	})
+	return n
+}
+
+// start runs the process and waits until it answers PING as itself: when
+// it exits because its port is taken, or another process answers there (its
+// INFO names another process id), the error wraps testport.ErrInUse.
+func (n *Node) start() error {
 	n.mu.Lock()
 	n.cmd = exec.Command("redis-server", n.args...)
 	n.cmd.Dir = n.Dir
@@ -115,22 +136,45 @@ func (n *Node) start() {
 	}
 	if err := n.cmd.Start(); err != nil {
 		n.mu.Unlock()
-		n.t.Fatalf("starting redis-server %v: %v", n.args, err)
+		return fmt.Errorf("starting redis-server %v: %w", n.args, err)
 	}
+	cmd := n.cmd
+	n.exited = make(chan struct{})
+	exited := n.exited
+	go func() { _ = cmd.Wait(); close(exited) }()
 	n.mu.Unlock()
 	n.t.Cleanup(n.Kill)
-	c := n.Client()
+	// Short timeouts: a listener that is not Redis must not hold a probe.
+	opts := n.options()
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+	opts.ContextTimeoutEnabled = true
+	c := redis.NewClient(opts)
 	defer c.Close()
+	want := "process_id:" + strconv.Itoa(cmd.Process.Pid) + "\r\n"
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		select {
+		case <-exited:
+			n.Kill()
+			if testport.InUse(n.Log()) {
+				return fmt.Errorf("redis-server on %s: %w", n.Addr, testport.ErrInUse)
+			}
+			return fmt.Errorf("redis-server on %s exited:\n%s", n.Addr, n.Log())
+		default:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		err := c.Ping(ctx).Err()
+		info, err := c.Info(ctx, "server").Result()
 		cancel()
 		if err == nil {
-			return
+			if strings.Contains(info, want) {
+				return nil
+			}
+			n.Kill()
+			return fmt.Errorf("another process answers on %s: %w", n.Addr, testport.ErrInUse)
 		}
 		if time.Now().After(deadline) {
-			n.t.Fatalf("redis-server on %s does not answer: %v\n%s", n.Addr, err, n.Log())
+			n.Kill()
+			return fmt.Errorf("redis-server on %s does not answer: %v\n%s", n.Addr, err, n.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -151,7 +195,7 @@ func (n *Node) Kill() {
 		return
 	}
 	_ = n.cmd.Process.Kill()
-	_ = n.cmd.Wait()
+	<-n.exited
 	n.cmd = nil
 }
 
@@ -164,8 +208,11 @@ func (n *Node) Alive() bool {
 
 // Client returns a plain client for this one node (the caller closes it),
 // authenticated as the topology's administrator.
-func (n *Node) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{
+func (n *Node) Client() *redis.Client { return redis.NewClient(n.options()) }
+
+// options are the options of Client.
+func (n *Node) options() *redis.Options {
+	return &redis.Options{
 		Addr:         n.Addr,
 		Username:     n.auth[0],
 		Password:     n.auth[1],
@@ -174,7 +221,7 @@ func (n *Node) Client() *redis.Client {
 		ReadTimeout:  2 * time.Second,
 		WriteTimeout: 2 * time.Second,
 		MaxRetries:   -1,
-	})
+	}
 }
 
 // Do runs one command on this node within 2 s.

@@ -32,20 +32,21 @@ func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
 	need(t, "redis-server")
 	s := &Sentinel{t: t}
-	s.Master = newNode(t, freePort(t, false))
-	s.Master.args = append([]string{"--port", strconv.Itoa(s.Master.Port)}, dataArgs(s.Master)...)
-	s.Master.start()
-	s.Replica = newNode(t, freePort(t, false))
-	s.Replica.args = append([]string{"--port", strconv.Itoa(s.Replica.Port)}, dataArgs(s.Replica)...)
-	s.Replica.args = append(s.Replica.args, "--replicaof", "127.0.0.1", strconv.Itoa(s.Master.Port))
-	s.Replica.start()
+	s.Master = startNode(t, false, func(n *Node) {
+		n.args = append([]string{"--port", strconv.Itoa(n.Port)}, dataArgs(n)...)
+	})
+	s.Replica = startNode(t, false, func(n *Node) {
+		n.args = append([]string{"--port", strconv.Itoa(n.Port)}, dataArgs(n)...)
+		n.args = append(n.args, "--replicaof", "127.0.0.1", strconv.Itoa(s.Master.Port))
+	})
 	for range 3 {
-		n := newNode(t, freePort(t, false))
-		// A sentinel rewrites its config file: it lives in the private dir.
-		// A failover-timeout of 2 s lets a split election be retried after
-		// 4 s (twice the timeout) instead of the default 6 minutes.
-		conf := filepath.Join(n.Dir, "sentinel.conf")
-		body := fmt.Sprintf(`port %d
+		n := startNode(t, false, func(n *Node) {
+			// A sentinel rewrites its config file: it lives in the private
+			// dir. A failover-timeout of 2 s lets a split election be
+			// retried after 4 s (twice the timeout) instead of the default
+			// 6 minutes.
+			conf := filepath.Join(n.Dir, "sentinel.conf")
+			body := fmt.Sprintf(`port %d
 bind 127.0.0.1
 dir %s
 sentinel monitor %s 127.0.0.1 %d 2
@@ -53,11 +54,11 @@ sentinel down-after-milliseconds %s %d
 sentinel failover-timeout %s 2000
 sentinel parallel-syncs %s 1
 `, n.Port, n.Dir, MasterName, s.Master.Port, MasterName, DownAfter.Milliseconds(), MasterName, MasterName)
-		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-			t.Fatalf("writing sentinel config: %v", err)
-		}
-		n.args = []string{conf, "--sentinel"}
-		n.start()
+			if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+				t.Fatalf("writing sentinel config: %v", err)
+			}
+			n.args = []string{conf, "--sentinel"}
+		})
 		s.Sentinels = append(s.Sentinels, n)
 	}
 	waitFor(t, startTimeout, "sentinels see the replica and each other", func() error {

@@ -71,17 +71,17 @@ type TLSServer struct {
 func StartTLS(t testing.TB) *TLSServer {
 	t.Helper()
 	need(t, "redis-server")
-	n := newNode(t, freePort(t, false))
-	s := &TLSServer{Node: n, Password: "kg-" + strconv.FormatInt(time.Now().UnixNano(), 36), ServerName: "redis.keygate.test"}
-	pki, err := newPKI(n.Dir, s.ServerName)
-	if err != nil {
-		t.Fatalf("generating certificates: %v", err)
-	}
-	s.CAFile, s.CertFile, s.KeyFile = pki.caFile, pki.clientCert, pki.clientKey
-	s.ClientTLS = pki.client
+	s := &TLSServer{Password: "kg-" + strconv.FormatInt(time.Now().UnixNano(), 36), ServerName: "redis.keygate.test"}
 	adminPass := "admin-" + s.Password
-	conf := filepath.Join(n.Dir, "redis.conf")
-	body := fmt.Sprintf(`port 0
+	s.Node = startNode(t, false, func(n *Node) {
+		pki, err := newPKI(n.Dir, s.ServerName)
+		if err != nil {
+			t.Fatalf("generating certificates: %v", err)
+		}
+		s.CAFile, s.CertFile, s.KeyFile = pki.caFile, pki.clientCert, pki.clientKey
+		s.ClientTLS = pki.client
+		conf := filepath.Join(n.Dir, "redis.conf")
+		body := fmt.Sprintf(`port 0
 tls-port %d
 bind 127.0.0.1
 dir %s
@@ -95,13 +95,13 @@ user default off
 user admin on >%s ~* &* +@all
 user %s on >%s %s
 `, n.Port, n.Dir, pki.serverCert, pki.serverKey, pki.caFile, adminPass, ACLUser, s.Password, KeygateACL("keygate:", false))
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatalf("writing redis.conf: %v", err)
-	}
-	n.args = []string{conf}
-	n.tls = s.ClientTLS
-	n.auth = [2]string{"admin", adminPass}
-	n.start()
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			t.Fatalf("writing redis.conf: %v", err)
+		}
+		n.args = []string{conf}
+		n.tls = s.ClientTLS
+		n.auth = [2]string{"admin", adminPass}
+	})
 	return s
 }
 

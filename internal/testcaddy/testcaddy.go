@@ -1,6 +1,7 @@
 // Package testcaddy builds the keygate binary (cached across test runs) and
-// starts real Caddy servers from Caddyfiles on free ports, each with its
-// own admin address and data directory, stopped (by PID) when the test ends.
+// starts real Caddy servers from Caddyfiles on ports reserved for the test
+// (FreePort), each with its own admin address and data directory, stopped
+// (by PID) when the test ends.
 package testcaddy
 
 import (
@@ -10,7 +11,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/testport"
 )
 
 var (
@@ -156,15 +158,14 @@ func pruneCache(cache, keep string) {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 reserved for the rest of the
+// test (testport.Reserve): no other process can take it between now and
+// the moment a Caddy started later binds it (Caddy binds with SO_REUSEPORT,
+// which the reservation lets through), however long the test takes to get
+// there and whatever else runs on the machine.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testport.Reserve(t)
 }
 
 // Server is a running keygate (Caddy) process.

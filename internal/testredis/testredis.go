@@ -11,15 +11,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/keygate/internal/testport"
 )
 
 // DefaultURL is used when REDIS_URL is not set.
@@ -107,67 +109,150 @@ type Server struct {
 	Addr string
 	Port int
 	cmd  *exec.Cmd
-	t    testing.TB
-	args []string
+	// exited is closed when cmd has exited.
+	exited chan struct{}
+	out    *syncBuffer
+	t      testing.TB
+	args   []string
+	// release lets go of the port held while the server is stopped.
+	release func()
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago (see
+// testport.Free: a redis-server started on it may still find it taken;
+// StartServer retries on another one).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testport.Free(t)
 }
 
 // StartServer starts a private redis-server (no persistence, debug
-// commands enabled) on a free port; it is stopped when the test ends.
+// commands enabled) on a free port; it is stopped when the test ends. A
+// port taken by someone else before the server bound it is replaced by
+// another (testport.Start).
 func StartServer(t testing.TB) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		unavailable(t, "redis-server binary not found: %v", err)
 	}
-	s := &Server{Port: FreePort(t), t: t}
-	s.Addr = "127.0.0.1:" + strconv.Itoa(s.Port)
-	s.args = []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--enable-debug-command", "yes", "--dir", t.TempDir()}
-	s.Start()
-	t.Cleanup(s.Stop)
+	s := &Server{t: t}
+	dir := t.TempDir()
+	t.Cleanup(s.cleanup)
+	testport.Start(t, nil, func(port int) error {
+		s.Port = port
+		s.Addr = "127.0.0.1:" + strconv.Itoa(port)
+		s.args = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--enable-debug-command", "yes", "--dir", dir}
+		return s.start()
+	})
 	return s
 }
 
-// Start (re)starts the server on its port and waits until it answers.
+// Start restarts the server (after Stop) on its port and waits until it
+// answers.
 func (s *Server) Start() {
 	s.t.Helper()
-	s.cmd = exec.Command("redis-server", s.args...)
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("starting redis-server: %v", err)
+	if s.release != nil {
+		s.release()
+		s.release = nil
 	}
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	if err := s.start(); err != nil {
+		s.t.Fatalf("restarting redis-server on %s: %v", s.Addr, err)
+	}
+}
+
+// start runs redis-server and waits until it answers as itself: a reply
+// from another process that holds the port (its INFO names another
+// process id) or the server exiting because the port is taken is ErrInUse.
+func (s *Server) start() error {
+	s.out = &syncBuffer{}
+	s.cmd = exec.Command("redis-server", s.args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("starting redis-server: %w", err)
+	}
+	exited := make(chan struct{})
+	cmd := s.cmd
+	go func() { _ = cmd.Wait(); close(exited) }()
+	s.exited = exited
+	// Short timeouts: a listener that is not Redis must not hold a probe.
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, ContextTimeoutEnabled: true,
+		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
 	defer c.Close()
+	want := "process_id:" + strconv.Itoa(cmd.Process.Pid) + "\r\n"
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			s.cmd = nil
+			if testport.InUse(s.out.String()) {
+				return fmt.Errorf("redis-server on %s: %w", s.Addr, testport.ErrInUse)
+			}
+			return fmt.Errorf("redis-server on %s exited:\n%s", s.Addr, s.out.String())
+		default:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
+		info, err := c.Info(ctx, "server").Result()
 		cancel()
 		if err == nil {
-			return
+			if strings.Contains(info, want) {
+				return nil
+			}
+			// Someone else answers on the port: ours cannot bind it.
+			s.kill()
+			return fmt.Errorf("another process answers on %s: %w", s.Addr, testport.ErrInUse)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.t.Fatalf("redis-server on %s did not answer within 10s", s.Addr)
+	s.kill()
+	return fmt.Errorf("redis-server on %s did not answer within 10s:\n%s", s.Addr, s.out.String())
 }
 
-// Stop kills the server (by its own PID) and waits for it to exit.
+// Stop kills the server (by its own PID) and waits for it to exit. Until
+// Start, the port is held (testport.Hold) so that nothing else takes it.
 func (s *Server) Stop() {
+	if s.kill() && s.release == nil {
+		s.release = testport.Hold(s.Port)
+	}
+}
+
+// kill kills the server, if it runs, and waits for it; it reports whether
+// it did.
+func (s *Server) kill() bool {
 	if s.cmd == nil || s.cmd.Process == nil {
-		return
+		return false
 	}
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	<-s.exited
 	s.cmd = nil
+	return true
+}
+
+// cleanup ends the server for good when the test ends.
+func (s *Server) cleanup() {
+	s.kill()
+	if s.release != nil {
+		s.release()
+		s.release = nil
+	}
+}
+
+// syncBuffer collects a child's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // Client returns a client for the private server, closed when the test ends.
