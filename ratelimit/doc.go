@@ -72,7 +72,10 @@
 // uses. The price is timing: a leased slot returns up to h buckets later
 // than a single one. Unused slots are given back when the lease expires
 // (piggybacked on the next batch), unless they are less than 1/256 of the
-// quota that was left; a burst on a key that was quiet gets no lease at
+// quota that was left; a lease whose answer comes back after its lifetime
+// (a round trip longer than a bucket) is given back whole, and so is one
+// that comes back after a request with another limit or window reset the
+// key's lease; a burst on a key that was quiet gets no lease at
 // all, so a lease never sits unused while the same burst is refused
 // elsewhere.
 //

@@ -202,8 +202,14 @@ func (t *leaseTable) allow(ctx context.Context, r *Redis, key string, limit, siz
 		var extra ask
 		sh.mu.Lock()
 		l.answered(err)
-		if err == nil && g.granted > 1 && l.limit == limit && l.size == size {
+		switch {
+		case err != nil || g.granted <= 1:
+		case l.limit == limit && l.size == size:
 			extra = l.add(g, g.granted-1, now, a.bucket)
+		default:
+			// A request with another limit or window reset the lease while
+			// this one was on its way: the extra slots are nobody's.
+			extra = ask{limit: limit, size: size, want: -(g.granted - 1), bucket: g.bucket}
 		}
 		sh.mu.Unlock()
 		if extra.want < 0 {
@@ -276,8 +282,8 @@ func (l *lease) answered(err error) {
 
 // add records a grant g of which slots are the lease's, asked for at now
 // with a lifetime of horizon buckets, and returns the give-back of slots it
-// has no room for (want < 0; else a zero ask). Called with the shard
-// locked.
+// has no room for, or that arrived too late to be used (want < 0; else a
+// zero ask). Called with the shard locked.
 func (l *lease) add(g grant, slots int64, now time.Time, horizon int64) ask {
 	if slots <= 0 {
 		return ask{}
@@ -287,6 +293,15 @@ func (l *lease) add(g grant, slots int64, now time.Time, horizon int64) ask {
 	}
 	lifetime := time.Duration(horizon*l.size) * time.Millisecond
 	b := block{slots: slots, deadline: now.Add(lifetime - time.Duration(horizon)*leaseMargin), bucket: g.bucket}
+	if !time.Now().Before(b.deadline) {
+		// The answer took longer than the lease's lifetime (counted from
+		// before the request was sent, as exactness needs): not one slot
+		// can be used. Give them all back, whatever giveBackShare says:
+		// that rule is for the remainder of a lease that was usable, and
+		// dropping a whole lease each time Redis is slower than a bucket
+		// would spend quota the user never got.
+		return ask{limit: l.limit, size: l.size, want: -slots, bucket: g.bucket}
+	}
 	switch {
 	case l.blocks[0].slots == 0:
 		l.blocks[0] = b
