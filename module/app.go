@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
 	"golang.org/x/time/rate"
 
 	"github.com/keygate/keygate/admin"
@@ -392,7 +395,7 @@ func (a *App) setup() error {
 		return err
 	}
 	a.admin = admin.New(admin.Config{Store: shared.store, Hasher: a.hasher, Sealer: a.sealer, Credentials: a.credentials,
-		Verifier: a, Tokens: a, OnEvent: a.events.dispatcher.Wake})
+		Verifier: a, Tokens: a, OnEvent: a.events.dispatcher.Wake, Logger: slogOf(logger, "admin")})
 
 	// The in-process limiter lives with the pooled store, so a config
 	// reload keeps its counts (a new one would hand every user a fresh quota).
@@ -431,6 +434,17 @@ func (a *App) setup() error {
 		return err
 	}
 	return a.setupThrottles()
+}
+
+// slogOf is a slog.Logger over l's core, named l's name + "." + name, for
+// the domain packages that log with the standard library's slog (admin):
+// their lines go where Caddy's logging config sends l's, at the same
+// levels. Stack traces are left to zap's own loggers.
+func slogOf(l *zap.Logger, name string) *slog.Logger {
+	if l.Name() != "" {
+		name = l.Name() + "." + name
+	}
+	return slog.New(zapslog.NewHandler(l.Core(), zapslog.WithName(name), zapslog.AddStacktraceAt(slog.Level(math.MaxInt8))))
 }
 
 // provisionMasterKey sets up the sealer: from the configured master key, or
