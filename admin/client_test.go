@@ -14,7 +14,7 @@ func TestClient(t *testing.T) {
 	e := newEnv(t, newFileStore)
 	ctx := t.Context()
 	// In process, as a trusted caller.
-	local := &Client{Do: InProcess(e.h, "cli")}
+	local := &Client{Do: InProcess(checked(t, e.h), "cli")}
 	boot, err := local.Bootstrap(ctx, BootstrapRequest{Tenant: "c", User: "ops"})
 	if err != nil || boot.Key.Key == "" {
 		t.Fatalf("Bootstrap = %+v, %v", boot, err)
@@ -25,7 +25,7 @@ func TestClient(t *testing.T) {
 		t.Fatalf("second Bootstrap: %v", err)
 	}
 	// Over HTTP with the bootstrap key.
-	srv := httptest.NewServer(e.h)
+	srv := httptest.NewServer(checked(t, e.h))
 	defer srv.Close()
 	c := &Client{BaseURL: srv.URL, Key: boot.Key.Key}
 	name := "svc"

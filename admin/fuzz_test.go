@@ -154,7 +154,7 @@ func FuzzAdminHandler(f *testing.F) {
 		if ifMatch {
 			r.Header.Set("If-Match", "*")
 		}
-		res := e.serve(r)
+		res := e.serveAs(t, r)
 		if res.code >= 500 {
 			t.Fatalf("%s %s: %d %s", rt.method, rt.path, res.code, res.body)
 		}
@@ -203,7 +203,7 @@ func FuzzAdminCredential(f *testing.F) {
 		if !utf8.ValidString(authz) || strings.ContainsAny(authz+apiKey, "\r\n\x00") {
 			return // not a header value a server receives
 		}
-		res := e.serve(r)
+		res := e.serveAs(t, r)
 		switch res.code {
 		case 200:
 			var env struct {

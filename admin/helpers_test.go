@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/openapicheck"
 	"github.com/keygate/keygate/internal/testredis"
 	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/keys/filestore"
@@ -255,13 +256,32 @@ func req(method, path, key string, body any, hdr ...string) *http.Request {
 	return r
 }
 
-func (e *env) serve(r *http.Request) *result {
+func (e *env) serve(r *http.Request) *result { return e.serveAs(e.t, r) }
+
+// serveAs is serve for t (a fuzz target's, whose env belongs to the *testing.F).
+func (e *env) serveAs(t testing.TB, r *http.Request) *result {
 	w := httptest.NewRecorder()
-	_, pattern := e.h.mux.Handler(r)
-	e.h.ServeHTTP(w, r)
-	observeStatus(pattern, w.Code)
-	observeBody(pattern, w.Code, w.Header().Get("Content-Type"), w.Body.Bytes())
-	return &result{t: e.t, method: r.Method, path: r.URL.Path, code: w.Code, header: w.Header(), body: w.Body.Bytes()}
+	checked(t, e.h).ServeHTTP(w, r)
+	return &result{t: t, method: r.Method, path: r.URL.Path, code: w.Code, header: w.Header(), body: w.Body.Bytes()}
+}
+
+// apiSpec is the API's OpenAPI document, loaded and validated by
+// kin-openapi (internal/openapicheck).
+var apiSpec = sync.OnceValues(func() (*openapicheck.Spec, error) { return openapicheck.Load(OpenAPI()) })
+
+// checked wraps h so that every answer it gives is checked against the
+// OpenAPI document (status, schema, no undocumented member): a route that
+// drifts from its documentation fails the test that called it.
+func checked(t testing.TB, h http.Handler) http.Handler {
+	t.Helper()
+	spec, err := apiSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec.Handler(h, func(err error) {
+		t.Helper()
+		t.Errorf("the answer does not match the OpenAPI document: %v", err)
+	})
 }
 
 func (e *env) do(method, path, key string, body any, hdr ...string) *result {

@@ -41,6 +41,12 @@ func str(desc string) obj { return obj{"type": "string", "description": desc} }
 
 func enum(values ...string) obj { return obj{"type": "string", "enum": values} }
 
+// anyValue is a schema for any JSON value, null included (written out:
+// validators that read OpenAPI 3.0 take {} to exclude null).
+func anyValue(desc string) obj {
+	return obj{"type": []string{"string", "number", "boolean", "array", "object", "null"}, "description": desc}
+}
+
 var (
 	eventType  = obj{"type": "string", "enum": append([]string{"*"}, keys.EventTypes...)}
 	metaSchema = obj{"type": []string{"object", "null"}, "description": "free data (at most 4096 bytes of JSON); returned by the API, never forwarded upstream"}
@@ -292,7 +298,11 @@ func schemas() obj {
 		}},
 		"HistoryEntry": obj{"type": "object", "properties": obj{
 			"at": dateTime, "actor": str(""), "action": str(""), "target": str(""),
-			"changes": obj{"type": "object", "additionalProperties": obj{"type": "object", "properties": obj{"from": obj{}, "to": obj{}}}},
+			"changes": obj{"type": "object", "description": "changed field → its value before and after",
+				"additionalProperties": obj{"type": "object", "properties": obj{
+					"from": anyValue("the value before; null when there was none"),
+					"to":   anyValue("the value after; null when there is none"),
+				}}},
 		}},
 		"Activity": obj{"type": "object", "properties": obj{
 			"at": dateTime, "actor": str(""), "method": str(""), "path": str(""), "status": integer, "tenant": str(""),
@@ -326,7 +336,7 @@ func schemas() obj {
 }
 
 var queryDocs = map[string]obj{
-	"page":                  {"type": "integer", "minimum": 1, "default": 1},
+	"page":                  {"type": "integer", "minimum": 1, "default": 1, "description": "(page-1) × size may be at most " + strconv.Itoa(maxOffset)},
 	"size":                  {"type": "integer", "minimum": 1, "maximum": maxPageSize, "default": defaultPageSize},
 	"sort":                  {"type": "string", "description": "comma-separated fields, - prefix for descending"},
 	"q":                     {"type": "string"},
@@ -342,7 +352,7 @@ var queryDocs = map[string]obj{
 	"to":                    {"type": "string", "format": "date-time"},
 	"workspace":             {"type": "string", "description": "the tenant whose permission the roles are"},
 	"kind":                  {"type": "string", "enum": []string{keys.DeliveryWebhook, keys.DeliveryEmail}},
-	"step":                  {"type": "string", "description": "a whole number of hours, e.g. 1h or 24h"},
+	"step":                  {"type": "string", "default": "1h", "description": "a whole number of hours, e.g. 1h or 24h"},
 	"top":                   {"type": "integer", "minimum": 1, "maximum": maxPageSize, "default": 5, "description": "entries of each top list"},
 	"keys":                  {"type": "integer", "minimum": 1, "maximum": maxPageSize, "default": 10, "description": "expiring keys listed"},
 	"by":                    {"type": "string", "enum": []string{"requests", "refusals"}, "default": "requests"},
@@ -369,9 +379,12 @@ func buildOpenAPI() []byte {
 			}
 		}
 		for _, q := range rt.Query {
-			doc := queryDocs[q]
-			if d, ok := rt.QueryDocs[q]; ok {
-				doc = d
+			doc, ok := queryDocs[q]
+			if d, found := rt.QueryDocs[q]; found {
+				doc, ok = d, true
+			}
+			if !ok {
+				panic("admin: query parameter " + q + " of " + rt.Method + " " + rt.Pattern + " has no schema")
 			}
 			params = append(params, obj{"name": q, "in": "query", "schema": doc})
 		}

@@ -34,7 +34,7 @@ func TestAccessTokenAuthentication(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/v1/users?size=1", nil)
 		r.Header.Set("Authorization", "Bearer "+tok)
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
+		checked(t, h).ServeHTTP(w, r)
 		return w.Code
 	}
 	if c := call(good); c != 200 {
@@ -57,7 +57,7 @@ func TestAccessTokenAuthentication(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/v1/users", nil)
 		r.Header.Set("Authorization", "Bearer "+good)
 		w := httptest.NewRecorder()
-		e.h.ServeHTTP(w, r)
+		checked(t, e.h).ServeHTTP(w, r)
 		return w.Code
 	}(); c != 401 {
 		t.Errorf("no verifier: %d, want 401", c)

@@ -3,11 +3,16 @@ package module_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/internal/openapicheck"
 )
 
 // raw sends one admin API request with key (none when empty) and returns
@@ -34,7 +39,26 @@ func (e *env) raw(method, path, key string, hdr map[string]string, body []byte) 
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
+	checkAdminAnswer(e.t, req, resp, data)
 	return resp.StatusCode, resp.Header, data
+}
+
+// adminSpec is the admin API's OpenAPI document, loaded and validated by
+// kin-openapi (internal/openapicheck).
+var adminSpec = sync.OnceValues(func() (*openapicheck.Spec, error) { return openapicheck.Load(admin.OpenAPI()) })
+
+// checkAdminAnswer fails t when an answer of the admin API, here through a
+// real Caddy, does not match the OpenAPI document (status, schema, no
+// undocumented member).
+func checkAdminAnswer(t testing.TB, req *http.Request, resp *http.Response, body []byte) {
+	t.Helper()
+	spec, err := adminSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Response(req, resp.StatusCode, resp.Header, body); err != nil && !errors.Is(err, openapicheck.ErrNoRoute) {
+		t.Errorf("the admin API's answer does not match its OpenAPI document: %v", err)
+	}
 }
 
 func (e *env) expect(method, path, key string, hdr map[string]string, body []byte, want int) (http.Header, json.RawMessage) {

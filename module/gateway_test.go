@@ -156,6 +156,7 @@ func (e *env) api(method, path string, body any, want int) json.RawMessage {
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
+	checkAdminAnswer(e.t, req, resp, data)
 	if resp.StatusCode != want {
 		e.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, data)
 	}

@@ -44,6 +44,7 @@ func (e *env) verify(callerKey string, body map[string]any, want int) (verifyAns
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
+	checkAdminAnswer(e.t, req, resp, data)
 	if resp.StatusCode != want {
 		e.t.Fatalf("verify: %d, want %d: %s", resp.StatusCode, want, data)
 	}
