@@ -19,7 +19,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -521,7 +523,7 @@ func roleRun(method string) func(*cliClient, caddycmd.Flags, []string) error {
 func addCommonFlags(cmd *cobra.Command) {
 	cmd.Flags().StringP("config", "c", "", "config file of the keygate server (to find its admin address or its store)")
 	cmd.Flags().StringP("adapter", "a", "", "name of the config adapter")
-	cmd.Flags().String("address", "", "admin API address of the running server (default: from the config, else localhost:2019)")
+	cmd.Flags().String("address", "", "admin address of the running server: host:port, or unix//path/to/socket (default: from the config, else localhost:2019)")
 	cmd.Flags().Bool("json", false, "print JSON for scripts")
 	cmd.Flags().BoolP("verbose", "v", false, "print (to stderr) which server or store the command talked to")
 }
@@ -780,12 +782,16 @@ func (cl *cliClient) sendRemote(method, path, ifMatch string, payload []byte) (i
 	if err != nil {
 		return 0, nil, fmt.Errorf("admin address %s: %w", addr, err)
 	}
+	dial := na.JoinHostPort(0)
+	if na.IsUnixNetwork() {
+		dial = unixSocketPath(na.Host)
+	}
 	client := &http.Client{
 		Timeout: cl.timeout(),
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			d.Timeout = 2 * time.Second
-			return d.DialContext(ctx, na.Network, na.JoinHostPort(0))
+			return d.DialContext(ctx, na.Network, dial)
 		}},
 	}
 	origin := "http://" + na.JoinHostPort(0)
@@ -812,6 +818,11 @@ func (cl *cliClient) sendRemote(method, path, ifMatch string, payload []byte) (i
 	resp, err := client.Do(req)
 	if err != nil {
 		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" && errors.Is(err, os.ErrPermission) {
+			// The server runs, behind a socket this user may not open: the
+			// store is the server's, so opening it directly is no way out.
+			return 0, nil, fmt.Errorf("the admin endpoint %s (%s) refuses this user: run the CLI as the user keygate runs as, or as root", addr, cl.addrSource())
+		}
 		if errors.As(err, &opErr) && opErr.Op == "dial" {
 			cl.logf("no server answers on %s (%s)", addr, cl.addrSource())
 			return 0, nil, errNoServer
@@ -832,6 +843,20 @@ func (cl *cliClient) sendRemote(method, path, ifMatch string, payload []byte) (i
 	}
 	cl.logf("%s %s: HTTP %d from the keygate server on %s (%s), %s", method, path, resp.StatusCode, addr, cl.addrSource(), req.URL.Redacted())
 	return resp.StatusCode, data, nil
+}
+
+// unixSocketPath is the file of a Unix socket address's host: Caddy's
+// admin option may carry the socket's permission bits after a '|'
+// (unix//run/keygate/admin.sock|0600), which are no part of the path.
+func unixSocketPath(host string) string {
+	path, mode, ok := strings.Cut(host, "|")
+	if !ok {
+		return host
+	}
+	if _, err := strconv.ParseUint(mode, 8, 32); err != nil {
+		return host // not permission bits: a '|' in the file name
+	}
+	return path
 }
 
 // addrSource says where the admin address came from, for -v.

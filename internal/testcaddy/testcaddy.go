@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -175,10 +176,12 @@ type Server struct {
 	Dir       string // working directory with the Caddyfile
 	DataHome  string // XDG_DATA_HOME: Caddy's data dir is DataHome/caddy
 	AdminAddr string
-	Config    string
-	Env       []string
-	logs      *syncBuffer
-	done      chan struct{}
+	// admin is what "{admin}" stands for in the Caddyfile.
+	admin  string
+	Config string
+	Env    []string
+	logs   *syncBuffer
+	done   chan struct{}
 }
 
 // Options for Start.
@@ -189,6 +192,11 @@ type Options struct {
 	Env []string
 	// Wait lists URLs that must answer (any status) before Start returns.
 	Wait []string
+	// Admin, when set, is the address of Caddy's admin endpoint that
+	// "{admin}" stands for: unix/<path>[|<mode>] for a Unix socket, or
+	// host:port (a wildcard host is reached through 127.0.0.1). Default: a
+	// reserved TCP port on 127.0.0.1.
+	Admin string
 }
 
 // Start writes caddyfile (where "{admin}" is replaced with a free admin
@@ -200,9 +208,26 @@ func Start(t testing.TB, caddyfile string, opts Options) *Server {
 	if s.DataHome == "" {
 		s.DataHome = t.TempDir()
 	}
-	s.AdminAddr = "127.0.0.1:" + strconv.Itoa(FreePort(t))
+	admin := opts.Admin
+	switch {
+	case admin == "":
+		admin = "127.0.0.1:" + strconv.Itoa(FreePort(t))
+		s.AdminAddr = admin
+	case strings.HasPrefix(admin, "unix/"):
+		s.AdminAddr, _, _ = strings.Cut(admin, "|")
+	default:
+		host, port, err := net.SplitHostPort(admin)
+		if err != nil {
+			t.Fatalf("admin address %q: %v", admin, err)
+		}
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		s.AdminAddr = net.JoinHostPort(host, port)
+	}
+	s.admin = admin
 	s.Config = filepath.Join(s.Dir, "Caddyfile")
-	if err := os.WriteFile(s.Config, []byte(strings.ReplaceAll(caddyfile, "{admin}", s.AdminAddr)), 0o600); err != nil {
+	if err := os.WriteFile(s.Config, []byte(strings.ReplaceAll(caddyfile, "{admin}", admin)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.logs = &syncBuffer{}
@@ -260,13 +285,30 @@ func (s *Server) Kill() {
 }
 
 func (s *Server) waitAdmin() {
+	if path, ok := strings.CutPrefix(s.AdminAddr, "unix/"); ok {
+		s.waitClient(&http.Client{Timeout: time.Second, Transport: UnixTransport(path)}, "http://127.0.0.1/config/")
+		return
+	}
 	s.waitURL("http://" + s.AdminAddr + "/config/")
+}
+
+// UnixTransport is an HTTP transport that dials the Unix socket at path,
+// whatever the URL's host (Caddy's admin endpoint on a socket).
+func UnixTransport(path string) *http.Transport {
+	return &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
 }
 
 func (s *Server) waitURL(u string) {
 	s.t.Helper()
+	s.waitClient(&http.Client{Timeout: time.Second}, u)
+}
+
+func (s *Server) waitClient(client *http.Client, u string) {
+	s.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	client := &http.Client{Timeout: time.Second}
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.done:
@@ -331,7 +373,7 @@ func (s *Server) runCLI(args ...string) (string, string, error) {
 // Reload loads a new Caddyfile into the running server.
 func (s *Server) Reload(caddyfile string) {
 	s.t.Helper()
-	if err := os.WriteFile(s.Config, []byte(strings.ReplaceAll(caddyfile, "{admin}", s.AdminAddr)), 0o600); err != nil {
+	if err := os.WriteFile(s.Config, []byte(strings.ReplaceAll(caddyfile, "{admin}", s.admin)), 0o600); err != nil {
 		s.t.Fatal(err)
 	}
 	bin := Binary(s.t)
