@@ -265,6 +265,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	registerMetrics(ctx, a.logger)
+	a.warnAdminEndpoint(ctx)
 	return a.setup()
 }
 
