@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -223,4 +224,101 @@ func lastJSON(out string) string {
 		return out[i+1:]
 	}
 	return out
+}
+
+// TestCLIAdminSocket (issue 23, the local admin endpoint): with Caddy's
+// admin endpoint on a Unix socket (admin unix//path|0600, as packaging/
+// does), the socket is 0600 and the CLI reaches the server through it:
+// found from the admin option of --config, or named with --address.
+func TestCLIAdminSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	gw, ad := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	up := newUpstream(t)
+	srv := testcaddy.Start(t, gatewayCaddyfile("", "", gw, ad, up.addr()), testcaddy.Options{
+		Admin: "unix/" + sock + "|0600", Wait: []string{fmt.Sprintf("http://127.0.0.1:%d", gw)}})
+	if !strings.Contains(readFile(t, srv.Config), "admin unix/"+sock+"|0600") {
+		t.Fatalf("config without the socket:\n%s", readFile(t, srv.Config))
+	}
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket %s: %v, mode %v; want a socket with mode 0600", sock, err, fi.Mode())
+	}
+
+	if strings.Contains(srv.Logs(), "admin.api.keygate routes") {
+		t.Fatalf("a warning about the admin endpoint on a Unix socket:\n%s", srv.Logs())
+	}
+	// From the config: bootstrap goes through the server (which holds the
+	// store's lock), and -v says so.
+	stderr := srv.CLIStderr("bootstrap", "--tenant", "acme", "--user", "ops", "-v")
+	if !strings.Contains(stderr, "HTTP 201 from the keygate server on unix/"+sock) {
+		t.Fatalf("bootstrap -v did not go through the socket:\n%s", stderr)
+	}
+	// Named with --address.
+	out := srv.CLI("users", "list", "--tenant", "acme", "--address", "unix/"+sock)
+	if !strings.Contains(out, "ops") {
+		t.Fatalf("users list --address unix/…:\n%s", out)
+	}
+	// A socket the caller may not open is an error that says so, not a
+	// fallback to a store of its own.
+	if os.Geteuid() != 0 {
+		t.Skip("the permission case runs the CLI as nobody, which needs root")
+	}
+	dir, err := os.MkdirTemp("", "keygate-cli-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "keygate")
+	data, err := os.ReadFile(testcaddy.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil || os.Chmod(dir, 0o755) != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "users", "list", "--tenant", "acme", "--address", "unix/"+sock)
+	cmd.Dir = dir
+	cmd.Env = []string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	refused, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(refused), "refuses this user") {
+		t.Fatalf("users list as nobody through a 0600 root socket: err=%v\n%s", err, refused)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "caddy")); err == nil {
+		t.Fatal("the refused CLI opened a store of its own")
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestAdminEndpointExposedWarns: keygate warns at start when Caddy's admin
+// endpoint, with keygate's trusted routes, listens on TCP beyond loopback.
+func TestAdminEndpointExposedWarns(t *testing.T) {
+	gw, ad, adminPort := testcaddy.FreePort(t), testcaddy.FreePort(t), testcaddy.FreePort(t)
+	up := newUpstream(t)
+	for _, tc := range []struct {
+		admin string
+		warn  bool
+	}{
+		{fmt.Sprintf("0.0.0.0:%d", adminPort), true},
+		{fmt.Sprintf("127.0.0.1:%d", adminPort), false},
+	} {
+		srv := testcaddy.Start(t, gatewayCaddyfile("", "", gw, ad, up.addr()), testcaddy.Options{
+			Admin: tc.admin, Wait: []string{fmt.Sprintf("http://127.0.0.1:%d", gw)}})
+		logs := srv.Logs()
+		srv.Stop()
+		warned := strings.Contains(logs, "admin.api.keygate routes, without a key")
+		if warned != tc.warn {
+			t.Fatalf("admin %s: warned %v, want %v:\n%s", tc.admin, warned, tc.warn, logs)
+		}
+	}
 }
