@@ -23,8 +23,11 @@ RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 FROM scratch
 COPY --from=build /rootfs/ /
 COPY --from=build --chown=65532:65532 /rootfs/var/lib/keygate /var/lib/keygate
+# Caddy's admin endpoint, with keygate's trusted routes: a 0600 Unix socket
+# here, not a TCP port other containers of the pod could reach.
+COPY --from=build --chown=65532:65532 /rootfs/run/keygate /run/keygate
 ENV HOME=/var/lib/keygate XDG_DATA_HOME=/var/lib/keygate XDG_CONFIG_HOME=/var/lib/keygate/config \
-    KEYGATE_LISTEN=:8080 KEYGATE_ADMIN_API=127.0.0.1:8081 KEYGATE_ADMIN=localhost:2019
+    KEYGATE_LISTEN=:8080 KEYGATE_ADMIN_API=127.0.0.1:8081 KEYGATE_ADMIN=unix//run/keygate/admin.sock|0600
 USER 65532:65532
 VOLUME /var/lib/keygate
 EXPOSE 8080

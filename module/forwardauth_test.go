@@ -1,6 +1,7 @@
 package module_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,8 +103,34 @@ http://127.0.0.1:%d {
 		t.Fatalf("could not place the admin option in:\n%s", cf)
 	}
 	f.srv = testcaddy.Start(t, cf, testcaddy.Options{Wait: wait})
+	f.checkAuthOnLoopback(authPort)
 	f.bootstrap()
 	return f
+}
+
+// checkAuthOnLoopback: the README's keygate_auth server listens on
+// loopback only (a site address alone would listen on every interface).
+func (f *forwardAuthEnv) checkAuthOnLoopback(port int) {
+	f.t.Helper()
+	resp, err := http.Get("http://" + f.srv.AdminAddr + "/config/apps/http/servers")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var servers map[string]struct {
+		Listen []string `json:"listen"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&servers); err != nil {
+		f.t.Fatal(err)
+	}
+	suffix := fmt.Sprintf(":%d", port)
+	for name, srv := range servers {
+		for _, l := range srv.Listen {
+			if strings.HasSuffix(l, suffix) && l != "127.0.0.1"+suffix {
+				f.t.Fatalf("server %s of the README's keygate_auth listens on %v, not on loopback only", name, srv.Listen)
+			}
+		}
+	}
 }
 
 // call sends a GET through the edge.
