@@ -204,8 +204,9 @@ func runCommon(t *testing.T, tp *topology) {
 			Client: func(t *testing.T) (redis.UniversalClient, string) {
 				return tp.clientTimeout(t, 5*time.Second), fmt.Sprintf("keygate:%s:lt%d:", tp.name, n.Add(1))
 			},
-			Other: func(t *testing.T) redis.UniversalClient { return tp.clientTimeout(t, 5*time.Second) },
-			Admin: tp.admin,
+			Other:   func(t *testing.T) redis.UniversalClient { return tp.clientTimeout(t, 5*time.Second) },
+			Admin:   tp.admin,
+			Timeout: 5 * time.Second,
 		})
 	})
 	t.Run("revocation across nodes", func(t *testing.T) {

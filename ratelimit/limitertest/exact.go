@@ -128,7 +128,7 @@ func testOneRoundTrip(t *testing.T, s *suite) {
 		client, prefix := s.client(t)
 		hook := &roundTrips{}
 		client.AddHook(hook)
-		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second}, m)
+		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: s.timeout}, m)
 		const users, limit = 5, 100
 		for i := range users {
 			mustAllow(t, r, ratelimit.Key("acme", fmt.Sprint(i)), limit) // loads the script if needed
@@ -173,7 +173,7 @@ func testOneRoundTrip(t *testing.T, s *suite) {
 func testBatchClose(t *testing.T, s *suite) {
 	s.eachBatchMode(t, func(t *testing.T, m mode) {
 		client, prefix := s.client(t)
-		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second}, m)
+		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: s.timeout}, m)
 		mustAllow(t, r, ratelimit.Key("acme", "close"), 5)
 		r.Close()
 		r.Close() // idempotent

@@ -24,28 +24,22 @@ import (
 // Remaining 16 below the count, on a box loaded by a second test run): the
 // suite's 200 ms buckets are not, so this case has a window of its own,
 // with buckets longer than the limiter's call bound, as the default
-// 2-minute window's are.
+// 2-minute window's are (10 s against 1.55 s).
 func testLeaseSavesRoundTrips(t *testing.T, s *suite) {
 	s.eachMode(t, func(t *testing.T, m mode) {
 		client, prefix := s.client(t)
 		hook := &roundTrips{}
 		client.AddHook(hook)
-		const (
-			leaseWindow = 20 * time.Second // buckets of 2 s
-			timeout     = time.Second
-			queue       = 500 * time.Millisecond
-		)
-		opts := ratelimit.RedisOptions{Prefix: prefix, Timeout: timeout, QueueTimeout: queue, Buckets: buckets, Lease: 16}
+		opts := ratelimit.RedisOptions{Prefix: prefix, Timeout: s.timeout, QueueTimeout: 500 * time.Millisecond, Buckets: buckets, Lease: 16}
 		r := s.limiter(t, client, opts, m)
-		if bucket := leaseWindow / buckets; r.CallBound() >= bucket-10*time.Millisecond {
-			t.Fatalf("call bound %v, bucket %v: a lease could come back with no lifetime left", r.CallBound(), bucket)
-		}
+		bucket := max(2*time.Second, (r.CallBound() + time.Second).Truncate(time.Second))
+		leaseWindow := bucket * buckets
 		key := ratelimit.Key("acme", "steady")
 		const limit = 10_000_000
-		// Nothing leaves the window while this runs (a tenth of W), so
-		// Remaining must fall by one per request. The first quarter bucket
-		// sizes the first lease.
-		deadline := time.Now().Add(leaseWindow / 10)
+		// Nothing leaves the window while this runs (a quarter bucket,
+		// which sizes the first lease, then 1.5 s of leases), so Remaining
+		// must fall by one per request.
+		deadline := time.Now().Add(bucket/4 + 1500*time.Millisecond)
 		want := int64(limit)
 		for time.Now().Before(deadline) {
 			d, err := r.Allow(context.Background(), key, limit, leaseWindow)
@@ -53,12 +47,12 @@ func testLeaseSavesRoundTrips(t *testing.T, s *suite) {
 				t.Fatalf("Allow: %v", err)
 			}
 			want--
-			if !d.Allowed || d.Remaining != want || d.Reset <= 0 || d.Reset > leaseWindow+2*leaseWindow/buckets {
+			if !d.Allowed || d.Remaining != want || d.Reset <= 0 || d.Reset > leaseWindow+2*bucket {
 				t.Fatalf("request %d: %+v, want Remaining %d", limit-want, d, want)
 			}
 		}
 		requests, trips := limit-want, hook.n.Load()
-		t.Logf("%d requests, %d round trips", requests, trips)
+		t.Logf("%d requests, %d round trips (bucket %v, call bound %v)", requests, trips, bucket, r.CallBound())
 		if trips*4 > requests {
 			t.Fatalf("%d round trips for %d requests: leases are not used", trips, requests)
 		}
@@ -73,7 +67,7 @@ func testLeaseExactAcrossNodes(t *testing.T, s *suite) {
 	s.eachMode(t, func(t *testing.T, m mode) {
 		client, prefix := s.client(t)
 		other := s.env.Other(t)
-		opts := ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: buckets, Lease: 32}
+		opts := ratelimit.RedisOptions{Prefix: prefix, Timeout: s.timeout, Buckets: buckets, Lease: 32}
 		nodes := []*ratelimit.Redis{s.limiter(t, client, opts, m), s.limiter(t, other, opts, m)}
 		key := ratelimit.Key("acme", "hammered")
 		const limit = 400
@@ -155,7 +149,7 @@ func testLeaseGivesBack(t *testing.T, s *suite) {
 	s.eachMode(t, func(t *testing.T, m mode) {
 		client, prefix := s.client(t)
 		admin := s.admin(t, client)
-		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: buckets, Lease: 64}, m)
+		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: s.timeout, Buckets: buckets, Lease: 64}, m)
 		ctx := context.Background()
 		key := ratelimit.Key("acme", "bursty")
 		hash := prefix + "rl:" + key

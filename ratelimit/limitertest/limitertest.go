@@ -49,6 +49,12 @@ type Env struct {
 	// client batching gives that mode by itself and Pipelined is not used.
 	// Default: nil (batch=pipeline only on a cluster).
 	Pipelined func(c ratelimit.RedisClient, opts ratelimit.RedisOptions) *ratelimit.Redis
+	// Timeout is the Timeout of the suite's limiters: how long one round
+	// trip may take on this deployment, including a connection's dial
+	// (and TLS handshake), while every case runs at once. The cases check
+	// exactness, not latency: give a deployment whose connections are
+	// slow to set up on a busy box (TLS) several seconds. Default: 1s.
+	Timeout time.Duration
 }
 
 // Run runs the suite on env. Its cases run in parallel (t.Parallel), and
@@ -62,7 +68,10 @@ func Run(t *testing.T, env Env) {
 	// NewRedis picks its batching by the client's type: so does the suite.
 	probe := env.Other(t)
 	_, cluster := probe.(*redis.ClusterClient)
-	s := &suite{env: env, cluster: cluster}
+	s := &suite{env: env, cluster: cluster, timeout: env.Timeout}
+	if s.timeout <= 0 {
+		s.timeout = time.Second
+	}
 	for _, tc := range cases() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -107,6 +116,8 @@ type suite struct {
 	// cluster is set when the deployment's clients are cluster clients:
 	// batching is then always pipelined.
 	cluster bool
+	// timeout is Env.Timeout or its default.
+	timeout time.Duration
 }
 
 // mode is one way of running the Redis limiter: direct (one script run per

@@ -17,7 +17,7 @@ func testWindow(t *testing.T, s *suite) {
 	s.eachMode(t, func(t *testing.T, m mode) {
 		client, prefix := s.client(t)
 		admin := s.admin(t, client)
-		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: buckets}, m)
+		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: s.timeout, Buckets: buckets}, m)
 		const limit = 3
 		key := ratelimit.Key("acme", "u1")
 
@@ -89,7 +89,7 @@ func testRejectionsDoNotConsume(t *testing.T, s *suite) {
 	s.eachMode(t, func(t *testing.T, m mode) {
 		client, prefix := s.client(t)
 		admin := s.admin(t, client)
-		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: buckets}, m)
+		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: s.timeout, Buckets: buckets}, m)
 		key := ratelimit.Key("acme", "steady")
 		first := time.Now()
 		if d := mustAllow(t, r, key, 1); !d.Allowed {
@@ -124,7 +124,7 @@ func testRejectionsDoNotConsume(t *testing.T, s *suite) {
 func testWindowChange(t *testing.T, s *suite) {
 	s.eachMode(t, func(t *testing.T, m mode) {
 		client, prefix := s.client(t)
-		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second}, m)
+		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: s.timeout}, m)
 		key := ratelimit.Key("acme", "change")
 		ctx := context.Background()
 		for i, tc := range []struct {
@@ -150,7 +150,7 @@ func testHashBookkeeping(t *testing.T, s *suite) {
 	s.eachMode(t, func(t *testing.T, m mode) {
 		client, prefix := s.client(t)
 		admin := s.admin(t, client)
-		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: time.Second, Buckets: buckets}, m)
+		r := s.limiter(t, client, ratelimit.RedisOptions{Prefix: prefix, Timeout: s.timeout, Buckets: buckets}, m)
 		ctx := context.Background()
 		size := bucketSize.Milliseconds()
 
