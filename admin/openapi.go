@@ -495,7 +495,11 @@ func buildOpenAPI() []byte {
 
 // errorResponses lists the problem statuses a route can answer and why.
 func errorResponses(rt route) map[int]string {
-	out := map[int]string{}
+	// keygate_admin answers 429 before any route when the client has used
+	// up its auth_failures budget (failed authentications, shared with the
+	// gateway), whatever it asks for.
+	out := map[int]string{http.StatusTooManyRequests: "the client made too many failed authentications " +
+		"(keygate's auth_failures throttle, shared with the gateway): retry after Retry-After seconds"}
 	if rt.Auth == authPublic {
 		return out
 	}

@@ -1,6 +1,7 @@
 package module_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -284,6 +285,10 @@ func (e *env) adminFrom(ip, method, path, key, body string) *http.Response {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	checkAdminAnswer(e.t, req, resp, data)
+	resp.Body = io.NopCloser(bytes.NewReader(data))
 	return resp
 }
 
