@@ -37,11 +37,16 @@ func testLeaseSavesRoundTrips(t *testing.T, s *suite) {
 		key := ratelimit.Key("acme", "steady")
 		const limit = 10_000_000
 		// Nothing leaves the window while this runs (a quarter bucket,
-		// which sizes the first lease, then 1.5 s of leases), so Remaining
-		// must fall by one per request.
-		deadline := time.Now().Add(bucket/4 + 1500*time.Millisecond)
+		// which sizes the first lease, then 1.5 s of steady use), so
+		// Remaining must fall by one per request. The round trips are
+		// counted in the steady state, from the first leased decision on:
+		// before it every request is its own round trip, for a time that
+		// grows with the bucket, not with the leases' use.
+		warmUntil := time.Now().Add(bucket/4 + 5*time.Second)
+		var deadline time.Time
+		var leasedFrom int64
 		want := int64(limit)
-		for time.Now().Before(deadline) {
+		for deadline.IsZero() || time.Now().Before(deadline) {
 			d, err := r.Allow(context.Background(), key, limit, leaseWindow)
 			if err != nil {
 				t.Fatalf("Allow: %v", err)
@@ -50,9 +55,18 @@ func testLeaseSavesRoundTrips(t *testing.T, s *suite) {
 			if !d.Allowed || d.Remaining != want || d.Reset <= 0 || d.Reset > leaseWindow+2*bucket {
 				t.Fatalf("request %d: %+v, want Remaining %d", limit-want, d, want)
 			}
+			switch {
+			case deadline.IsZero() && d.Leased:
+				hook.n.Store(0)
+				leasedFrom = limit - want
+				deadline = time.Now().Add(1500 * time.Millisecond)
+			case deadline.IsZero() && time.Now().After(warmUntil):
+				t.Fatalf("no decision from a lease after %d requests in %v", limit-want, bucket/4+5*time.Second)
+			}
 		}
-		requests, trips := limit-want, hook.n.Load()
-		t.Logf("%d requests, %d round trips (bucket %v, call bound %v)", requests, trips, bucket, r.CallBound())
+		requests, trips := limit-want-leasedFrom, hook.n.Load()
+		t.Logf("%d requests before the first lease; then %d requests, %d round trips (bucket %v, call bound %v)",
+			leasedFrom, requests, trips, bucket, r.CallBound())
 		if trips*4 > requests {
 			t.Fatalf("%d round trips for %d requests: leases are not used", trips, requests)
 		}

@@ -51,7 +51,8 @@ type Env struct {
 	Pipelined func(c ratelimit.RedisClient, opts ratelimit.RedisOptions) *ratelimit.Redis
 	// Timeout is the Timeout of the suite's limiters: how long one round
 	// trip may take on this deployment, including a connection's dial
-	// (and TLS handshake), while every case runs at once. The cases check
+	// (and TLS handshake), while every case runs at once; their batching
+	// queues wait as long (or the default QueueTimeout). The cases check
 	// exactness, not latency: give a deployment whose connections are
 	// slow to set up on a busy box (TLS) several seconds. Default: 1s.
 	Timeout time.Duration
@@ -204,6 +205,11 @@ func (s *suite) admin(t *testing.T, c redis.UniversalClient) redis.UniversalClie
 func (s *suite) limiter(t *testing.T, c redis.UniversalClient, opts ratelimit.RedisOptions, m mode) *ratelimit.Redis {
 	t.Helper()
 	opts.Batch = m.batch
+	if opts.QueueTimeout == 0 {
+		// A batching limiter's calls wait behind the batches in flight:
+		// as long as a round trip may take here, at least the default.
+		opts.QueueTimeout = max(ratelimit.DefaultQueueTimeout, s.timeout)
+	}
 	var r *ratelimit.Redis
 	if m.pipelined && !s.cluster {
 		if s.env.Pipelined == nil {
