@@ -21,3 +21,6 @@ func reserve() (int, func() error, error) {
 func bindReusePort(port int) (int, func() error, error) {
 	return port, func() error { return nil }, nil
 }
+
+// bindReusePort6 cannot either.
+func bindReusePort6(port int) (int, func() error, error) { return bindReusePort(port) }

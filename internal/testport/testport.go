@@ -8,8 +8,8 @@
 //
 // Reserve closes the gap for children that bind with SO_REUSEPORT, as
 // Caddy does for every TCP listener (its admin endpoint included): the
-// test process keeps a socket bound to the port, with SO_REUSEPORT, but not
-// listening, until the test ends. The kernel then gives the port to nobody
+// test process keeps a socket bound to the port on every address, with
+// SO_REUSEPORT, but not listening, until the test ends. The kernel then gives the port to nobody
 // else (neither to another bind, nor as an ephemeral port), while a child
 // of the same user that sets SO_REUSEPORT binds it too. A socket that does
 // not listen is never handed a connection, so every connection reaches the
@@ -28,9 +28,10 @@ import (
 	"testing"
 )
 
-// Reserve returns a port on 127.0.0.1 that stays reserved for the rest of
-// the test: only a process of the same user that binds it with SO_REUSEPORT
-// (Caddy, nginx with "listen … reuseport") can listen on it. On systems
+// Reserve returns a TCP port that stays reserved, on every address, for the
+// rest of the test: only a process of the same user that binds it with
+// SO_REUSEPORT (Caddy, nginx with "listen … reuseport") can listen on it,
+// on 127.0.0.1 or on all interfaces. On systems
 // without SO_REUSEPORT it is a port that was free a moment ago.
 func Reserve(t testing.TB) int {
 	t.Helper()
@@ -51,9 +52,11 @@ func ReservePort() (port int, release func() error, err error) { return reserve(
 // before the child binds again. It is best effort: a port that something
 // else already holds is not held (release is then a no-op).
 func Hold(port int) (release func()) {
-	_, rel, err := bindReusePort(port)
+	_, rel, err := bindReusePort6(port)
 	if err != nil {
-		return func() {}
+		if _, rel, err = bindReusePort(port); err != nil {
+			return func() {}
+		}
 	}
 	return func() { _ = rel() }
 }

@@ -33,10 +33,21 @@ func TestReserve(t *testing.T) {
 	t.Run("reserved", func(t *testing.T) {
 		port = Reserve(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if l, err := net.Listen("tcp", addr); err == nil {
-			l.Close()
-			t.Fatalf("a plain listener got the reserved port %d", port)
+		// No plain listener gets it, on any address (a socket on another
+		// address would make a child's bind of all interfaces fail).
+		for _, a := range []string{addr, "127.0.0.2:" + strconv.Itoa(port), ":" + strconv.Itoa(port), "0.0.0.0:" + strconv.Itoa(port), "[::1]:" + strconv.Itoa(port)} {
+			if l, err := net.Listen("tcp", a); err == nil {
+				l.Close()
+				t.Fatalf("a plain listener on %s got the reserved port", a)
+			}
 		}
+		// A SO_REUSEPORT listener on all interfaces, as Caddy's for a site
+		// address with a host, binds it.
+		wide, err := listenReusePort(":" + strconv.Itoa(port))
+		if err != nil {
+			t.Fatalf("a SO_REUSEPORT listener on all interfaces cannot bind the reserved port: %v", err)
+		}
+		wide.Close()
 		// No automatic bind (another test's free port) gets it either.
 		for range 2000 {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
