@@ -142,7 +142,13 @@ func (h *Handler) importFile(w http.ResponseWriter, r *http.Request, c *caller) 
 		users = append(users, u)
 	}
 	b.Users = users
-	out, err := h.store.Import(r.Context(), b, keys.ImportOptions{DryRun: dryRun, Continue: cont, Hasher: h.hasher}, c.actor)
+	storeOpts := keys.ImportOptions{DryRun: dryRun, Continue: cont, Hasher: h.hasher}
+	if !c.superadmin {
+		// A re-import that changes an existing user's type reaches every
+		// tenant the user acts in (see foreignTenant).
+		storeOpts.AdminOf = c.adminOf
+	}
+	out, err := h.store.Import(r.Context(), b, storeOpts, c.actor)
 	if err != nil {
 		return err
 	}
@@ -178,6 +184,6 @@ func (h *Handler) importFile(w http.ResponseWriter, r *http.Request, c *caller) 
 	if out.Written && out.Created > 0 {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, Envelope{Status: "OK", Type: "Import", Errors: []keys.FieldError{}, Total: 1, Data: rep})
+	writeOne(w, status, "Import", 0, rep)
 	return nil
 }

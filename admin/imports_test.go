@@ -112,3 +112,47 @@ func TestImportAPIAtomic(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestImportRetypeNeedsEveryTenant (issue 23 item 4, for imports): a
+// re-import that changes the type of a user who also holds an ACTIVE
+// permission in another tenant needs an administrator of that tenant too;
+// a tenant admin's attempt fails the item and changes nothing, a
+// superadmin's succeeds.
+func TestImportRetypeNeedsEveryTenant(t *testing.T) {
+	bothStores(t, func(t *testing.T, f storeFactory) {
+		e := newEnv(t, f)
+		csv := []byte("user_id,user_name,user_type,role,customer_roles,key_name,key,key_sha256,expires_at\n" +
+			"svc-x,x service,SERVICE,MEMBER,,primary,csv-retype-key-0a1b2c3d4e,,2031-01-01T00:00:00Z\n")
+		e.do("POST", "/v1/imports?from=csv&tenant=a", e.adminA, csv, "Content-Type", "text/csv").want(201)
+		var page []keys.User
+		e.do("GET", "/v1/users?tenant=a&q=x%20service", e.adminA, nil).want(200).data(&page)
+		if len(page) != 1 || page[0].Type != keys.UserService {
+			t.Fatalf("imported user: %+v", page)
+		}
+		uid := page[0].ID
+		e.do("POST", "/v1/permissions", e.rootKey, map[string]any{
+			"user": map[string]any{"id": uid}, "workspaceId": "b", "role": "ADMIN", "status": "ACTIVE",
+		}).wantOneOf(200, 201)
+
+		retyped := []byte(strings.Replace(string(csv), ",SERVICE,", ",TECHNICAL,", 1))
+		r := e.do("POST", "/v1/imports?from=csv&tenant=a", e.adminA, retyped, "Content-Type", "text/csv").want(422)
+		if !strings.Contains(string(r.body), "tenant b") || !strings.Contains(string(r.body), "changing its type") {
+			t.Fatalf("tenant admin's retype: %s", r.body)
+		}
+		var u keys.User
+		e.do("GET", "/v1/users/"+uid, e.rootKey, nil).want(200).data(&u)
+		if u.Type != keys.UserService {
+			t.Fatalf("a refused import changed the type to %s", u.Type)
+		}
+		var rep ImportReport
+		res := e.do("POST", "/v1/imports?from=csv&tenant=a", e.rootKey, retyped, "Content-Type", "text/csv").want(200)
+		res.data(&rep)
+		if env := res.envelope(); env.Code != 200 || env.Timestamp.IsZero() || env.Account != "a" {
+			t.Fatalf("import envelope: code %d, timestamp %v, account %q", env.Code, env.Timestamp, env.Account)
+		}
+		e.do("GET", "/v1/users/"+uid, e.rootKey, nil).want(200).data(&u)
+		if rep.Updated != 1 || u.Type != keys.UserTechnical {
+			t.Fatalf("superadmin's retype: %+v, type %s", rep, u.Type)
+		}
+	})
+}

@@ -67,6 +67,13 @@ type ImportOptions struct {
 	Continue bool
 	// Hasher hashes the keys given in clear, as keygate hashes its own.
 	Hasher *Hasher
+	// AdminOf reports whether the caller administers a tenant. A user's
+	// type decides which of its credentials work in every tenant it holds
+	// an ACTIVE permission in, so re-importing an existing user with
+	// another type needs an administrator of all of them; the check runs
+	// inside the import's transaction. Nil means the caller administers
+	// every tenant (a superadmin).
+	AdminOf func(tenant string) bool
 }
 
 // Import item actions.
@@ -267,6 +274,16 @@ func importUser(r *recorder, b *ImportBatch, iu *ImportUser, opts *ImportOptions
 			}
 			u.RequestLimit, u.Meta, u.Tags = want.RequestLimit, want.Meta, want.Tags
 			return nil
+		}
+		if want.Type != cur.Type && opts.AdminOf != nil {
+			foreign, err := foreignActiveTenant(tx, curID, opts.AdminOf)
+			if err != nil {
+				return err
+			}
+			if foreign != "" {
+				return fail(fmt.Sprintf("the user also holds an ACTIVE permission in tenant %s, which the caller does not administer: "+
+					"changing its type (%s to %s) needs an administrator of every tenant the user acts in, or a superadmin", foreign, cur.Type, want.Type))
+			}
 		}
 		next := clone(*cur)
 		_ = mutate(&next)
@@ -644,4 +661,28 @@ func (s *kvStore) RehashKey(ctx context.Context, keyID, scheme string, legacy, s
 		return nil
 	})
 	return out, err
+}
+
+// foreignActiveTenant returns a tenant in which user userID holds an ACTIVE
+// permission and which adminOf refuses, or "" when there is none.
+func foreignActiveTenant(tx Tx, userID string, adminOf func(string) bool) (string, error) {
+	tenants, err := permTenants(tx, userID)
+	if err != nil {
+		return "", err
+	}
+	for _, t := range tenants {
+		if adminOf(t) {
+			continue
+		}
+		p, err := permOf(tx, userID, t)
+		if isNotFound(err) {
+			continue
+		} else if err != nil {
+			return "", err
+		}
+		if p.Status == PermissionActive {
+			return t, nil
+		}
+	}
+	return "", nil
 }
