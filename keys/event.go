@@ -96,16 +96,46 @@ type Webhook struct {
 	Enabled     bool     `json:"enabled"`
 	Description string   `json:"description,omitempty"`
 	// SealedSecret is the signing secret (whsec_…) sealed under the
-	// master key; it is shown once, at creation.
-	SealedSecret []byte    `json:"sealed"`
-	CreatedBy    string    `json:"createdBy,omitempty"`
-	Version      int64     `json:"version"`
-	CreatedAt    time.Time `json:"createdAt"`
-	UpdatedAt    time.Time `json:"updatedAt"`
+	// master key; it is shown once, at creation or rotation.
+	SealedSecret []byte `json:"sealed"`
+	// PreviousSealedSecret is the secret a rotation replaced, sealed like
+	// SealedSecret (same associated data). Until PreviousUntil deliveries
+	// are signed with it too, so receivers switch without downtime.
+	PreviousSealedSecret []byte `json:"previousSealed,omitempty"`
+	// PreviousUntil ends the grace period of PreviousSealedSecret; nil
+	// without one.
+	PreviousUntil *time.Time `json:"previousUntil,omitempty"`
+	CreatedBy     string     `json:"createdBy,omitempty"`
+	Version       int64      `json:"version"`
+	CreatedAt     time.Time  `json:"createdAt"`
+	UpdatedAt     time.Time  `json:"updatedAt"`
 }
 
 // Wants reports whether the webhook subscribes to event type t.
 func (w *Webhook) Wants(t string) bool { return subscribed(w.Events, t) }
+
+// PreviousSecret returns the sealed secret a rotation replaced while its
+// grace period runs at now, else nil.
+func (w *Webhook) PreviousSecret(now time.Time) []byte {
+	if w.PreviousUntil == nil || !now.Before(*w.PreviousUntil) || len(w.PreviousSealedSecret) == 0 {
+		return nil
+	}
+	return w.PreviousSealedSecret
+}
+
+// RotateSecret makes sealed the webhook's signing secret. With a grace
+// period the secret it replaces stays valid (deliveries carry both
+// signatures) until now+grace; without one it ends at once. A secret still
+// in an earlier rotation's grace period ends at once either way: a webhook
+// has at most two secrets.
+func (w *Webhook) RotateSecret(sealed []byte, now time.Time, grace time.Duration) {
+	w.PreviousSealedSecret, w.PreviousUntil = nil, nil
+	if grace > 0 {
+		until := now.Add(grace).UTC()
+		w.PreviousSealedSecret, w.PreviousUntil = w.SealedSecret, &until
+	}
+	w.SealedSecret = sealed
+}
 
 func subscribed(list []string, t string) bool {
 	for _, e := range list {
@@ -249,7 +279,9 @@ type EventStore interface {
 	CreateWebhook(ctx context.Context, w Webhook, actor string) (Webhook, error)
 	// GetWebhook returns one webhook or ErrNotFound.
 	GetWebhook(ctx context.Context, id string) (Webhook, error)
-	// UpdateWebhook changes URL, events, enabled or description.
+	// UpdateWebhook changes URL, events, enabled, description or (with
+	// Webhook.RotateSecret) the signing secrets. A previous secret whose
+	// grace period is over is dropped by any update.
 	UpdateWebhook(ctx context.Context, id string, version int64, mutate func(*Webhook) error, actor string) (Webhook, error)
 	// DeleteWebhook removes a webhook (its deliveries stay until purged).
 	DeleteWebhook(ctx context.Context, id string, version int64, actor string) error

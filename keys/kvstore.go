@@ -337,7 +337,7 @@ func clone[T any](v T) T {
 // secret material (hashes and sealed values).
 var noHistory = map[string]bool{
 	"version": true, "createdAt": true, "updatedAt": true, "lastUsedAt": true, "lastLogin": true, "reviewedBy": true,
-	"hash": true, "sealed": true, "sealedPrivate": true, "last4": true,
+	"hash": true, "sealed": true, "sealedPrivate": true, "previousSealed": true, "last4": true,
 }
 
 // diff returns the changed fields between two records, by JSON name.

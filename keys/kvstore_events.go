@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -695,6 +696,9 @@ func validateWebhook(w *Webhook) error {
 	if len(w.SealedSecret) == 0 {
 		v.Add("secret", "is required")
 	}
+	if (len(w.PreviousSealedSecret) == 0) != (w.PreviousUntil == nil) {
+		v.Add("previousSecret", "a previous secret needs the end of its grace period, and only it")
+	}
 	return v.Err()
 }
 
@@ -759,14 +763,21 @@ func (s *kvStore) UpdateWebhook(ctx context.Context, id string, version int64, m
 			return fieldError("tenant", "cannot be changed")
 		}
 		next.Version, next.CreatedAt, next.UpdatedAt, next.CreatedBy = cur.Version, cur.CreatedAt, cur.UpdatedAt, cur.CreatedBy
+		now := s.clock()
+		if next.PreviousUntil != nil && !now.Before(*next.PreviousUntil) {
+			// A rotation's grace period is over: the old secret goes
+			// with the next write instead of staying sealed forever.
+			next.PreviousSealedSecret, next.PreviousUntil = nil, nil
+		}
 		if err := validateWebhook(&next); err != nil {
 			return err
 		}
-		if len(diff(&cur, &next)) == 0 {
+		if len(diff(&cur, &next)) == 0 && bytes.Equal(cur.SealedSecret, next.SealedSecret) &&
+			bytes.Equal(cur.PreviousSealedSecret, next.PreviousSealedSecret) {
 			out = cur
 			return nil
 		}
-		stamp(&next.Version, &next.CreatedAt, &next.UpdatedAt, s.clock())
+		stamp(&next.Version, &next.CreatedAt, &next.UpdatedAt, now)
 		out = next
 		return putJSON(tx, tblWebhooks, id, next)
 	})

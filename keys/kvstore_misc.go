@@ -243,6 +243,12 @@ func (s *kvStore) ResealSecrets(ctx context.Context, reseal func(kind, id string
 			if w.SealedSecret, err = reseal(SealedWebhook, w.ID, w.SealedSecret); err != nil {
 				return fmt.Errorf("resealing webhook %s: %w", w.ID, err)
 			}
+			if len(w.PreviousSealedSecret) > 0 {
+				if w.PreviousSealedSecret, err = reseal(SealedWebhook, w.ID, w.PreviousSealedSecret); err != nil {
+					return fmt.Errorf("resealing webhook %s's previous secret: %w", w.ID, err)
+				}
+				n++
+			}
 			if err := putJSON(tx, tblWebhooks, w.ID, w); err != nil {
 				return err
 			}

@@ -375,3 +375,48 @@ func testWebhooks(t *testing.T, s keys.Store) {
 	_, err = s.GetWebhook(ctx, w.ID)
 	wantErr(t, "deleted webhook", err, keys.ErrNotFound)
 }
+
+// testWebhookSecretRotation: a rotation with a grace period keeps the old
+// sealed secret until its end; one without drops it; a rotation alone (no
+// other field changed) is a new version; an expired previous secret goes
+// with the next update.
+func testWebhookSecretRotation(t *testing.T, s keys.Store) {
+	tn, _ := setup(t, s)
+	w := webhook(t, s, tn.ID, "*")
+	now := time.Now()
+	got, err := s.UpdateWebhook(ctx, w.ID, w.Version, set(func(w *keys.Webhook) { w.RotateSecret([]byte("second"), now, time.Hour) }), "a")
+	must(t, "rotating with a grace period", err)
+	if string(got.SealedSecret) != "second" || string(got.PreviousSecret(now)) != "sealed" || got.Version != w.Version+1 {
+		t.Fatalf("after rotation: sealed %q previous %q v%d", got.SealedSecret, got.PreviousSealedSecret, got.Version)
+	}
+	if got.PreviousSecret(now.Add(time.Hour)) != nil {
+		t.Fatal("the previous secret outlives its grace period")
+	}
+	stored, err := s.GetWebhook(ctx, w.ID)
+	must(t, "reading", err)
+	if string(stored.PreviousSecret(now)) != "sealed" || stored.PreviousUntil == nil || stored.PreviousUntil.Sub(now.Add(time.Hour)).Abs() > time.Second {
+		t.Fatalf("stored rotation: %+v", stored)
+	}
+	// Rotating again within the grace period: the oldest secret ends.
+	got, err = s.UpdateWebhook(ctx, w.ID, got.Version, set(func(w *keys.Webhook) { w.RotateSecret([]byte("third"), now, time.Hour) }), "a")
+	must(t, "rotating again", err)
+	if string(got.SealedSecret) != "third" || string(got.PreviousSecret(now)) != "second" {
+		t.Fatalf("second rotation: sealed %q previous %q", got.SealedSecret, got.PreviousSealedSecret)
+	}
+	// Without a grace period nothing but the new secret is left.
+	got, err = s.UpdateWebhook(ctx, w.ID, got.Version, set(func(w *keys.Webhook) { w.RotateSecret([]byte("fourth"), now, 0) }), "a")
+	must(t, "rotating at once", err)
+	if string(got.SealedSecret) != "fourth" || got.PreviousSealedSecret != nil || got.PreviousUntil != nil {
+		t.Fatalf("rotation without grace: %+v", got)
+	}
+	// A grace period that is over is dropped by the next update.
+	got, err = s.UpdateWebhook(ctx, w.ID, got.Version, set(func(w *keys.Webhook) { w.RotateSecret([]byte("fifth"), now.Add(-2*time.Hour), time.Hour) }), "a")
+	must(t, "rotating with a past grace period", err)
+	got, err = s.UpdateWebhook(ctx, w.ID, got.Version, set(func(w *keys.Webhook) { w.Description = "x" }), "a")
+	must(t, "updating", err)
+	if got.PreviousSealedSecret != nil || got.PreviousUntil != nil || string(got.SealedSecret) != "fifth" {
+		t.Fatalf("an expired previous secret stayed: %+v", got)
+	}
+	_, err = s.UpdateWebhook(ctx, w.ID, got.Version, set(func(w *keys.Webhook) { w.PreviousSealedSecret = []byte("x") }), "a")
+	wantField(t, "previous secret without an end", err, "previousSecret")
+}

@@ -363,15 +363,28 @@ func testResealSecrets(t *testing.T, s keys.Store) {
 		t.Errorf("failed reseal changed a secret: %q", got.Sealed)
 	}
 
+	// A webhook in a rotation's grace period has two sealed secrets.
+	hook, err := s.CreateWebhook(ctx, keys.Webhook{ID: keys.NewID(), URL: "https://example.com/h", Events: []string{"*"},
+		Enabled: true, SealedSecret: []byte("old")}, actor)
+	must(t, "CreateWebhook", err)
+	hook, err = s.UpdateWebhook(ctx, hook.ID, 0, func(w *keys.Webhook) error {
+		w.RotateSecret([]byte("cur"), time.Now(), time.Hour)
+		return nil
+	}, actor)
+	must(t, "rotating the webhook secret", err)
+
 	seen := map[string]bool{}
 	n, err := s.ResealSecrets(ctx, func(kind, id string, sealed []byte) ([]byte, error) {
 		seen[kind+":"+id] = true
 		return append([]byte("new:"), sealed...), nil
 	})
 	must(t, "ResealSecrets", err)
-	want := []string{keys.SecretAAD(u.ID, a.ID), keys.SecretAAD(u.ID, b.ID), keys.SigningKeyAAD("kid-1")}
-	if n != 3 || len(seen) != 3 {
+	want := []string{keys.SecretAAD(u.ID, a.ID), keys.SecretAAD(u.ID, b.ID), keys.SigningKeyAAD("kid-1"), keys.WebhookAAD(hook.ID)}
+	if n != 5 || len(seen) != 4 {
 		t.Errorf("ResealSecrets = %d, saw %v", n, seen)
+	}
+	if got, err := s.GetWebhook(ctx, hook.ID); err != nil || string(got.SealedSecret) != "new:cur" || string(got.PreviousSealedSecret) != "new:old" {
+		t.Errorf("resealed webhook: %+v %v", got, err)
 	}
 	for _, aad := range want {
 		if !seen[aad] {

@@ -78,6 +78,7 @@ func cases() []testCase {
 		{"KeyExpiryEvents", testKeyExpiryEvents},
 		{"ReportLeak", testReportLeak},
 		{"Webhooks", testWebhooks},
+		{"WebhookSecretRotation", testWebhookSecretRotation},
 		{"Import", testImport},
 		{"ImportAtomic", testImportAtomic},
 		{"Rehash", testRehash},
