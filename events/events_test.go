@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
 	"github.com/keygate/keygate/events"
 	"github.com/keygate/keygate/internal/testsmtp"
 	"github.com/keygate/keygate/keys"
@@ -212,7 +214,7 @@ func TestDispatcherRetries(t *testing.T) {
 	var attempts sync.Map
 	d := events.New(events.Options{
 		Store: s, HTTP: events.NewHTTPClient(events.AddressPolicy{AllowLoopback: true}, time.Second),
-		OpenSecret:   func(*keys.Webhook) (string, error) { return secret, nil },
+		OpenSecret:   func(*keys.Webhook, []byte) (string, error) { return secret, nil },
 		RetryInitial: 10 * time.Millisecond, RetryMax: 40 * time.Millisecond, Poll: 10 * time.Millisecond,
 		OnAttempt: func(kind, result string) {
 			n, _ := attempts.LoadOrStore(result, new(atomic.Int64))
@@ -288,7 +290,7 @@ func TestDispatcherGivesUp(t *testing.T) {
 	_, _ = s.CreateWebhook(ctx, keys.Webhook{ID: "wh1", Tenant: "acme", URL: srv.URL, Events: []string{"*"}, Enabled: true, SealedSecret: []byte("x")}, "t")
 	d := events.New(events.Options{
 		Store: s, HTTP: events.NewHTTPClient(events.AddressPolicy{AllowLoopback: true}, time.Second),
-		OpenSecret:   func(*keys.Webhook) (string, error) { return secret, nil },
+		OpenSecret:   func(*keys.Webhook, []byte) (string, error) { return secret, nil },
 		RetryInitial: 10 * time.Millisecond, MaxAge: 200 * time.Millisecond, Poll: 10 * time.Millisecond,
 	})
 	rctx, cancel := context.WithCancel(ctx)
@@ -419,4 +421,128 @@ func TestLimitWatcher(t *testing.T) {
 func toFloat(v any) float64 {
 	f, _ := v.(float64)
 	return f
+}
+
+// TestSignAllVerifiesWithEither: a delivery signed during a rotation's
+// grace period verifies, with the published Standard Webhooks library and
+// with Verify, under the old secret and under the new one, and under
+// neither when tampered.
+func TestSignAllVerifiesWithEither(t *testing.T) {
+	old, cur := events.NewSecret(), events.NewSecret()
+	now := time.Now()
+	body := []byte(`{"specversion":"1.0"}`)
+	sig, err := events.SignAll([]string{cur, old}, "evt_1", now.Unix(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(sig, "v1,"); n != 2 || strings.Contains(sig, "  ") {
+		t.Fatalf("signature header %q", sig)
+	}
+	h := http.Header{}
+	h.Set("webhook-id", "evt_1")
+	h.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+	h.Set("webhook-signature", sig)
+	for _, secret := range []string{old, cur} {
+		wh, err := standardwebhooks.NewWebhook(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wh.Verify(body, h); err != nil {
+			t.Errorf("standardwebhooks: %v", err)
+		}
+		if err := wh.Verify([]byte(`{}`), h); err == nil {
+			t.Error("standardwebhooks verified a tampered body")
+		}
+		if err := events.Verify(secret, h, body, now, 5*time.Minute); err != nil {
+			t.Errorf("Verify: %v", err)
+		}
+	}
+	wh, _ := standardwebhooks.NewWebhook(events.NewSecret())
+	if err := wh.Verify(body, h); err == nil {
+		t.Error("a third secret verifies")
+	}
+	if _, err := events.SignAll(nil, "evt_1", now.Unix(), body); err == nil {
+		t.Error("signing with no secret")
+	}
+}
+
+// TestDispatcherRotation: after a rotation with a grace period the
+// dispatcher signs with the new and the old secret; once the grace period
+// is over, with the new one only.
+func TestDispatcherRotation(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	secrets := map[string]string{"s1": events.NewSecret(), "s2": events.NewSecret()}
+	var mu sync.Mutex
+	var got []http.Header
+	var bodies [][]byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got, bodies = append(got, r.Header.Clone()), append(bodies, b)
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	if _, err := s.CreateTenant(ctx, keys.Tenant{ID: "acme", Name: "Acme"}, "t"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.CreateWebhook(ctx, keys.Webhook{ID: "wh1", Tenant: "acme", URL: srv.URL, Events: []string{"*"}, Enabled: true, SealedSecret: []byte("s1")}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	d := events.New(events.Options{
+		Store: s, HTTP: events.NewHTTPClient(events.AddressPolicy{AllowLoopback: true}, time.Second),
+		OpenSecret: func(_ *keys.Webhook, sealed []byte) (string, error) { return secrets[string(sealed)], nil },
+		Poll:       10 * time.Millisecond,
+		Now:        func() time.Time { return time.Unix(0, clock.Load()) },
+	})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { d.Run(rctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deliver := func() (http.Header, []byte) {
+		t.Helper()
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if _, err := s.CreateUser(ctx, keys.User{Name: "u" + strconv.Itoa(n), PrimaryTenant: "acme"}, "admin"); err != nil {
+			t.Fatal(err)
+		}
+		d.Wake()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			mu.Lock()
+			if len(got) > n {
+				h, b := got[n], bodies[n]
+				mu.Unlock()
+				return h, b
+			}
+			mu.Unlock()
+			if time.Now().After(deadline) {
+				t.Fatal("not delivered")
+			}
+		}
+	}
+	verifies := func(secret string, h http.Header, body []byte) bool {
+		wh, _ := standardwebhooks.NewWebhook(secret)
+		return wh.VerifyIgnoringTimestamp(body, h) == nil
+	}
+	if h, b := deliver(); !verifies(secrets["s1"], h, b) || strings.Count(h.Get("webhook-signature"), "v1,") != 1 {
+		t.Fatalf("before the rotation: %q", h.Get("webhook-signature"))
+	}
+	now := time.Unix(0, clock.Load())
+	if _, err := s.UpdateWebhook(ctx, w.ID, 0, func(w *keys.Webhook) error { w.RotateSecret([]byte("s2"), now, time.Hour); return nil }, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	h, b := deliver()
+	if !verifies(secrets["s1"], h, b) || !verifies(secrets["s2"], h, b) {
+		t.Fatalf("during the grace period: %q", h.Get("webhook-signature"))
+	}
+	clock.Add(int64(time.Hour))
+	h, b = deliver()
+	if verifies(secrets["s1"], h, b) || !verifies(secrets["s2"], h, b) {
+		t.Fatalf("after the grace period: %q", h.Get("webhook-signature"))
+	}
 }

@@ -56,6 +56,29 @@ func Sign(secret, id string, timestamp int64, body []byte) (string, error) {
 	return "v1," + base64.StdEncoding.EncodeToString(mac(key, id, timestamp, body)), nil
 }
 
+// SignAll returns the webhook-signature value of body signed with each of
+// secrets: the v1 signatures separated by single spaces, as Standard
+// Webhooks verifiers split them. During a rotation's grace period a
+// delivery is signed with the new secret and the old one, so a receiver
+// holding either verifies it.
+func SignAll(secrets []string, id string, timestamp int64, body []byte) (string, error) {
+	if len(secrets) == 0 {
+		return "", errors.New("webhook secret: none to sign with")
+	}
+	var b strings.Builder
+	for i, secret := range secrets {
+		sig, err := Sign(secret, id, timestamp, body)
+		if err != nil {
+			return "", err
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(sig)
+	}
+	return b.String(), nil
+}
+
 func mac(key []byte, id string, timestamp int64, body []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(id))
@@ -197,11 +220,11 @@ func NewHTTPClient(p AddressPolicy, timeout time.Duration) *http.Client {
 // userAgent is sent with every delivery.
 const userAgent = "keygate-webhooks/1"
 
-// post sends one webhook attempt and returns the status (0 without an
-// answer) and what went wrong.
-func post(ctx context.Context, c *http.Client, target, secret, id string, now time.Time, body []byte) (int, error) {
+// post sends one webhook attempt, signed with each of secrets, and returns
+// the status (0 without an answer) and what went wrong.
+func post(ctx context.Context, c *http.Client, target string, secrets []string, id string, now time.Time, body []byte) (int, error) {
 	ts := now.Unix()
-	sig, err := Sign(secret, id, ts, body)
+	sig, err := SignAll(secrets, id, ts, body)
 	if err != nil {
 		return 0, err
 	}

@@ -43,9 +43,10 @@ type Options struct {
 	// Mailer sends e-mail; nil: e-mail deliveries fail at once (no SMTP
 	// server configured).
 	Mailer Mailer
-	// OpenSecret returns a webhook's signing secret (unsealed). Required
-	// for webhooks.
-	OpenSecret func(w *keys.Webhook) (string, error)
+	// OpenSecret unseals one of webhook w's signing secrets (its current
+	// one, or the one a rotation replaced, during the grace period).
+	// Required for webhooks.
+	OpenSecret func(w *keys.Webhook, sealed []byte) (string, error)
 	// Lease is how long an attempt owns its delivery; another node takes
 	// it over after that. Default: 1m (more than Timeout).
 	Lease time.Duration
@@ -309,15 +310,23 @@ func (d *Dispatcher) send(ctx context.Context, dl *keys.Delivery, now time.Time)
 		if d.o.OpenSecret == nil {
 			return 0, fmt.Errorf("%w: no master key to open webhook secrets", errPermanent)
 		}
-		secret, err := d.o.OpenSecret(&w)
+		secret, err := d.o.OpenSecret(&w, w.SealedSecret)
 		if err != nil {
 			return 0, fmt.Errorf("%w: opening the signing secret: %w", errPermanent, err)
+		}
+		secrets := []string{secret}
+		if prev := w.PreviousSecret(now); prev != nil {
+			old, err := d.o.OpenSecret(&w, prev)
+			if err != nil {
+				return 0, fmt.Errorf("%w: opening the previous signing secret: %w", errPermanent, err)
+			}
+			secrets = append(secrets, old)
 		}
 		body, err := Render(dl.Event, d.o.Source)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %w", errPermanent, err)
 		}
-		return post(ctx, d.o.HTTP, w.URL, secret, dl.Event.ID, now, body)
+		return post(ctx, d.o.HTTP, w.URL, secrets, dl.Event.ID, now, body)
 	case keys.DeliveryEmail:
 		if d.o.Mailer == nil {
 			return 0, fmt.Errorf("%w: no SMTP server configured", errPermanent)

@@ -250,10 +250,10 @@ func (a *App) setupEvents(repl *caddy.Replacer, logger *zap.Logger) error {
 	}
 	rt.failures = events.NewFailureWatcher(rt.queue, fb.Threshold, time.Duration(fb.Window))
 	sealer := a.sealer
-	var open func(w *keys.Webhook) (string, error)
+	var open func(w *keys.Webhook, sealed []byte) (string, error)
 	if sealer != nil {
-		open = func(w *keys.Webhook) (string, error) {
-			pt, err := sealer.Open(w.SealedSecret, keys.WebhookAAD(w.ID))
+		open = func(w *keys.Webhook, sealed []byte) (string, error) {
+			pt, err := sealer.Open(sealed, keys.WebhookAAD(w.ID))
 			return string(pt), err
 		}
 	}
