@@ -192,7 +192,12 @@ type route struct {
 	Alias string
 	// NoPrecondition: a DELETE that needs no If-Match (no version).
 	NoPrecondition bool
-	handle         func(h *Handler, w http.ResponseWriter, r *http.Request, c *caller) error
+	// OptionalPrecondition: a POST that takes an optional If-Match (412
+	// when it does not match).
+	OptionalPrecondition bool
+	// OptionalBody: a POST whose body may be left out.
+	OptionalBody bool
+	handle       func(h *Handler, w http.ResponseWriter, r *http.Request, c *caller) error
 }
 
 // canonical is the pattern of the route rt serves: its own, or the one it
@@ -296,6 +301,7 @@ var routeTable = []route{
 	{Method: "POST", Pattern: "/v1/webhooks", Summary: "Create a webhook: URL, event types, enabled; its signing secret (whsec_…) is returned once", Tag: "events", Request: "WebhookInput", Response: "Webhook", Status: 201, handle: (*Handler).createWebhook},
 	{Method: "GET", Pattern: "/v1/webhooks/{id}", Summary: "Get a webhook (no secret)", Tag: "events", Response: "Webhook", handle: (*Handler).getWebhook},
 	{Method: "PATCH", Pattern: "/v1/webhooks/{id}", Summary: "Change a webhook's URL, event types, enabled flag or description (If-Match)", Tag: "events", Request: "WebhookInput", Response: "Webhook", handle: (*Handler).patchWebhook},
+	{Method: "POST", Pattern: "/v1/webhooks/{id}/rotate-secret", Summary: "Give a webhook a new signing secret (whsec_…, returned once); during the optional gracePeriod deliveries are signed with the new and the old secret", Tag: "events", Request: "WebhookRotate", Response: "Webhook", OptionalPrecondition: true, OptionalBody: true, handle: (*Handler).rotateWebhookSecret},
 	{Method: "DELETE", Pattern: "/v1/webhooks/{id}", Summary: "Delete a webhook (If-Match); 204", Tag: "events", Status: 204, handle: (*Handler).deleteWebhook},
 	{Method: "GET", Pattern: "/v1/webhooks/{id}/deliveries", Summary: "A webhook's deliveries, newest first: status, attempts, last response", Tag: "events", Response: "Delivery", List: true, Query: []string{"status", "page", "size", "sort"}, handle: (*Handler).webhookDeliveries},
 	{Method: "GET", Pattern: "/v1/deliveries", Summary: "Deliveries of webhooks and e-mail notifications, newest first", Tag: "events", Response: "Delivery", List: true, Query: deliveryQuery, handle: (*Handler).allDeliveries},

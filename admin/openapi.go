@@ -159,7 +159,12 @@ func schemas() obj {
 			"id": str(""), "tenant": str("absent: a superadmin's webhook for every tenant"), "url": str("http or https"),
 			"events": obj{"type": "array", "items": eventType}, "enabled": obj{"type": "boolean"},
 			"description": str(""), "createdBy": str(""), "version": integer, "createdAt": dateTime, "updatedAt": dateTime,
-			"secret": str("the signing secret whsec_…, only in the creating response"),
+			"secret":                  str("the signing secret whsec_…, only in the response that created or rotated it"),
+			"previousSecretExpiresAt": obj{"type": "string", "format": "date-time", "description": "during a rotation's grace period: when the replaced secret stops signing deliveries"},
+		}},
+		"WebhookRotate": obj{"type": "object", "additionalProperties": false, "properties": obj{
+			"gracePeriod": obj{"oneOf": []obj{str("Go duration, e.g. 24h"), obj{"type": "number", "description": "seconds"}},
+				"description": "keep signing with the old secret too (at most 720h); default 0: it ends now"},
 		}},
 		"WebhookInput": obj{"type": "object", "additionalProperties": false, "properties": obj{
 			"tenant": str("POST only; default: a tenant admin's tenant; a superadmin may leave it out for all tenants"),
@@ -392,6 +397,10 @@ func buildOpenAPI() []byte {
 			params = append(params, obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"},
 				"description": "optional: the permission's ETag (or *), like a version field in the body; 412 when it moved on"})
 		}
+		if rt.OptionalPrecondition {
+			params = append(params, obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"},
+				"description": "optional: the resource's ETag (or *); 412 when it moved on"})
+		}
 		if (rt.Method == http.MethodPatch || rt.Method == http.MethodDelete || (rt.Method == http.MethodPut && rt.Tag != "roles")) && !rt.NoPrecondition {
 			params = append(params, obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"},
 				"description": "the resource's ETag, or *; required unless the body has version"})
@@ -457,7 +466,7 @@ func buildOpenAPI() []byte {
 			op["requestBody"] = obj{"required": true, "description": "the file, as the peer exports it (YAML, JSON or CSV)",
 				"content": obj{"*/*": obj{"schema": obj{"type": "string", "format": "binary", "maxLength": 8 << 20}}}}
 		default:
-			op["requestBody"] = obj{"required": rt.Method != http.MethodPost || !(strings.HasSuffix(rt.Pattern, "/replace") || rt.Pattern == "/v1/console/session"),
+			op["requestBody"] = obj{"required": rt.Method != http.MethodPost || !(rt.OptionalBody || strings.HasSuffix(rt.Pattern, "/replace") || rt.Pattern == "/v1/console/session"),
 				"content": obj{"application/json": obj{"schema": ref(rt.Request)}}}
 		}
 		switch rt.Auth {
@@ -558,7 +567,7 @@ func errorResponses(rt route) map[int]string {
 		out[http.StatusRequestEntityTooLarge] = "body too large"
 		out[http.StatusUnsupportedMediaType] = "body is not application/json"
 	}
-	if mutating || rt.canonical() == "/v1/permissions" {
+	if mutating || rt.OptionalPrecondition || rt.canonical() == "/v1/permissions" {
 		out[http.StatusPreconditionFailed] = "If-Match or version does not match"
 	}
 	if mutating {

@@ -3,6 +3,9 @@ package admin
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/keygate/keygate/keys"
 )
 
 // TestWebhookAuthz: tenant admins manage their tenant's webhooks only;
@@ -56,4 +59,65 @@ func TestWebhookAuthz(t *testing.T) {
 		t.Fatalf("after patch: %+v", got)
 	}
 	e.do("DELETE", "/v1/webhooks/"+w.ID, e.adminA, nil, "If-Match", "*").want(204)
+}
+
+// TestWebhookRotateSecret: a rotation returns a new secret once; with a
+// grace period the old one stays sealed beside it until the period ends
+// (previousSecretExpiresAt), without one it is gone; bad grace periods,
+// stale If-Match and other tenants' admins change nothing.
+func TestWebhookRotateSecret(t *testing.T) {
+	e := newEnv(t, newFileStore)
+	var w WebhookView
+	e.do("POST", "/v1/webhooks", e.adminA, map[string]any{"url": "https://a.example.com/h", "events": []string{"*"}}).want(201).data(&w)
+	open := func(sealed []byte, id string) string {
+		t.Helper()
+		pt, err := e.sealer.Open(sealed, keys.WebhookAAD(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pt)
+	}
+	var r WebhookView
+	e.do("POST", "/v1/webhooks/"+w.ID+"/rotate-secret", e.adminA, map[string]any{"gracePeriod": "24h"}).want(200).data(&r)
+	if !strings.HasPrefix(r.Secret, "whsec_") || r.Secret == w.Secret || r.Version != w.Version+1 ||
+		r.PreviousSecretExpiresAt == nil || !r.PreviousSecretExpiresAt.Equal(e.clk.Now().Add(24*time.Hour)) {
+		t.Fatalf("rotated: %+v", r)
+	}
+	stored, err := e.store.GetWebhook(t.Context(), w.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if open(stored.SealedSecret, w.ID) != r.Secret || open(stored.PreviousSecret(e.clk.Now()), w.ID) != w.Secret {
+		t.Fatal("the stored secrets are not the new and the old one")
+	}
+	var got WebhookView
+	e.do("GET", "/v1/webhooks/"+w.ID, e.adminA, nil).want(200).data(&got)
+	if got.Secret != "" || got.PreviousSecretExpiresAt == nil {
+		t.Fatalf("after rotation: %+v", got)
+	}
+	e.clk.Advance(25 * time.Hour)
+	got = WebhookView{}
+	e.do("GET", "/v1/webhooks/"+w.ID, e.adminA, nil).want(200).data(&got)
+	if got.PreviousSecretExpiresAt != nil {
+		t.Fatalf("grace period still shown after its end: %+v", got)
+	}
+	// Refusals change nothing.
+	e.do("POST", "/v1/webhooks/"+w.ID+"/rotate-secret", e.adminB, nil).want(404)
+	e.do("POST", "/v1/webhooks/"+w.ID+"/rotate-secret", e.memberA, nil).want(403)
+	e.do("POST", "/v1/webhooks/"+w.ID+"/rotate-secret", e.adminA, map[string]any{"gracePeriod": "-1h"}).wantProblem(400, "gracePeriod")
+	e.do("POST", "/v1/webhooks/"+w.ID+"/rotate-secret", e.adminA, map[string]any{"gracePeriod": "721h"}).wantProblem(400, "gracePeriod")
+	e.do("POST", "/v1/webhooks/"+w.ID+"/rotate-secret", e.adminA, map[string]any{"grace": "1h"}).wantProblem(400, "grace")
+	e.do("POST", "/v1/webhooks/"+w.ID+"/rotate-secret", e.adminA, nil, "If-Match", `"1"`).want(412)
+	if again, _ := e.store.GetWebhook(t.Context(), w.ID); again.Version != stored.Version || open(again.SealedSecret, w.ID) != r.Secret {
+		t.Fatalf("a refused rotation changed the webhook: v%d", again.Version)
+	}
+	// Without a body: the old secret ends at once.
+	var r2 WebhookView
+	e.do("POST", "/v1/webhooks/"+w.ID+"/rotate-secret", e.adminA, nil, "If-Match", `"2"`).want(200).data(&r2)
+	if r2.Secret == r.Secret || r2.PreviousSecretExpiresAt != nil {
+		t.Fatalf("rotation without grace: %+v", r2)
+	}
+	if after, _ := e.store.GetWebhook(t.Context(), w.ID); after.PreviousSealedSecret != nil || open(after.SealedSecret, w.ID) != r2.Secret {
+		t.Fatalf("rotation without grace kept the old secret: %+v", after)
+	}
 }
