@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -29,14 +30,18 @@ import (
 	"testing"
 	"time"
 
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
 	"github.com/keygate/keygate/internal/testcaddy"
 	"github.com/keygate/keygate/internal/testredis"
 	"github.com/keygate/keygate/internal/testsmtp"
 )
 
-// hookReceiver is a webhook endpoint written from the Standard Webhooks
-// spec alone (not with keygate's events package): it checks the signature
-// and the timestamp, dedupes by webhook-id, and records what arrived.
+// hookReceiver is a webhook endpoint that verifies every delivery twice,
+// neither time with keygate's events package: with a check written from
+// the Standard Webhooks spec alone (signature and timestamp), and with the
+// published Go library (verifyDelivery, the README's snippet). Both must
+// pass. It dedupes by webhook-id and records what arrived.
 type hookReceiver struct {
 	*httptest.Server
 	t      testing.TB
@@ -75,6 +80,11 @@ func (rc *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	secret, _ := rc.secret.Load().(string)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	libErr := errors.New("no secret")
+	if wh, err := standardwebhooks.NewWebhook(secret); err == nil {
+		_, _, libErr = verifyDelivery(wh, r)
+	}
 	key, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
 	id, ts := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp")
 	m := hmac.New(sha256.New, key)
@@ -93,7 +103,10 @@ func (rc *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if !ok || secret == "" {
+	if !ok || secret == "" || libErr != nil {
+		if ok != (libErr == nil) {
+			rc.t.Errorf("the spec check (%v) and standardwebhooks (%v) disagree about delivery %s", ok, libErr, id)
+		}
 		rc.bad++
 		w.WriteHeader(http.StatusUnauthorized)
 		return
