@@ -1,6 +1,6 @@
 // Package cli is keygate's command line: the subcommands keygate adds to
 // Caddy's (bootstrap, tenants, users, keys, secrets, permissions, activity,
-// import, export, apply, rotate-master-key), registered with Caddy in init
+// webhooks, import, export, apply, rotate-master-key), registered with Caddy in init
 // so that the keygate binary and every xcaddy build with keygate have them
 // (imports.go blank-imports this package). Every command is a client of
 // the admin REST API: of the running server's admin endpoint, or, when no
@@ -73,7 +73,13 @@ var cliExamples = map[string]string{
   keygate secrets deactivate --user <user id> <secret id> --config Caddyfile.example`,
 	"permissions": `  keygate permissions list --tenant acme --config Caddyfile.example
   keygate permissions set --user <user id> --tenant acme --role VIEWER --config Caddyfile.example`,
-	"activity":          `  keygate activity list --from 2026-11-01T00:00:00Z --config Caddyfile.example`,
+	"activity": `  keygate activity list --from 2026-11-01T00:00:00Z --config Caddyfile.example`,
+	"webhooks": `  keygate webhooks create --url https://hooks.example.com/keygate --events key.expiring,key.leaked --config Caddyfile.example
+  keygate webhooks list --config Caddyfile.example
+  keygate webhooks deliveries <webhook id> --status FAILED --config Caddyfile.example
+  keygate webhooks replay <delivery id> --config Caddyfile.example
+  keygate webhooks rotate-secret <webhook id> --grace 24h --config Caddyfile.example
+  keygate webhooks delete <webhook id> --config Caddyfile.example`,
 	"rotate-master-key": `  keygate rotate-master-key --new-key "$(head -c32 /dev/urandom | base64)" --config Caddyfile.example`,
 }
 
@@ -450,6 +456,7 @@ func cliCommands() []caddycmd.Command {
 					return cl.print(res.Data, []string{"id", "user.id", "user.userName", "workspaceId", "role", "status"})
 				}},
 		}),
+		webhooksCommand(),
 		importCommand(),
 		exportCommand(),
 		applyCommand(),

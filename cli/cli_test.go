@@ -15,7 +15,7 @@ import (
 // are in module/, next to the gateway's).
 func TestCommandNames(t *testing.T) {
 	names := CommandNames()
-	for _, want := range []string{"bootstrap", "tenants", "users", "keys", "import", "export", "apply", "rotate-master-key"} {
+	for _, want := range []string{"bootstrap", "tenants", "users", "keys", "webhooks", "import", "export", "apply", "rotate-master-key"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no %q command in %v", want, names)
 		}

@@ -322,3 +322,104 @@ func TestAdminEndpointExposedWarns(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIWebhooks drives `keygate webhooks` against a running server with
+// a real receiver: create (the secret printed once), list, deliveries,
+// replay (the receiver sees the same webhook-id again), rotate-secret with
+// a grace period (the receiver on the old secret keeps verifying, then on
+// the new one), delete; bad input is refused with the field named.
+func TestCLIWebhooks(t *testing.T) {
+	rc := newHookReceiver(t)
+	e := startEventsEnv(t, "", "", testcaddy.Options{})
+	e.bootstrap()
+	var hook struct {
+		ID     string   `json:"id"`
+		URL    string   `json:"url"`
+		Events []string `json:"events"`
+		Secret string   `json:"secret"`
+	}
+	out := e.srv.CLI("webhooks", "create", "--url", rc.URL+"/hook", "--events", "user.created,key.created", "--json")
+	if err := json.Unmarshal([]byte(out), &hook); err != nil || !strings.HasPrefix(hook.Secret, "whsec_") || len(hook.Events) != 2 {
+		t.Fatalf("webhooks create --json: %v\n%s", err, out)
+	}
+	rc.secret.Store(hook.Secret)
+	if list := e.srv.CLI("webhooks", "list"); !strings.Contains(list, hook.ID) || !strings.Contains(list, rc.URL) || strings.Contains(list, hook.Secret) {
+		t.Fatalf("webhooks list:\n%s", list)
+	}
+	newUser := func(name string) string {
+		var u struct{ ID string }
+		json.Unmarshal(e.api(http.MethodPost, "/v1/users", map[string]any{"name": name, "primaryTenant": "acme"}, http.StatusCreated), &u)
+		rc.waitType("user.created", func(ev map[string]any) bool { return ev["subject"] == "users/"+u.ID }, 15*time.Second)
+		return u.ID
+	}
+	newUser("first")
+
+	var ds []struct {
+		ID, EventID, Status string
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(ds) != 1 || ds[0].Status != "DELIVERED"; time.Sleep(50 * time.Millisecond) {
+		if err := json.Unmarshal([]byte(e.srv.CLI("webhooks", "deliveries", hook.ID, "--json")), &ds); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("webhooks deliveries: %+v", ds)
+		}
+	}
+	if table := e.srv.CLI("webhooks", "deliveries", "--status", "DELIVERED"); !strings.Contains(table, ds[0].ID) || !strings.Contains(table, "user.created") {
+		t.Fatalf("webhooks deliveries --status DELIVERED:\n%s", table)
+	}
+	if out := e.srv.CLI("webhooks", "replay", ds[0].ID); !strings.Contains(out, "PENDING") {
+		t.Fatalf("webhooks replay:\n%s", out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		rc.mu.Lock()
+		n := rc.raw[ds[0].EventID]
+		rc.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replay did not reach the receiver (%d)", n)
+		}
+	}
+
+	var rot struct {
+		Secret                  string `json:"secret"`
+		PreviousSecretExpiresAt string `json:"previousSecretExpiresAt"`
+	}
+	if err := json.Unmarshal([]byte(e.srv.CLI("webhooks", "rotate-secret", hook.ID, "--grace", "1h", "--json")), &rot); err != nil ||
+		!strings.HasPrefix(rot.Secret, "whsec_") || rot.Secret == hook.Secret || rot.PreviousSecretExpiresAt == "" {
+		t.Fatalf("webhooks rotate-secret: %v %+v", err, rot)
+	}
+	newUser("on-the-old-secret") // the receiver still holds the old one
+	rc.secret.Store(rot.Secret)
+	newUser("on-the-new-secret")
+	rc.mu.Lock()
+	bad := rc.bad
+	rc.mu.Unlock()
+	if bad != 0 {
+		t.Fatalf("%d deliveries failed verification around the rotation", bad)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"webhooks", "create", "--url", "ftp://x"}, "url"},
+		{[]string{"webhooks", "create", "--url", "https://x.example.com", "--events", "key.nope"}, "events"},
+		{[]string{"webhooks", "rotate-secret", hook.ID, "--grace", "soon"}, "--grace"},
+		{[]string{"webhooks", "rotate-secret", hook.ID, "--grace", "800h"}, "gracePeriod"},
+		{[]string{"webhooks", "deliveries", hook.ID, "--kind", "email"}, "leave out the webhook id"},
+		{[]string{"webhooks", "replay", "evt_nope.x"}, "404"},
+	} {
+		if out, err := e.srv.TryCLI(c.args...); err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("keygate %s: err=%v, want %q in\n%s", strings.Join(c.args, " "), err, c.want, out)
+		}
+	}
+	if out := e.srv.CLI("webhooks", "delete", hook.ID); !strings.Contains(out, "deleted") {
+		t.Fatalf("webhooks delete:\n%s", out)
+	}
+	if list := e.srv.CLI("webhooks", "list"); strings.Contains(list, hook.ID) {
+		t.Fatalf("deleted webhook still listed:\n%s", list)
+	}
+}
