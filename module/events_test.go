@@ -47,6 +47,7 @@ type hookReceiver struct {
 	t      testing.TB
 	secret atomic.Value // string
 	down   atomic.Int64 // answer 503 to this many requests
+	delay  atomic.Int64 // wait this long (ns) before answering: attempts in flight
 	// holding makes requests hang on hold, then fail.
 	holding atomic.Bool
 	hold    chan struct{}
@@ -69,6 +70,9 @@ func newHookReceiver(t testing.TB) *hookReceiver {
 
 func (rc *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
+	if d := rc.delay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	if rc.holding.Load() {
 		rc.held.Add(1)
 		<-rc.hold // hangs until released, and counts for nothing

@@ -2,6 +2,7 @@ package module_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -567,4 +568,133 @@ func measureWait(t *testing.T, tp *topology) {
 	off50, off99 := lat(-1)
 	on50, on99 := lat(0)
 	t.Logf("%s: CreateUser without WAIT p50 %v p99 %v; with WAIT 1 p50 %v p99 %v", tp.name, off50, off99, on50, on99)
+}
+
+// TestTopologySentinelEvents: two keygate nodes deliver webhooks from a
+// Sentinel group while users are created through both, and the master is
+// failed over twice with deliveries pending and in flight (the receiver
+// takes 50 ms per request): SENTINEL FAILOVER, then killing the master.
+// Every event of a change the admin API acknowledged reaches the receiver
+// (at least once; deduped by webhook-id, once), signed, and no delivery is
+// left pending or failed.
+func TestTopologySentinelEvents(t *testing.T) {
+	tp, s := sentinelTopology(t)
+	rc := newHookReceiver(t)
+	rc.delay.Store(int64(50 * time.Millisecond))
+	store := fmt.Sprintf("store redis {\n\t\t\t%s\n\t\t\tprefix keygate:ev:\n\t\t\ttimeout 250ms\n\t\t}", tp.store)
+	a := startEventsEnv(t, store, "timeout 2s\n\t\t\tlease 4s", testcaddy.Options{})
+	a.bootstrap()
+	b := startEventsEnv(t, store, "timeout 2s\n\t\t\tlease 4s", testcaddy.Options{})
+	b.adminKey, b.adminID = a.adminKey, a.adminID
+	hook := a.webhook(rc, "acme")
+
+	// Load: users created through both nodes, about 20 a second; only the
+	// acknowledged ones (201) count.
+	var mu sync.Mutex
+	var acked []string
+	refused := map[int]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 5 * time.Second}
+	for w, node := range []*eventsEnv{a, b} {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf(`{"name":"fo-%d-%d","primaryTenant":"acme"}`, w, i)
+				req, _ := http.NewRequest(http.MethodPost, node.adminURL+"/v1/users", strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+node.adminKey)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					mu.Lock()
+					refused[0]++
+					mu.Unlock()
+					continue
+				}
+				var out struct {
+					Data struct {
+						ID string `json:"id"`
+					} `json:"data"`
+				}
+				err = json.NewDecoder(resp.Body).Decode(&out)
+				resp.Body.Close()
+				mu.Lock()
+				if resp.StatusCode == http.StatusCreated && err == nil && out.Data.ID != "" {
+					acked = append(acked, out.Data.ID)
+				} else {
+					refused[resp.StatusCode]++
+				}
+				mu.Unlock()
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+	// count is how many of the webhook's deliveries are in status (-1
+	// while the admin API cannot tell).
+	count := func(status string) int {
+		code, _, raw := a.raw(http.MethodGet, "/v1/webhooks/"+hook+"/deliveries?size=1&status="+status, a.adminKey, nil, nil)
+		var env struct {
+			Total int `json:"total"`
+		}
+		if code != http.StatusOK || json.Unmarshal(raw, &env) != nil {
+			return -1
+		}
+		return env.Total
+	}
+	pending := func() int { return count("PENDING") }
+	// Fail over with deliveries pending: wait until some are.
+	awaitPending := func(what string) {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if n := pending(); n > 0 {
+				t.Logf("%s: %d deliveries pending or in flight", what, n)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no delivery pending", what)
+			}
+		}
+	}
+	time.Sleep(time.Second)
+	awaitPending("before SENTINEL FAILOVER")
+	t.Logf("SENTINEL FAILOVER promoted the replica in %v", s.Failover())
+	time.Sleep(time.Second)
+	awaitPending("before killing the master")
+	t.Logf("the sentinels promoted the replica %v after the master was killed", s.KillMaster())
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	mu.Lock()
+	users := slices.Clone(acked)
+	t.Logf("%d users acknowledged, refused: %v", len(users), refused)
+	mu.Unlock()
+	if len(users) < 20 {
+		t.Fatalf("only %d users acknowledged", len(users))
+	}
+	for _, id := range users {
+		rc.waitType("user.created", func(ev map[string]any) bool { return ev["subject"] == "users/"+id }, 60*time.Second)
+	}
+	for deadline := time.Now().Add(30 * time.Second); pending() != 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries still pending", pending())
+		}
+	}
+	if n := count("FAILED"); n != 0 {
+		t.Fatalf("%d deliveries failed", n)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	dups := 0
+	for _, n := range rc.raw {
+		dups += n - 1
+	}
+	if rc.bad != 0 {
+		t.Errorf("%d deliveries failed verification", rc.bad)
+	}
+	t.Logf("%d events arrived (each acknowledged user's user.created among them), %d repeated attempts deduped by webhook-id",
+		len(rc.raw), dups)
 }
