@@ -272,8 +272,15 @@ type EventStore interface {
 	// ListDeliveries pages through deliveries, newest first.
 	ListDeliveries(ctx context.Context, q DeliveryQuery) (Page[Delivery], error)
 	// PurgeDeliveries removes DELIVERED and FAILED deliveries created
-	// before before, and stable event ids remembered before then.
+	// before before, and stable event ids remembered before then; and the
+	// failure counts (AddFailureCounts) of windows that have ended.
 	PurgeDeliveries(ctx context.Context, before time.Time) (int, error)
+	// AddFailureCounts adds nodes' counts of failed authentications to the
+	// stored ones of the same subject and window, in one transaction, and
+	// returns the sums in the order given: failures added, clients merged
+	// (at most MaxFailureClients), First and Last widened. The counts of
+	// windows that ended are removed, a few with each call.
+	AddFailureCounts(ctx context.Context, counts []FailureCount) ([]FailureCount, error)
 
 	// CreateWebhook stores a webhook (ID given).
 	CreateWebhook(ctx context.Context, w Webhook, actor string) (Webhook, error)

@@ -627,7 +627,10 @@ func (s *kvStore) PurgeDeliveries(ctx context.Context, before time.Time) (int, e
 		return n, err
 	}
 	m, err := purgeOldestRaw(ctx, s, idxEventSeen, tblEventSeen, before)
-	return n + m, err
+	if err != nil {
+		return n + m, err
+	}
+	return n + m, s.purgeEndedFailures(ctx)
 }
 
 // purgeOldestRaw removes the entries of table (values: timeKey strings)

@@ -3,6 +3,7 @@ package storetest
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -419,4 +420,87 @@ func testWebhookSecretRotation(t *testing.T, s keys.Store) {
 	}
 	_, err = s.UpdateWebhook(ctx, w.ID, got.Version, set(func(w *keys.Webhook) { w.PreviousSealedSecret = []byte("x") }), "a")
 	wantField(t, "previous secret without an end", err, "previousSecret")
+}
+
+// testFailureCounts: counts of one subject and window from several calls
+// (nodes) add up, clients merge without repeats, first and last widen;
+// other subjects and windows are apart; ended windows are purged; bad
+// counts are refused and change nothing.
+func testFailureCounts(t *testing.T, s keys.Store) {
+	// The store takes the windows it is given: the current one lies an
+	// hour ahead (it cannot end during the test), the ended one two back.
+	win := time.Minute
+	start := time.Now().Add(time.Hour).Truncate(win)
+	ended := time.Now().Add(-2 * time.Hour).Truncate(win)
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	subject := "users/" + keys.NewID() + "/keys/" + keys.NewID()
+	got, err := s.AddFailureCounts(ctx, []keys.FailureCount{
+		{Subject: subject, Start: start, Window: win, Failures: 2, Clients: []string{"a", "b"}, First: at(2 * time.Second), Last: at(5 * time.Second)},
+		{Subject: "users/other", Start: start, Window: win, Failures: 1, Clients: []string{"a"}, First: at(time.Second), Last: at(time.Second)},
+	})
+	must(t, "adding node A's counts", err)
+	if len(got) != 2 || got[0].Failures != 2 || got[1].Failures != 1 || got[0].Subject != subject {
+		t.Fatalf("first counts: %+v", got)
+	}
+	got, err = s.AddFailureCounts(ctx, []keys.FailureCount{
+		{Subject: subject, Start: start, Window: win, Failures: 3, Clients: []string{"b", "c"}, First: at(time.Second), Last: at(9 * time.Second)},
+		{Subject: subject, Start: ended, Window: win, Failures: 1, First: ended, Last: ended},
+	})
+	must(t, "adding node B's counts", err)
+	sum := got[0]
+	slices.Sort(sum.Clients)
+	if sum.Failures != 5 || !slices.Equal(sum.Clients, []string{"a", "b", "c"}) || !sum.First.Equal(at(time.Second)) || !sum.Last.Equal(at(9*time.Second)) {
+		t.Fatalf("summed: %+v", sum)
+	}
+	if got[1].Failures != 1 {
+		t.Fatalf("another window was added to: %+v", got[1])
+	}
+	// The ended window is purged by the next call, so a late count for it
+	// starts from nothing.
+	got, err = s.AddFailureCounts(ctx, []keys.FailureCount{{Subject: subject, Start: ended, Window: win, Failures: 1}})
+	must(t, "adding to an ended window", err)
+	if got[0].Failures != 1 {
+		t.Fatalf("an ended window was not purged: %+v", got[0])
+	}
+	// Clients are capped.
+	many := make([]string, keys.MaxFailureClients+10)
+	for i := range many {
+		many[i] = strconv.Itoa(i)
+	}
+	got, err = s.AddFailureCounts(ctx, []keys.FailureCount{{Subject: "users/many", Start: start, Window: win, Failures: int64(len(many)), Clients: many}})
+	must(t, "adding many clients", err)
+	if len(got[0].Clients) != keys.MaxFailureClients {
+		t.Fatalf("%d clients kept", len(got[0].Clients))
+	}
+	for _, bad := range []keys.FailureCount{
+		{Subject: "", Start: start, Window: win, Failures: 1},
+		{Subject: "users/x@y", Start: start, Window: win, Failures: 1},
+		{Subject: subject, Start: start, Window: 0, Failures: 1},
+		{Subject: subject, Start: start, Window: win, Failures: -1},
+	} {
+		_, err := s.AddFailureCounts(ctx, []keys.FailureCount{{Subject: subject, Start: start, Window: win, Failures: 100}, bad})
+		wantErr(t, "bad count "+bad.Subject, err, keys.ErrInvalid)
+	}
+	got, err = s.AddFailureCounts(ctx, []keys.FailureCount{{Subject: subject, Start: start, Window: win}})
+	must(t, "reading back", err)
+	if got[0].Failures != 5 {
+		t.Fatalf("a refused call changed the count: %+v", got[0])
+	}
+	// PurgeDeliveries removes the counts of every ended window (more than
+	// the few each AddFailureCounts removes: the newest would survive those).
+	var old []keys.FailureCount
+	for i := range 30 {
+		old = append(old, keys.FailureCount{Subject: "users/old", Start: ended.Add(-time.Duration(30-i) * win), Window: win, Failures: 7})
+	}
+	_, err = s.AddFailureCounts(ctx, old)
+	must(t, "adding old windows", err)
+	_, err = s.PurgeDeliveries(ctx, time.Now().Add(-time.Hour))
+	must(t, "purging", err)
+	newest := old[len(old)-1]
+	newest.Failures = 0
+	got, err = s.AddFailureCounts(ctx, []keys.FailureCount{newest})
+	must(t, "reading the newest old window", err)
+	if got[0].Failures != 0 {
+		t.Fatalf("PurgeDeliveries kept an ended window: %+v", got[0])
+	}
 }

@@ -79,6 +79,7 @@ func cases() []testCase {
 		{"ReportLeak", testReportLeak},
 		{"Webhooks", testWebhooks},
 		{"WebhookSecretRotation", testWebhookSecretRotation},
+		{"FailureCounts", testFailureCounts},
 		{"Import", testImport},
 		{"ImportAtomic", testImportAtomic},
 		{"Rehash", testRehash},
