@@ -146,7 +146,7 @@ func TestLeakVerifyGitHubVector(t *testing.T) {
 	}
 }
 
-func newStore(t *testing.T) keys.Store {
+func newStore(t testing.TB) keys.Store {
 	t.Helper()
 	s, err := filestore.NewStore(filepath.Join(t.TempDir(), "k.db"), filestore.Options{}, keys.StoreOptions{})
 	if err != nil {
@@ -544,5 +544,132 @@ func TestDispatcherRotation(t *testing.T) {
 	h, b = deliver()
 	if verifies(secrets["s1"], h, b) || !verifies(secrets["s2"], h, b) {
 		t.Fatalf("after the grace period: %q", h.Get("webhook-signature"))
+	}
+}
+
+// flakyStore fails AddFailureCounts while down is set.
+type flakyStore struct {
+	keys.Store
+	down atomic.Bool
+}
+
+func (s *flakyStore) AddFailureCounts(ctx context.Context, c []keys.FailureCount) ([]keys.FailureCount, error) {
+	if s.down.Load() {
+		return nil, keys.ErrUnavailable
+	}
+	return s.Store.AddFailureCounts(ctx, c)
+}
+
+// authFailureEvents writes what the queues hold to the outbox and returns
+// the auth.failures events there.
+func authFailureEvents(t *testing.T, s keys.Store, qs ...*events.Queue) []keys.Event {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, q := range qs {
+		wg.Go(func() { q.Run(ctx, func(err error) { t.Error(err) }) })
+	}
+	cancel() // Run writes what is queued, then returns
+	wg.Wait()
+	var out []keys.Event
+	for {
+		ds, err := s.DispatchEvents(context.Background(), time.Now(), "n", time.Minute, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			if d.Event.Type == keys.EventAuthFailures {
+				out = append(out, d.Event)
+			}
+		}
+		if more, _ := s.PendingEvents(context.Background()); !more {
+			return out
+		}
+	}
+}
+
+// TestFailureWatcherAcrossNodes: two nodes each see half a burst (two
+// failures, threshold four); neither reports alone, their flushes to the
+// shared store report it once, with the distinct addresses of both; a node
+// that flushes more of the same burst later gives no second event; counts
+// a flush could not store are kept for the next.
+func TestFailureWatcherAcrossNodes(t *testing.T) {
+	base := newStore(t)
+	ctx := context.Background()
+	if _, err := base.CreateTenant(ctx, keys.Tenant{ID: "acme", Name: "Acme"}, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := base.CreateWebhook(ctx, keys.Webhook{ID: "wh1", Tenant: "acme", URL: "https://example.com/h", Events: []string{"*"}, Enabled: true, SealedSecret: []byte("x")}, "t"); err != nil {
+		t.Fatal(err)
+	}
+	s := &flakyStore{Store: base}
+	qa, qb := events.NewQueue(s, 0), events.NewQueue(s, 0)
+	a := events.NewFailureWatcher(qa, 4, time.Hour)
+	b := events.NewFailureWatcher(qb, 4, time.Hour)
+	now := time.Now()
+	ip := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	a.Fail("acme", "u1", "k1", ip("192.0.2.1"), now)
+	a.Fail("acme", "u1", "k1", ip("192.0.2.2"), now.Add(time.Millisecond))
+	b.Fail("acme", "u1", "k1", ip("192.0.2.2"), now.Add(2*time.Millisecond))
+	b.Fail("acme", "u1", "k1", ip("::ffff:192.0.2.3"), now.Add(3*time.Millisecond))
+	if evs := authFailureEvents(t, base, qa, qb); len(evs) != 0 {
+		t.Fatalf("half a burst per node reported: %+v", evs)
+	}
+	// The store is away for node B's first flush: nothing is lost.
+	s.down.Store(true)
+	if err := b.Flush(ctx); err == nil {
+		t.Fatal("flush to an unreachable store succeeded")
+	}
+	s.down.Store(false)
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if evs := authFailureEvents(t, base, qa); len(evs) != 0 {
+		t.Fatalf("node A reported its half: %+v", evs)
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs := authFailureEvents(t, base, qb)
+	if len(evs) != 1 {
+		t.Fatalf("the whole burst: %d events", len(evs))
+	}
+	var d struct {
+		Failures  int    `json:"failures"`
+		ClientIPs int    `json:"clientIPs"`
+		KeyID     string `json:"keyId"`
+		FirstAt   time.Time
+	}
+	json.Unmarshal(evs[0].Data, &d)
+	if d.Failures != 4 || d.ClientIPs != 3 || d.KeyID != "k1" || evs[0].Subject != "users/u1/keys/k1" || evs[0].Tenant != "acme" {
+		t.Fatalf("auth.failures: %+v %s", evs[0], evs[0].Data)
+	}
+	// Node A sees more of the same burst: its flush reaches the threshold
+	// too, and the event's id makes it the same event.
+	a.Fail("acme", "u1", "k1", ip("192.0.2.9"), now.Add(4*time.Millisecond))
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if evs := authFailureEvents(t, base, qa); len(evs) != 0 {
+		t.Fatalf("the burst was reported twice: %+v", evs)
+	}
+	// A node's own count reaching the threshold reports at once, unflushed.
+	for i := range 4 {
+		a.Fail("acme", "u2", "", ip("198.51.100.1"), now.Add(time.Duration(i)*time.Millisecond))
+	}
+	if evs := authFailureEvents(t, base, qa); len(evs) != 1 || evs[0].Subject != "users/u2" {
+		t.Fatalf("a node's own burst: %+v", evs)
+	}
+}
+
+// BenchmarkFailureWatcherFail: what a failed authentication of a known key
+// costs the request path (one subject, a few client addresses).
+func BenchmarkFailureWatcherFail(b *testing.B) {
+	w := events.NewFailureWatcher(events.NewQueue(newStore(b), 0), 1<<30, time.Hour)
+	ips := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")}
+	now := time.Now()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		w.Fail("acme", "u1", "k1", ips[i%len(ips)], now)
 	}
 }

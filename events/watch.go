@@ -3,7 +3,6 @@ package events
 import (
 	"context"
 	"encoding/json"
-	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -203,100 +202,5 @@ func (w *LimitWatcher) mark(u Usage, now time.Time, epoch int64, level int) {
 		ID:   keys.EventID(typ, u.Tenant, u.User, u.Policy, threshold, strconv.FormatInt(epoch, 10)),
 		Type: typ, Time: now.UTC(), Tenant: u.Tenant, Actor: "system",
 		Subject: "users/" + u.User, UserID: u.User, Data: raw,
-	})
-}
-
-// FailureWatcher notices bursts of failed authentications for one key or
-// user: Threshold failures within one Window (windows are aligned to
-// multiples of Window) give one auth.failures event, with the count and
-// the number of distinct client addresses. Only credentials that name a
-// known key or user are counted (a guess at an unknown id has no owner to
-// tell); the per-address throttle already caps what one address can do.
-type FailureWatcher struct {
-	q         *Queue
-	threshold int
-	window    time.Duration
-
-	mu     sync.Mutex
-	bursts map[string]*burst
-}
-
-type burst struct {
-	epoch       int64
-	n           int
-	ips         map[netip.Addr]struct{}
-	first       time.Time
-	reported    bool
-	tenant, uid string
-	keyID       string
-}
-
-// maxBursts bounds the tracked subjects; maxBurstIPs the addresses
-// counted per subject (more are reported as at least that many).
-const (
-	maxBursts   = 50_000
-	maxBurstIPs = 256
-)
-
-// NewFailureWatcher returns a watcher reporting threshold failures within
-// window (defaults 20 and 1m).
-func NewFailureWatcher(q *Queue, threshold int, window time.Duration) *FailureWatcher {
-	if threshold <= 0 {
-		threshold = 20
-	}
-	if window <= 0 {
-		window = time.Minute
-	}
-	return &FailureWatcher{q: q, threshold: threshold, window: window, bursts: map[string]*burst{}}
-}
-
-// Fail notes one failed authentication of a key (keyID set) or of a
-// user's signature (keyID empty) from client address ip.
-func (w *FailureWatcher) Fail(tenant, userID, keyID string, ip netip.Addr, now time.Time) {
-	if w == nil || userID == "" {
-		return
-	}
-	subject := "users/" + userID
-	if keyID != "" {
-		subject += "/keys/" + keyID
-	}
-	epoch := now.UnixNano() / int64(w.window)
-	w.mu.Lock()
-	b := w.bursts[subject]
-	if b == nil || b.epoch != epoch {
-		if len(w.bursts) >= maxBursts {
-			for k, old := range w.bursts {
-				if old.epoch != epoch {
-					delete(w.bursts, k)
-				}
-			}
-			if len(w.bursts) >= maxBursts {
-				w.mu.Unlock()
-				return
-			}
-		}
-		b = &burst{epoch: epoch, ips: map[netip.Addr]struct{}{}, first: now, tenant: tenant, uid: userID, keyID: keyID}
-		w.bursts[subject] = b
-	}
-	b.n++
-	if ip.IsValid() && len(b.ips) < maxBurstIPs {
-		b.ips[ip] = struct{}{}
-	}
-	if b.reported || b.n < w.threshold {
-		w.mu.Unlock()
-		return
-	}
-	b.reported = true
-	data := map[string]any{"userId": userID, "failures": b.n, "clientIPs": len(b.ips),
-		"window": w.window.String(), "firstAt": b.first.UTC(), "lastAt": now.UTC()}
-	if keyID != "" {
-		data["keyId"] = keyID
-	}
-	w.mu.Unlock()
-	raw, _ := json.Marshal(data)
-	w.q.Add(keys.Event{
-		ID:   keys.EventID(keys.EventAuthFailures, subject, strconv.FormatInt(epoch, 10)),
-		Type: keys.EventAuthFailures, Time: now.UTC(), Tenant: tenant, Actor: "system",
-		Subject: subject, UserID: userID, Data: raw,
 	})
 }

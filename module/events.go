@@ -284,6 +284,9 @@ func (a *App) startEvents(ctx context.Context) {
 	go rt.queue.Run(ctx, func(err error) {
 		a.logger.Warn("writing request-path events to the outbox", zap.Error(err))
 	})
+	go rt.failures.Run(ctx, func(err error) {
+		a.logger.Warn("adding failed authentications to the store's counts", zap.Error(err))
+	})
 	if rt.cfg.Off {
 		return
 	}

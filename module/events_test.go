@@ -167,6 +167,15 @@ func data(ev map[string]any) map[string]any { d, _ := ev["data"].(map[string]any
 
 func keyOf(ev map[string]any) map[string]any { k, _ := data(ev)["key"].(map[string]any); return k }
 
+// wrongSecret returns a well-formed access key (checksum right) with the
+// key id of key and another secret.
+func wrongSecret(key string) string {
+	body := key[:len("kg_")+17] + strings.Repeat("a", 52)
+	var sum [4]byte
+	binary.BigEndian.PutUint32(sum[:], crc32.ChecksumIEEE([]byte(body)))
+	return body + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))
+}
+
 // eventsCaddyfile is a gateway (tenant acme, limit 10 per 2m), the admin
 // API and the leak endpoint, with events delivered fast and to loopback.
 func eventsCaddyfile(store, events string, gw, ad, leaks int, upstream string) string {
@@ -390,10 +399,7 @@ func TestEventsEndToEnd(t *testing.T) {
 	}
 	// A burst of wrong secrets for one key id: well-formed keys (checksum
 	// right) with the id of the replacement key.
-	wrongBody := rep.Key[:len("kg_")+17] + strings.Repeat("a", 52)
-	var sum [4]byte
-	binary.BigEndian.PutUint32(sum[:], crc32.ChecksumIEEE([]byte(wrongBody)))
-	wrong := wrongBody + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))
+	wrong := wrongSecret(rep.Key)
 	broken := wrong[:len(wrong)-1] + map[bool]string{true: "b", false: "a"}[wrong[len(wrong)-1] == 'a']
 	ev = after("auth.failures", nil, func() {
 		for range 3 {
@@ -660,6 +666,38 @@ func TestEventsTwoNodes(t *testing.T) {
 	}
 	if len(rc.raw) < n {
 		t.Errorf("%d events delivered, want at least %d", len(rc.raw), n)
+	}
+}
+
+// TestEventsAuthFailuresAcrossNodes: two nodes on one Redis each see half
+// of a burst of wrong secrets for one key (two of four, the threshold):
+// neither reaches it alone, their counts added in the store do, and the
+// receiver gets one auth.failures with all four.
+func TestEventsAuthFailuresAcrossNodes(t *testing.T) {
+	_, prefix := testredis.Client(t)
+	rc := newHookReceiver(t)
+	store := fmt.Sprintf("store redis {\n\t\t\taddress %s\n\t\t\tprefix %s\n\t\t}", testredis.Options(t).Addr, prefix)
+	a := startEventsEnv(t, store, "auth_failures 4 1h", testcaddy.Options{})
+	a.bootstrap()
+	b := startEventsEnv(t, store, "auth_failures 4 1h", testcaddy.Options{})
+	b.adminKey, b.adminID = a.adminKey, a.adminID
+	a.webhook(rc, "acme")
+	userID, keyID, key := a.newUserKey("acme", "burst", time.Now().Add(time.Hour))
+	wrong := wrongSecret(key)
+	start := time.Now()
+	for _, node := range []*eventsEnv{a, b, a, b} {
+		if st := status(node.env, wrong); st != http.StatusUnauthorized {
+			t.Fatalf("wrong secret: %d", st)
+		}
+	}
+	ev, at := rc.waitType("auth.failures", nil, 15*time.Second)
+	t.Logf("auth.failures %v after the burst's last failure (each node adds its counts about once a second)", at.Sub(start).Round(time.Millisecond))
+	if d := data(ev); d["failures"] != 4.0 || d["keyId"] != keyID || d["userId"] != userID || d["clientIPs"] != 1.0 {
+		t.Fatalf("auth.failures: %v", d)
+	}
+	time.Sleep(2 * time.Second) // room for a second report
+	if n := strings.Count(strings.Join(rc.types(), " "), "auth.failures"); n != 1 {
+		t.Fatalf("%d auth.failures events", n)
 	}
 }
 
