@@ -5,7 +5,7 @@ const { Webhook } = require('standardwebhooks');
 const wh = new Webhook(process.env.WEBHOOK_SECRET); // the whsec_… secret keygate showed once
 const seen = new Set(); // keep these in your database: a retry or replay repeats the webhook-id
 
-http.createServer((req, res) => {
+const server = http.createServer((req, res) => {
   const body = [];
   req.on('data', (chunk) => body.push(chunk));
   req.on('end', () => {
@@ -27,4 +27,7 @@ http.createServer((req, res) => {
     }
     res.writeHead(204).end();
   });
-}).listen(Number(process.env.PORT || 8080), '127.0.0.1');
+});
+server.listen(Number(process.env.PORT || 8080), '127.0.0.1', () => {
+  console.log(JSON.stringify({ listening: server.address().port })); // PORT=0: any free port
+});

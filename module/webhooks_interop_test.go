@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -67,12 +66,13 @@ func TestREADMEWebhookSnippets(t *testing.T) {
 }
 
 // nodeReceiver runs interop/webhook-receiver.js (the README's receiver,
-// verifying with the standardwebhooks npm package) on a fixed port, and
+// verifying with the standardwebhooks npm package) on a port it picks
+// (PORT=0; Node cannot share a port testcaddy.FreePort holds), and
 // collects the lines it prints, across restarts.
 type nodeReceiver struct {
 	t    *testing.T
 	dir  string
-	port int
+	port int // of the running process
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -89,21 +89,23 @@ type receiverLine struct {
 	Subject   string `json:"subject"`
 	Duplicate bool   `json:"duplicate"`
 	Refused   string `json:"refused"`
+	Listening int    `json:"listening"`
 }
 
-func startNodeReceiver(t *testing.T, dir string, port int, secret string) *nodeReceiver {
-	rc := &nodeReceiver{t: t, dir: dir, port: port, cond: make(chan struct{})}
+func startNodeReceiver(t *testing.T, dir, secret string) *nodeReceiver {
+	rc := &nodeReceiver{t: t, dir: dir, cond: make(chan struct{})}
 	rc.start(secret)
 	t.Cleanup(rc.stop)
 	return rc
 }
 
-// start runs the script with secret and waits until it listens.
+// start runs the script with secret and waits until it says where it
+// listens.
 func (rc *nodeReceiver) start(secret string) {
 	rc.t.Helper()
 	cmd := exec.Command("node", "webhook-receiver.js")
 	cmd.Dir = rc.dir
-	cmd.Env = append(os.Environ(), "WEBHOOK_SECRET="+secret, "PORT="+strconv.Itoa(rc.port))
+	cmd.Env = append(os.Environ(), "WEBHOOK_SECRET="+secret, "PORT=0")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		rc.t.Fatal(err)
@@ -114,6 +116,7 @@ func (rc *nodeReceiver) start(secret string) {
 		rc.t.Fatalf("starting node webhook-receiver.js: %v", err)
 	}
 	done := make(chan struct{})
+	listening := make(chan int, 1)
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(out)
@@ -121,6 +124,10 @@ func (rc *nodeReceiver) start(secret string) {
 			var l receiverLine
 			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 				rc.t.Errorf("receiver printed %q", sc.Text())
+				continue
+			}
+			if l.Listening != 0 {
+				listening <- l.Listening
 				continue
 			}
 			rc.mu.Lock()
@@ -134,20 +141,13 @@ func (rc *nodeReceiver) start(secret string) {
 	rc.mu.Lock()
 	rc.cmd, rc.done = cmd, done
 	rc.mu.Unlock()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := net.DialTimeout("tcp", rc.addr(), time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-done:
-			rc.t.Fatalf("webhook-receiver.js exited: %s", stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			rc.t.Fatalf("webhook-receiver.js does not listen on %s: %s", rc.addr(), stderr.String())
-		}
+	select {
+	case port := <-listening:
+		rc.port = port
+	case <-done:
+		rc.t.Fatalf("webhook-receiver.js exited: %s", stderr.String())
+	case <-time.After(20 * time.Second):
+		rc.t.Fatalf("webhook-receiver.js does not listen: %s", stderr.String())
 	}
 }
 
@@ -165,10 +165,12 @@ func (rc *nodeReceiver) stop() {
 }
 
 // restart stops the receiver and starts it with another secret (a
-// receiver switching secrets).
-func (rc *nodeReceiver) restart(secret string) {
+// receiver switching secrets), and points webhook hook of e at it.
+func (rc *nodeReceiver) restart(e *eventsEnv, hook, secret string) {
+	rc.t.Helper()
 	rc.stop()
 	rc.start(secret)
+	e.api(http.MethodPatch, "/v1/webhooks/"+hook, map[string]any{"url": rc.url()}, http.StatusOK)
 }
 
 func (rc *nodeReceiver) addr() string { return fmt.Sprintf("127.0.0.1:%d", rc.port) }
@@ -248,15 +250,16 @@ func TestInteropStandardWebhooksNode(t *testing.T) {
 	dir := installInterop(t)
 	e := startEventsEnv(t, "", "", testcaddy.Options{})
 	e.bootstrap()
-	port := testcaddy.FreePort(t)
+	// The webhook first, for its secret; then the receiver, where it listens.
 	var hook struct {
 		ID     string `json:"id"`
 		Secret string `json:"secret"`
 	}
 	json.Unmarshal(e.api(http.MethodPost, "/v1/webhooks", map[string]any{
-		"url": fmt.Sprintf("http://127.0.0.1:%d/keygate", port), "events": []string{"*"},
+		"url": "http://127.0.0.1:9/not-yet", "events": []string{"*"},
 	}, http.StatusCreated), &hook)
-	rc := startNodeReceiver(t, dir, port, hook.Secret)
+	rc := startNodeReceiver(t, dir, hook.Secret)
+	e.api(http.MethodPatch, "/v1/webhooks/"+hook.ID, map[string]any{"url": rc.url()}, http.StatusOK)
 	first := func(id string) func(receiverLine) bool {
 		return func(l receiverLine) bool { return l.ID == id && l.Type != "" }
 	}
@@ -326,7 +329,7 @@ func TestInteropStandardWebhooksNode(t *testing.T) {
 	onOld, _, _ := e.newUserKey("acme", "during-grace-old", time.Now().Add(48*time.Hour))
 	rc.wait("user.created during the grace period, old secret", func(l receiverLine) bool { return l.Subject == "users/"+onOld })
 	e.settled(hook.ID)
-	rc.restart(rot.Secret)
+	rc.restart(e, hook.ID, rot.Secret)
 	onNew, _, _ := e.newUserKey("acme", "during-grace-new", time.Now().Add(48*time.Hour))
 	rc.wait("user.created during the grace period, new secret", func(l receiverLine) bool { return l.Subject == "users/"+onNew })
 	ds = e.settled(hook.ID)
@@ -343,7 +346,7 @@ func TestInteropStandardWebhooksNode(t *testing.T) {
 	json.Unmarshal(e.api(http.MethodPost, "/v1/webhooks/"+hook.ID+"/rotate-secret", nil, http.StatusOK), &rot2)
 	after, _, _ := e.newUserKey("acme", "after-rotation", time.Now().Add(48*time.Hour))
 	refused := rc.wait("refusal after a rotation without grace", func(l receiverLine) bool { return l.Refused != "" && l.ID != "evt_forged" })
-	rc.restart(rot2.Secret)
+	rc.restart(e, hook.ID, rot2.Secret)
 	rc.wait("the refused delivery, retried, with the new secret", first(refused.ID))
 	rc.wait("user.created after the rotation", func(l receiverLine) bool { return l.Subject == "users/"+after })
 	ds = e.settled(hook.ID)
