@@ -571,12 +571,12 @@ func measureWait(t *testing.T, tp *topology) {
 }
 
 // TestTopologySentinelEvents: two keygate nodes deliver webhooks from a
-// Sentinel group while users are created through both, and the master is
-// failed over twice with deliveries pending and in flight (the receiver
-// takes 50 ms per request): SENTINEL FAILOVER, then killing the master.
-// Every event of a change the admin API acknowledged reaches the receiver
-// (at least once; deduped by webhook-id, once), signed, and no delivery is
-// left pending or failed.
+// Sentinel group (min-replicas-to-write 1) while users are created through
+// both, and the master is failed over twice with deliveries pending and in
+// flight (the receiver takes 50 ms per request): SENTINEL FAILOVER, then
+// killing the master. Every user the admin API acknowledged is there
+// afterwards, its events reached the receiver (at least once; deduped by
+// webhook-id, once), signed, and no delivery is left pending or failed.
 func TestTopologySentinelEvents(t *testing.T) {
 	tp, s := sentinelTopology(t)
 	rc := newHookReceiver(t)
@@ -592,6 +592,7 @@ func TestTopologySentinelEvents(t *testing.T) {
 	// acknowledged ones (201) count.
 	var mu sync.Mutex
 	var acked []string
+	ackedAt := map[string]time.Time{}
 	refused := map[int]int{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -625,6 +626,7 @@ func TestTopologySentinelEvents(t *testing.T) {
 				mu.Lock()
 				if resp.StatusCode == http.StatusCreated && err == nil && out.Data.ID != "" {
 					acked = append(acked, out.Data.ID)
+					ackedAt[out.Data.ID] = time.Now()
 				} else {
 					refused[resp.StatusCode]++
 				}
@@ -658,12 +660,31 @@ func TestTopologySentinelEvents(t *testing.T) {
 			}
 		}
 	}
+	// Without min-replicas-to-write, SENTINEL FAILOVER loses writes: the
+	// old master, its replica promoted away, reports none (ROLE), so
+	// keygate does not WAIT, and acknowledges writes its demotion then
+	// wipes (8 to 18 users per run in this test). With it the old master
+	// refuses them (503). See README, "What holds during a failover".
+	setMinReplicas := func(n *redistopo.Node, v string) {
+		if _, err := n.Do("config", "set", "min-replicas-to-write", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMinReplicas(s.Master, "1")
+	setMinReplicas(s.Replica, "1")
 	time.Sleep(time.Second)
 	awaitPending("before SENTINEL FAILOVER")
+	foStart := time.Now()
 	t.Logf("SENTINEL FAILOVER promoted the replica in %v", s.Failover())
+	foEnd := time.Now()
 	time.Sleep(time.Second)
 	awaitPending("before killing the master")
+	// Killing the master leaves one data node: it must take writes
+	// without a replica.
+	setMinReplicas(s.Replica, "0")
+	killStart := time.Now()
 	t.Logf("the sentinels promoted the replica %v after the master was killed", s.KillMaster())
+	killEnd := time.Now()
 	time.Sleep(2 * time.Second)
 	close(stop)
 	wg.Wait()
@@ -675,8 +696,43 @@ func TestTopologySentinelEvents(t *testing.T) {
 	if len(users) < 20 {
 		t.Fatalf("only %d users acknowledged", len(users))
 	}
+	// Every acknowledged user is there, and its user.created delivered.
+	var kept []string
 	for _, id := range users {
-		rc.waitType("user.created", func(ev map[string]any) bool { return ev["subject"] == "users/"+id }, 60*time.Second)
+		code, _, _ := a.raw(http.MethodGet, "/v1/users/"+id, a.adminKey, nil, nil)
+		switch code {
+		case http.StatusOK:
+			kept = append(kept, id)
+		case http.StatusNotFound:
+			at := ackedAt[id]
+			t.Errorf("the store lost an acknowledged write: user %s was created (201) %v after SENTINEL FAILOVER began (it took %v), "+
+				"%v after the kill began (it took %v), and is gone",
+				id, at.Sub(foStart).Round(time.Millisecond), foEnd.Sub(foStart).Round(time.Millisecond),
+				at.Sub(killStart).Round(time.Millisecond), killEnd.Sub(killStart).Round(time.Millisecond))
+		default:
+			t.Fatalf("GET user %s: %d", id, code)
+		}
+	}
+	missing := func() (out []string) {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		got := map[string]bool{}
+		for _, ev := range rc.events {
+			if ev["type"] == "user.created" {
+				got[fmt.Sprint(ev["subject"])] = true
+			}
+		}
+		for _, id := range kept {
+			if !got["users/"+id] {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	for deadline := time.Now().Add(60 * time.Second); len(missing()) > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the user.created of users the store has never arrived: %v", missing())
+		}
 	}
 	for deadline := time.Now().Add(30 * time.Second); pending() != 0; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
