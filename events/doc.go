@@ -22,7 +22,9 @@
 // request never waits for it. Those events carry ids derived from what they
 // are about (keys.EventID), so the outbox keeps one per user and window
 // however many nodes noticed it. A node that dies loses at most what its
-// queue held (a fraction of a second).
+// queue held (a fraction of a second). Failure bursts are counted across
+// nodes: each adds its counts to the store's about once a second
+// (FailureWatcher.Run), off the request path.
 //
 // # Signatures
 //
@@ -30,5 +32,8 @@
 // bytes; the HMAC key is those bytes. Each delivery carries webhook-id (the
 // event id), webhook-timestamp (Unix seconds of the attempt) and
 // webhook-signature: "v1," and the base64 of HMAC-SHA256 over
-// "<id>.<timestamp>.<body>". Verify checks one.
+// "<id>.<timestamp>.<body>". Verify checks one. During a secret
+// rotation's grace period a delivery carries two signatures, of the new
+// secret and the old, space-separated (SignAll), so a receiver holding
+// either verifies it.
 package events
